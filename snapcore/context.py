@@ -1,0 +1,37 @@
+"""The context every hook receives: how to run commands, where to report progress, the domain."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from snapcore.model import Domain, DomainState, ProgressEvent
+from snapcore.process import CommandRunner, default_runner
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+def _ignore_progress(event: ProgressEvent) -> None:
+    del event
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HookContext:
+    """Given to every hook as ``ctx``.
+
+    :ivar domain: the domain being worked on.
+    :ivar state: its state when the operation started.
+    :ivar run: the command runner; plugins run every external command through it.
+    :ivar log: a logger for the plugin's messages (only the CLI prints).
+    :ivar progress: call with a :class:`~snapcore.model.ProgressEvent` during long steps.
+    :ivar work_dir: a directory private to this domain in the state dir, for plugin files.
+    """
+
+    domain: Domain
+    state: DomainState = DomainState.SHUTOFF
+    run: CommandRunner = field(default_factory=default_runner)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("snapcore.plugin"))
+    progress: ProgressCallback = _ignore_progress
+    work_dir: Path | None = None

@@ -1,0 +1,325 @@
+"""The exception tree of snapcore.
+
+Everything snapcore raises on purpose derives from :class:`SnapcoreError`. Data lives in
+attributes; ``str()`` is one sentence for a human. Foreign exceptions (``OSError``,
+``subprocess``/``sh`` errors, ``tomllib`` errors, QMP errors) are translated once, where they
+enter snapcore, with ``raise ... from exc``. The CLI maps each branch to an exit code::
+
+    SnapcoreError
+    ├── ConfigError (ValueError)          bad input: names, files, options      exit 2
+    │   └── InvalidNameError
+    ├── PluginError                                                               exit 2
+    │   ├── PluginLoadError                a plugin failed to import or validate
+    │   ├── BackendConflictError           two plugins claim one driver
+    │   ├── NoBackendError                 no plugin owns a disk (.disk)
+    │   └── NoHypervisorError              no plugin controls the domain's hypervisor
+    ├── BackendError                       a backend operation failed            exit 1
+    │   ├── CommandError                   an external tool failed (.argv, .returncode, .stderr)
+    │   └── UnsupportedOperationError      the backend cannot do this for this disk
+    ├── SnapshotError
+    │   ├── SnapshotNotFoundError (LookupError)                                   exit 2
+    │   ├── SnapshotExistsError                                                   exit 2
+    │   ├── CreateBlockedError             preflight found blockers (.blockers)   exit 2
+    │   ├── DeleteBlockedError             preflight found blockers (.blockers)   exit 2
+    │   └── RevertBlockedError             preflight found blockers (.blockers)   exit 2
+    ├── CheckpointError
+    │   ├── DomainStateError               wrong domain state (.state, .required) exit 2
+    │   ├── OperationFailedError           failed and fully undone (.cause)       exit 1
+    │   └── PartialCheckpointError         undo failed too (.leftovers)           exit 3
+    └── StoreError                                                                exit 1
+        ├── StoreLockedError               another command holds the domain
+        ├── StoreCorruptError              a record cannot be read (.path)
+        └── RecoveryNeededError            an interrupted operation is pending    exit 3
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import final
+
+
+class SnapcoreError(Exception):
+    """Base of every error snapcore raises on purpose."""
+
+    #: Exit code the CLI uses for this error.
+    exit_code: int = 1
+
+
+class ConfigError(SnapcoreError, ValueError):
+    """Bad input: a name, a domain file, a snapshot config file or a command-line option.
+
+    Raised before anything is touched. ``source`` and ``line`` locate the problem when known.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None):
+        self.message = message
+        self.source = source
+        self.line = line
+        where = source or ""
+        if line is not None:
+            where = f"{where}:{line}" if where else f"line {line}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+@final
+class InvalidNameError(ConfigError):
+    """A checkpoint or domain name that snapcore refuses (see :func:`snapcore.model.check_name`)."""
+
+    def __init__(self, name: str, reason: str, *, what: str = "snapshot name"):
+        self.name = name
+        self.reason = reason
+        super().__init__(f"invalid {what} {name!r}: {reason}")
+
+
+class PluginError(SnapcoreError):
+    """A plugin could not be loaded, or the plugins cannot serve a domain."""
+
+    exit_code = 2
+
+
+@final
+class PluginLoadError(PluginError):
+    """A plugin failed to import, or its hook implementations do not match the hook specs."""
+
+    def __init__(self, plugin: str, reason: str):
+        self.plugin = plugin
+        self.reason = reason
+        super().__init__(f"plugin {plugin!r} cannot be loaded: {reason}")
+
+
+@final
+class BackendConflictError(PluginError):
+    """Two plugins claim the same driver name."""
+
+    def __init__(self, driver: str, plugins: Sequence[str]):
+        self.driver = driver
+        self.plugins = tuple(plugins)
+        names = " and ".join(repr(p) for p in self.plugins)
+        super().__init__(
+            f"plugins {names} both provide driver {driver!r}; "
+            "uninstall one or disable it with --disable-plugin"
+        )
+
+
+@final
+class NoBackendError(PluginError):
+    """No loaded plugin owns a disk."""
+
+    def __init__(self, vdev: str, path: str, driver: str | None, reason: str = ""):
+        self.vdev = vdev
+        self.path = path
+        self.driver = driver
+        if driver:
+            text = f"disk {vdev} ({path}): no plugin provides driver {driver!r}"
+        else:
+            text = f"disk {vdev} ({path}): no plugin claims this disk; set driver= in the domain file"
+        super().__init__(f"{text}{': ' + reason if reason else ''}")
+
+
+@final
+class NoHypervisorError(PluginError):
+    """No loaded plugin controls the domain's hypervisor."""
+
+    def __init__(self, hypervisor: str):
+        self.hypervisor = hypervisor
+        super().__init__(f"no plugin provides hypervisor {hypervisor!r}")
+
+
+class BackendError(SnapcoreError):
+    """A backend operation failed. ``driver`` and ``vdev`` say where, when known."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, driver: str | None = None, vdev: str | None = None):
+        self.message = message
+        self.driver = driver
+        self.vdev = vdev
+        prefix = f"disk {vdev}: " if vdev else ""
+        super().__init__(f"{prefix}{message}")
+
+
+@final
+class CommandError(BackendError):
+    """An external command failed or could not be started.
+
+    ``argv`` is the command as run, ``returncode`` its exit status (``None`` when it could not
+    start or timed out) and ``stderr`` the tool's own message, stripped.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        returncode: int | None,
+        stderr: str,
+        *,
+        vdev: str | None = None,
+        driver: str | None = None,
+    ):
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        tool = self.argv[0] if self.argv else "command"
+        last = self.stderr.splitlines()[-1] if self.stderr else ""
+        if returncode is None:
+            detail = last or "could not be run"
+        else:
+            detail = last or f"exited with status {returncode}"
+        super().__init__(f"{tool}: {detail}", driver=driver, vdev=vdev)
+
+    def for_disk(self, vdev: str, driver: str | None = None) -> CommandError:
+        """Return the same error attributed to disk *vdev*."""
+        return CommandError(
+            self.argv, self.returncode, self.stderr, vdev=vdev, driver=driver or self.driver
+        )
+
+
+@final
+class UnsupportedOperationError(BackendError):
+    """The backend cannot perform this operation on this disk."""
+
+
+class SnapshotError(SnapcoreError):
+    """A problem with a named checkpoint or disk snapshot."""
+
+    exit_code = 2
+
+
+@final
+class SnapshotNotFoundError(SnapshotError, LookupError):
+    """No checkpoint of that name exists for the domain."""
+
+    def __init__(self, domain: str, name: str):
+        self.domain = domain
+        self.name = name
+        super().__init__(f"domain {domain!r} has no snapshot {name!r}")
+
+
+@final
+class SnapshotExistsError(SnapshotError):
+    """A checkpoint of that name already exists for the domain."""
+
+    def __init__(self, domain: str, name: str):
+        self.domain = domain
+        self.name = name
+        super().__init__(f"domain {domain!r} already has a snapshot named {name!r}")
+
+
+class _BlockedError(SnapshotError):
+    verb = "operation"
+
+    def __init__(self, name: str, blockers: Sequence[str]):
+        self.name = name
+        self.blockers = tuple(blockers)
+        super().__init__(f"cannot {self.verb} snapshot {name!r}: " + "; ".join(self.blockers))
+
+
+@final
+class CreateBlockedError(_BlockedError):
+    """Preflight found reasons not to create the checkpoint; nothing was touched."""
+
+    verb = "create"
+
+
+@final
+class DeleteBlockedError(_BlockedError):
+    """Preflight found reasons not to delete the checkpoint; nothing was touched."""
+
+    verb = "delete"
+
+
+@final
+class RevertBlockedError(_BlockedError):
+    """Preflight found reasons not to revert to the checkpoint; nothing was touched."""
+
+    verb = "revert to"
+
+
+class CheckpointError(SnapcoreError):
+    """A checkpoint operation could not be carried out."""
+
+
+@final
+class DomainStateError(CheckpointError):
+    """The domain is in a state that does not allow the operation."""
+
+    exit_code = 2
+
+    def __init__(self, domain: str, state: str, required: str, action: str):
+        self.domain = domain
+        self.state = state
+        self.required = required
+        self.action = action
+        super().__init__(f"domain {domain!r} is {state}; {action} needs it {required}")
+
+
+@final
+class OperationFailedError(CheckpointError):
+    """The operation failed and everything it had done was undone."""
+
+    exit_code = 1
+
+    def __init__(self, operation: str, name: str, cause: BaseException):
+        self.operation = operation
+        self.name = name
+        self.cause = cause
+        super().__init__(f"{operation} of snapshot {name!r} failed and was undone: {cause}")
+
+
+@final
+class PartialCheckpointError(CheckpointError):
+    """The operation failed and undoing it failed too; ``leftovers`` need attention."""
+
+    exit_code = 3
+
+    def __init__(self, operation: str, name: str, cause: BaseException, leftovers: Sequence[str]):
+        self.operation = operation
+        self.name = name
+        self.cause = cause
+        self.leftovers = tuple(leftovers)
+        super().__init__(
+            f"{operation} of snapshot {name!r} failed ({cause}) and could not be fully undone: "
+            + "; ".join(self.leftovers)
+            + "; run 'snapcore recover DOMAIN' to finish the cleanup"
+        )
+
+
+class StoreError(SnapcoreError):
+    """The checkpoint store cannot be used."""
+
+
+@final
+class StoreLockedError(StoreError):
+    """Another snapcore command holds the domain's lock."""
+
+    def __init__(self, domain: str, timeout: float):
+        self.domain = domain
+        self.timeout = timeout
+        super().__init__(
+            f"domain {domain!r} is busy: another snapcore command held its lock for {timeout:g} s"
+        )
+
+
+@final
+class StoreCorruptError(StoreError):
+    """A record in the store cannot be read."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"snapshot record {path} is unreadable: {reason}")
+
+
+@final
+class RecoveryNeededError(StoreError):
+    """An interrupted operation could not be finished or undone automatically."""
+
+    exit_code = 3
+
+    def __init__(self, domain: str, reason: str):
+        self.domain = domain
+        self.reason = reason
+        super().__init__(
+            f"domain {domain!r} has an interrupted operation that could not be recovered: {reason}"
+        )

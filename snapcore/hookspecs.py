@@ -1,0 +1,294 @@
+"""The snapcore hook API: every hook a plugin can implement, and its contract.
+
+A plugin is a module (or any object) with functions marked ``@snapcore.hookimpl`` whose names
+and arguments match the specs below. An implementation may accept any subset of a spec's
+arguments, in any order; it may never ask for one the spec does not have. Hooks are called with
+keyword arguments only.
+
+**Routing.** Storage hooks are *first result* hooks: snapcore calls every plugin's
+implementation until one returns something other than ``None``. Each implementation therefore
+starts by checking ``disk.driver`` (or ``snapshot.driver``) against its own driver name and
+returns ``None`` for disks that are not its own. The coordinator always sets ``driver`` before it
+calls, and it refuses at load time two plugins that report the same driver in
+:func:`backend_info`, so exactly one implementation answers.
+
+**Errors.** Implementations raise :class:`snapcore.errors.SnapcoreError` subclasses
+(usually :class:`~snapcore.errors.CommandError`, which the runner raises for you, or
+:class:`~snapcore.errors.BackendError`). Anything else is treated as a plugin bug: the
+operation is undone and the error is reported with the plugin's name.
+
+**Threads.** Hooks for different disks of one domain may run at the same time in different
+threads. Hooks for one disk never overlap. A plugin needs no lock of its own for per-disk state.
+
+**Versions.** :data:`HOOK_API_VERSION` counts compatible changes; a change that breaks plugins
+bumps :data:`HOOK_API_MAJOR`. A plugin module may set ``SNAPCORE_HOOK_API = (MAJOR, MINOR)`` to
+the version it was written for; snapcore refuses to load a plugin written for another major
+version or for a newer minor one. The changelog is ``docs/hook-api-changelog.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
+
+import pluggy
+
+if TYPE_CHECKING:
+    from snapcore.context import HookContext
+    from snapcore.model import (
+        BackendInfo,
+        Disk,
+        DiskSnapshot,
+        DomainState,
+        HypervisorInfo,
+        MemoryImage,
+        SnapshotRequest,
+    )
+
+PROJECT: Final = "snapcore"
+#: Major version of the hook API: plugins written for another major version are refused.
+HOOK_API_MAJOR: Final = 1
+#: Minor version: bumped for each backward-compatible change (a new hook or argument).
+HOOK_API_MINOR: Final = 0
+HOOK_API_VERSION: Final = (HOOK_API_MAJOR, HOOK_API_MINOR)
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# --------------------------------------------------------------------------------------------
+# Storage backends
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def backend_info() -> BackendInfo:  # type: ignore[empty-body]
+    """Describe this storage backend: its driver name, capabilities and tools.
+
+    Called when plugins load and by ``snapcore plugins``. Must be fast and must not fail: probe
+    tools lazily and report a missing tool with ``available=False`` and an
+    ``unavailable_reason``, never by raising. Every storage plugin implements it; the driver it
+    reports must be unique among the loaded plugins.
+
+    :returns: a :class:`~snapcore.model.BackendInfo`.
+    """
+
+
+@hookspec
+def disk_claim(disk: Disk) -> str | None:
+    """Say whether this backend owns *disk*, whose domain file gives no ``driver``.
+
+    Look at ``disk.path`` only (its form, its file type, the header of the file); do not
+    change anything. Return your driver name to claim the disk, or ``None``. If several
+    plugins claim one disk, snapcore refuses the domain and asks for an explicit ``driver``.
+
+    :returns: the driver name, or ``None``.
+    """
+
+
+@hookspec(firstresult=True)
+def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> list[str] | None:
+    """Preflight a snapshot of ``request.disk``: list the reasons it cannot be made.
+
+    Called for every disk before any disk is touched, and by ``--dry-run``. Check everything
+    that can be checked without changing anything: the disk exists and has the right format,
+    the kind and target are supported, an external target does not exist yet, there is room.
+    Must not change anything. Stops at the first non-``None`` result.
+
+    :param request: what to create; ``request.kind`` may be ``None`` (your default).
+    :returns: ``None`` if the disk is not yours; otherwise a list of blockers, each a sentence
+        naming the problem (empty when the snapshot can be made).
+    """
+
+
+@hookspec(firstresult=True)
+def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnapshot | None:
+    """Create snapshot ``request.name`` of ``request.disk``.
+
+    Called after :func:`disk_snapshot_create_check` passed for every disk and the intent was
+    journaled; with the domain paused if it runs. Stops at the first non-``None`` result.
+
+    Failure guarantee: when it raises, the disk must be as it was before the call, with no
+    partial snapshot left behind (snapcore will also call :func:`disk_snapshot_abort`).
+
+    :returns: ``None`` if the disk is not yours; otherwise the
+        :class:`~snapcore.model.DiskSnapshot` made, whose ``extra`` holds anything you need to
+        revert or delete it later.
+    """
+
+
+@hookspec(firstresult=True)
+def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool | None:
+    """Undo a :func:`disk_snapshot_create` of *request*, whether it finished, failed or was cut
+    short by a crash, and return the disk to its state before the create.
+
+    Called to undo a checkpoint whose other disks failed, and by crash recovery. It must be
+    idempotent: it is called when the create never started, when it stopped half-way, when it
+    finished, and again after an abort that was itself interrupted. It must never remove data
+    that did not come from this create. Stops at the first non-``None`` result.
+
+    :returns: ``None`` if the disk is not yours; ``True`` once the disk is as it was.
+    """
+
+
+@hookspec(firstresult=True)
+def disk_snapshot_delete_check(
+    snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], ctx: HookContext
+) -> list[str] | None:
+    """Preflight deleting *snapshot*: list the reasons it cannot be deleted now.
+
+    Must not change anything. Stops at the first non-``None`` result.
+
+    :param others: every other snapshot snapcore knows of the same disk, oldest first.
+    :returns: ``None`` if the snapshot is not yours; otherwise a list of blockers.
+    """
+
+
+@hookspec(firstresult=True)
+def disk_snapshot_delete(
+    snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], ctx: HookContext
+) -> bool | None:
+    """Delete *snapshot* so that no other snapshot and not the disk's current data lose anything.
+
+    External snapshots are merged into the layers that depend on them, never orphaned. Must be
+    idempotent: a delete interrupted by a crash is run again by recovery, and deleting a
+    snapshot that is already gone succeeds. Stops at the first non-``None`` result.
+
+    :param others: every other snapshot snapcore knows of the same disk, oldest first.
+    :returns: ``None`` if the snapshot is not yours; ``True`` once it is gone.
+    """
+
+
+@hookspec(firstresult=True)
+def disk_snapshot_revert_check(
+    snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], ctx: HookContext
+) -> list[str] | None:
+    """Preflight reverting the disk to *snapshot*: list the reasons it cannot be done now.
+
+    Called for every disk before any disk is reverted, because a revert across several
+    backends is only all-or-nothing if each backend says up front whether it can do its part.
+    Must not change anything. Stops at the first non-``None`` result.
+
+    :returns: ``None`` if the snapshot is not yours; otherwise a list of blockers (for example
+        "the snapshot is gone", "only the latest snapshot can be reverted").
+    """
+
+
+@hookspec(firstresult=True)
+def disk_snapshot_revert(
+    snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], ctx: HookContext
+) -> bool | None:
+    """Make the disk's current data equal to *snapshot*'s, keeping *snapshot* and every other
+    snapshot of the disk, newer ones included.
+
+    Called with the domain stopped. Must be idempotent (recovery may run it again). Failure
+    guarantee: when it raises, the disk holds either its data from before the call or the
+    snapshot's data, never a mix.
+
+    :returns: ``None`` if the snapshot is not yours; ``True`` once reverted.
+    """
+
+
+@hookspec(firstresult=True)
+def disk_snapshot_list(disk: Disk, ctx: HookContext) -> list[DiskSnapshot] | None:
+    """List the snapshots that exist on the storage of *disk* right now.
+
+    snapcore compares this with its records to show checkpoints whose snapshot was removed
+    behind its back. Return only snapshots you can recognise as yours to revert or delete;
+    ``extra`` may be left empty. Must not change anything.
+
+    :returns: ``None`` if the disk is not yours; otherwise the snapshots found.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Hypervisors
+# --------------------------------------------------------------------------------------------
+# Each hypervisor plugin answers for domains whose ``domain.hypervisor`` equals its name and
+# returns ``None`` for the others. The built-in ``none`` hypervisor stands for domains that are
+# never running; ``qemu`` (QMP) and ``xen`` (xl) ship as separate plugins.
+
+
+@hookspec
+def hypervisor_info() -> HypervisorInfo:
+    """Describe this hypervisor plugin: its name (unique), whether it can save memory, tools.
+
+    Must be fast and must not fail; report missing tools with ``available=False``.
+    """
+
+
+@hookspec(firstresult=True)
+def domain_state(ctx: HookContext) -> DomainState | None:
+    """Return whether ``ctx.domain`` is running, paused or shut off.
+
+    :raises SnapcoreError: (exit 2) when the domain cannot be reached, e.g. a QMP socket that
+        is missing or does not answer.
+    :returns: ``None`` if the domain is not yours.
+    """
+
+
+@hookspec(firstresult=True)
+def domain_quiesce(ctx: HookContext) -> bool | None:
+    """Flush the guest's file systems (guest agent ``fsfreeze``) before a disk-only checkpoint.
+
+    Called only when the domain runs and the domain file names a guest agent. The coordinator
+    calls :func:`domain_thaw` afterwards whatever happens.
+
+    :returns: ``None`` if the domain is not yours; ``True`` when frozen, ``False`` when the
+        guest cannot be quiesced (the checkpoint goes on, crash-consistent).
+    """
+
+
+@hookspec(firstresult=True)
+def domain_thaw(ctx: HookContext) -> bool | None:
+    """Undo :func:`domain_quiesce`. Must succeed when the guest was not frozen.
+
+    :returns: ``None`` if the domain is not yours; ``True`` otherwise.
+    """
+
+
+@hookspec(firstresult=True)
+def domain_pause(ctx: HookContext) -> bool | None:
+    """Pause ``ctx.domain``'s virtual CPUs and drain its in-flight disk writes.
+
+    :returns: ``None`` if the domain is not yours; ``True`` once paused.
+    """
+
+
+@hookspec(firstresult=True)
+def domain_resume(ctx: HookContext) -> bool | None:
+    """Resume a domain paused by :func:`domain_pause`. Called on success and on failure.
+
+    :returns: ``None`` if the domain is not yours; ``True`` once running.
+    """
+
+
+@hookspec(firstresult=True)
+def domain_stop(ctx: HookContext) -> bool | None:
+    """Stop ``ctx.domain`` (before a revert). The domain's disks must be closed on return.
+
+    :returns: ``None`` if the domain is not yours; ``True`` once stopped.
+    """
+
+
+@hookspec(firstresult=True)
+def domain_memory_save(path: str, ctx: HookContext) -> MemoryImage | None:
+    """Save the running domain's memory and device state to *path*.
+
+    Should keep the guest running while memory is written (live, copy-on-write save) and leave
+    it paused at the end, so that the disk snapshots taken next match the memory exactly.
+    Failure guarantee: when it raises, *path* does not exist and the domain is paused or
+    running as before.
+
+    :returns: ``None`` if the domain is not yours; otherwise the
+        :class:`~snapcore.model.MemoryImage` written.
+    """
+
+
+@hookspec(firstresult=True)
+def domain_memory_restore(image: MemoryImage, state: DomainState, ctx: HookContext) -> bool | None:
+    """Start the stopped domain from *image*, its disks already reverted, and leave it in
+    *state* (running or paused), as it was when the image was saved.
+
+    :returns: ``None`` if the domain is not yours; ``True`` once restored.
+    """
