@@ -114,7 +114,9 @@ class NoBackendError(PluginError):
         if driver:
             text = f"disk {vdev} ({path}): no plugin provides driver {driver!r}"
         else:
-            text = f"disk {vdev} ({path}): no plugin claims this disk; set driver= in the domain file"
+            text = (
+                f"disk {vdev} ({path}): no plugin claims this disk; set driver= in the domain file"
+            )
         super().__init__(f"{text}{': ' + reason if reason else ''}")
 
 

@@ -62,7 +62,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def backend_info() -> BackendInfo:  # type: ignore[empty-body]
+def backend_info() -> BackendInfo:
     """Describe this storage backend: its driver name, capabilities and tools.
 
     Called when plugins load and by ``snapcore plugins``. Must be fast and must not fail: probe
@@ -190,12 +190,19 @@ def disk_snapshot_revert(
 
 
 @hookspec(firstresult=True)
-def disk_snapshot_list(disk: Disk, ctx: HookContext) -> list[DiskSnapshot] | None:
+def disk_snapshot_list(
+    disk: Disk, known: Sequence[DiskSnapshot], ctx: HookContext
+) -> list[DiskSnapshot] | None:
     """List the snapshots that exist on the storage of *disk* right now.
 
     snapcore compares this with its records to show checkpoints whose snapshot was removed
-    behind its back. Return only snapshots you can recognise as yours to revert or delete;
-    ``extra`` may be left empty. Must not change anything.
+    behind its back: a recorded snapshot counts as present when the list holds one of the same
+    kind with the same ``locator`` (external, native) or the same ``name`` (internal). Return
+    snapshots found on the storage, whether snapcore made them or not; ``extra`` may be left
+    empty. Must not change anything.
+
+    :param known: the snapshots of this disk snapcore has on record, so that a backend with no
+        index of its own (separate files, say) can check each of them.
 
     :returns: ``None`` if the disk is not yours; otherwise the snapshots found.
     """

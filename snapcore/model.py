@@ -2,8 +2,8 @@
 
 Every model is a frozen dataclass validated in ``__post_init__``, so an instance that exists is
 valid. Models that are stored or printed as JSON have ``to_json``/``from_json``; ``from_json``
-raises :class:`~snapcore.errors.StoreCorruptError`-friendly ``ValueError``/``KeyError``/``TypeError``
-on malformed input, which the store translates.
+raises ``ValueError``, ``KeyError`` or ``TypeError`` on malformed input, which the store
+translates into :class:`~snapcore.errors.StoreCorruptError`.
 """
 
 from __future__ import annotations

@@ -101,7 +101,9 @@ class Plugins:
             if not isinstance(backend, BackendInfo):
                 raise PluginLoadError(name, "backend_info did not return a BackendInfo")
             if backend.driver in self._backends:
-                raise BackendConflictError(backend.driver, [self._backends[backend.driver][0], name])
+                raise BackendConflictError(
+                    backend.driver, [self._backends[backend.driver][0], name]
+                )
         if hypervisor is not None:
             if not isinstance(hypervisor, HypervisorInfo):
                 raise PluginLoadError(name, "hypervisor_info did not return a HypervisorInfo")
@@ -133,8 +135,8 @@ class Plugins:
 
     def records(self) -> list[PluginRecord]:
         """Every loaded plugin with what it provides."""
-        by_plugin_b = {p: info for p, info in self._backends.values()}
-        by_plugin_h = {p: info for p, info in self._hypervisors.values()}
+        by_plugin_b = dict(self._backends.values())
+        by_plugin_h = dict(self._hypervisors.values())
         out = []
         for name, _plugin in self.pm.list_name_plugin():
             source, version = self._sources.get(name, ("", ""))

@@ -1,0 +1,190 @@
+"""The library entry point: a :class:`Host` with its plugins and state dir, and the
+:class:`DomainHandle` it opens, through which checkpoints are created, listed, reverted and
+deleted. The command line is a thin layer over this module.
+
+Example::
+
+    import snapcore
+
+    host = snapcore.Host(state_dir="/tmp/state")
+    web1 = host.open_domain("/etc/snapcore/domains/web1.toml")
+    plan = web1.plan_create(snapcore.CreateOptions(name="before-upgrade"))
+    cp = web1.create(snapcore.CreateOptions(name="before-upgrade"))
+    web1.revert("before-upgrade")
+    web1.delete("before-upgrade")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final
+
+from snapcore.config import load_domain, resolve_domain_path
+from snapcore.context import ProgressCallback
+from snapcore.coordinator import Coordinator
+from snapcore.errors import SnapshotNotFoundError
+from snapcore.model import Checkpoint, CheckpointView, CreateOptions, Domain, Plan
+from snapcore.plugins import PluginRecord, Plugins, load_plugins
+from snapcore.process import CommandRunner
+from snapcore.store import DEFAULT_STATE_DIR, CheckpointStore
+
+DEFAULT_DOMAINS_DIR: Final = "/etc/snapcore/domains"
+
+
+class Host:
+    """A hypervisor host as snapcore sees it: the plugins loaded and the state dir.
+
+    Plugins load on first use, so building a ``Host`` is cheap.
+
+    :param state_dir: where checkpoint records live (default ``$SNAPCORE_STATE_DIR`` or
+        ``/var/lib/snapcore``).
+    :param domains_dir: where domain names are looked up (default ``$SNAPCORE_DOMAINS_DIR``
+        or ``/etc/snapcore/domains``).
+    :param entry_points: load installed plugins from the ``snapcore.plugins`` entry points.
+    :param disabled: plugin names not to load.
+    :param runner: the command runner handed to plugins (default: the real one).
+    :param progress: called with a :class:`~snapcore.model.ProgressEvent` during long steps.
+    :param lock_timeout: seconds to wait for another command working on the same domain.
+    """
+
+    def __init__(
+        self,
+        *,
+        state_dir: str | os.PathLike[str] | None = None,
+        domains_dir: str | os.PathLike[str] | None = None,
+        entry_points: bool = True,
+        disabled: Iterable[str] = (),
+        runner: CommandRunner | None = None,
+        progress: ProgressCallback | None = None,
+        lock_timeout: float = 60.0,
+    ):
+        self.state_dir = Path(
+            state_dir or os.environ.get("SNAPCORE_STATE_DIR") or DEFAULT_STATE_DIR
+        )
+        self.domains_dir = Path(
+            domains_dir or os.environ.get("SNAPCORE_DOMAINS_DIR") or DEFAULT_DOMAINS_DIR
+        )
+        self._entry_points = entry_points
+        self._disabled = tuple(disabled)
+        self._extra: list[tuple[str, object]] = []
+        self._plugins: Plugins | None = None
+        self.runner = runner
+        self.progress = progress
+        self.lock_timeout = lock_timeout
+
+    @property
+    def plugins(self) -> Plugins:
+        """The loaded plugins (loaded on first access).
+
+        :raises PluginLoadError, BackendConflictError: when a plugin cannot be loaded.
+        """
+        if self._plugins is None:
+            self._plugins = load_plugins(
+                entry_points=self._entry_points, disabled=self._disabled, extra=self._extra
+            )
+        return self._plugins
+
+    def register(self, plugin: object, name: str) -> None:
+        """Add a plugin object (a module or an instance with ``@snapcore.hookimpl`` methods).
+
+        :raises PluginLoadError, BackendConflictError: as for installed plugins.
+        """
+        if self._plugins is None:
+            self._extra.append((name, plugin))
+        else:
+            self._plugins.register(plugin, name, source="registered by the caller")
+
+    def plugin_records(self) -> list[PluginRecord]:
+        """Every loaded plugin with the driver or hypervisor it provides."""
+        return self.plugins.records()
+
+    def domain_path(self, domain: str) -> Path:
+        """Where the domain file for *domain* (a path or a name) is."""
+        return resolve_domain_path(domain, self.domains_dir)
+
+    def open_domain(self, domain: str | os.PathLike[str] | Domain) -> DomainHandle:
+        """Open a domain from its file (a path or a name in the domains dir) or a model.
+
+        :raises ConfigError: the file is missing, unreadable or invalid.
+        """
+        if isinstance(domain, Domain):
+            model = domain
+        else:
+            model = load_domain(self.domain_path(os.fspath(domain)))
+        return DomainHandle(self, model)
+
+
+class DomainHandle:
+    """One domain's checkpoints. Get one from :meth:`Host.open_domain`.
+
+    Every method takes the domain's lock and first finishes or undoes an operation an earlier
+    command left half-done (see :meth:`recover`). Methods raise
+    :class:`~snapcore.errors.SnapcoreError` subclasses; each carries ``exit_code``.
+    """
+
+    def __init__(self, host: Host, domain: Domain):
+        self.host = host
+        self.domain = domain
+        self.store = CheckpointStore(host.state_dir, domain)
+
+    def _coordinator(self) -> Coordinator:
+        return Coordinator(
+            self.domain,
+            self.host.plugins,
+            self.store,
+            runner=self.host.runner,
+            progress=self.host.progress,
+            lock_timeout=self.host.lock_timeout,
+        )
+
+    def plan_create(self, options: CreateOptions | None = None) -> Plan:
+        """What :meth:`create` would do; changes nothing (the dry run)."""
+        return self._coordinator().plan_create(options or CreateOptions())
+
+    def create(self, options: CreateOptions | None = None) -> Checkpoint:
+        """Create a checkpoint; see :meth:`snapcore.coordinator.Coordinator.create`.
+
+        Failure guarantee: the domain and its disks are left as they were
+        (:class:`~snapcore.errors.OperationFailedError`), or what is left is listed
+        (:class:`~snapcore.errors.PartialCheckpointError`).
+        """
+        return self._coordinator().create(options or CreateOptions())
+
+    def list(self, *, verify: bool = False) -> list[CheckpointView]:
+        """Every checkpoint, oldest first; with *verify*, check each disk snapshot still exists."""
+        return self._coordinator().views(verify=verify)
+
+    def get(self, name: str, *, verify: bool = False) -> CheckpointView:
+        """One checkpoint.
+
+        :raises SnapshotNotFoundError: when there is none of that name.
+        """
+        for view in self.list(verify=verify):
+            if view.checkpoint.name == name:
+                return view
+        raise SnapshotNotFoundError(self.domain.name, name)
+
+    def plan_revert(self, name: str) -> Plan:
+        """What :meth:`revert` would do; changes nothing."""
+        return self._coordinator().plan_revert(name)
+
+    def revert(self, name: str) -> None:
+        """Revert the domain to checkpoint *name*; newer checkpoints are kept."""
+        self._coordinator().revert(name)
+
+    def plan_delete(self, name: str) -> Plan:
+        """What :meth:`delete` would do; changes nothing."""
+        return self._coordinator().plan_delete(name)
+
+    def delete(self, name: str) -> None:
+        """Delete checkpoint *name*, merging its data so no other checkpoint loses any."""
+        self._coordinator().delete(name)
+
+    def recover(self, *, forget: bool = False) -> str | None:
+        """Finish or undo an operation a crashed command left half-done; say what was done.
+
+        :param forget: drop the pending journal entry without acting on it.
+        """
+        return self._coordinator().recover(forget=forget)

@@ -1,0 +1,875 @@
+"""Create, delete and revert checkpoints across any number of disks and backends.
+
+Every operation follows the same shape: take the domain's lock → finish or undo whatever an
+interrupted command left in the journal → plan and preflight every disk (nothing is touched if
+any disk objects; ``--dry-run`` stops here) → journal the intent → run the per-disk steps,
+disks in parallel → commit the records → clear the journal.
+
+Failure handling:
+
+* **create** is all-or-nothing: on any failure every disk's create is aborted (in reverse
+  order), the memory image removed, the domain resumed, and :class:`OperationFailedError`
+  (exit 1) raised. If an abort itself fails, :class:`PartialCheckpointError` (exit 3) lists
+  what is left, and the journal stays so that ``snapcore recover`` can retry.
+* **delete** and **revert** are preflighted on every disk first; their per-disk steps are
+  idempotent, so after a failure or a crash they are completed by running them again (``snapcore
+  recover``, or the next command on the domain). A failure after some disks were changed raises
+  :class:`PartialCheckpointError` naming the disks done and not done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from snapcore.context import HookContext, ProgressCallback
+from snapcore.errors import (
+    BackendError,
+    ConfigError,
+    CreateBlockedError,
+    DeleteBlockedError,
+    DomainStateError,
+    NoBackendError,
+    NoHypervisorError,
+    OperationFailedError,
+    PartialCheckpointError,
+    RecoveryNeededError,
+    RevertBlockedError,
+    SnapcoreError,
+    SnapshotExistsError,
+)
+from snapcore.journal import Journal
+from snapcore.model import (
+    Checkpoint,
+    CheckpointView,
+    CreateOptions,
+    Disk,
+    DiskChoice,
+    DiskSnapshot,
+    Domain,
+    DomainState,
+    MemoryImage,
+    Operation,
+    Plan,
+    PlanStep,
+    ProgressEvent,
+    SnapshotKind,
+    SnapshotRequest,
+)
+from snapcore.plugins import Plugins
+from snapcore.process import CommandRunner, default_runner
+from snapcore.store import CheckpointStore
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Most disks worked on at once.
+MAX_PARALLEL = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _CreateWork:
+    plan: Plan
+    name: str
+    state: DomainState
+    requests: tuple[SnapshotRequest, ...]
+    memory_path: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _ChangeWork:
+    plan: Plan
+    checkpoint: Checkpoint
+    state: DomainState
+    others: dict[str, tuple[DiskSnapshot, ...]] = field(default_factory=dict)
+
+
+def _call_guarded(driver: str, vdev: str, fn: Callable[[], T]) -> T:
+    """Run a hook; a plugin's foreign exception becomes a BackendError naming the plugin."""
+    try:
+        return fn()
+    except SnapcoreError:
+        raise
+    except Exception as exc:
+        raise BackendError(
+            f"plugin for driver {driver!r} failed: {type(exc).__name__}: {exc}",
+            driver=driver,
+            vdev=vdev,
+        ) from exc
+
+
+def _parallel(
+    items: Sequence[T], fn: Callable[[T], R]
+) -> tuple[list[tuple[T, R]], list[tuple[T, BaseException]]]:
+    """Run *fn* over *items*, in threads when there are several; never raises."""
+    done: list[tuple[T, R]] = []
+    failed: list[tuple[T, BaseException]] = []
+    if len(items) <= 1:
+        for item in items:
+            try:
+                done.append((item, fn(item)))
+            except Exception as exc:
+                failed.append((item, exc))
+        return done, failed
+    with ThreadPoolExecutor(max_workers=min(len(items), MAX_PARALLEL)) as pool:
+        futures = [(item, pool.submit(fn, item)) for item in items]
+        for item, fut in futures:
+            try:
+                done.append((item, fut.result()))
+            except Exception as exc:
+                failed.append((item, exc))
+    return done, failed
+
+
+def _first_error(failed: list[tuple[T, BaseException]]) -> BaseException:
+    exc = failed[0][1]
+    if len(failed) > 1:
+        extra = "; ".join(str(e) for _, e in failed[1:])
+        exc.add_note(f"also failed: {extra}")
+    return exc
+
+
+class Coordinator:
+    """Runs checkpoint operations for one domain.
+
+    :param domain: the domain, as loaded from its file.
+    :param plugins: the loaded plugins.
+    :param store: the domain's checkpoint store.
+    :param runner: the command runner handed to plugins.
+    :param progress: receives progress events of long steps.
+    :param lock_timeout: how long to wait for another command on the same domain.
+    """
+
+    def __init__(
+        self,
+        domain: Domain,
+        plugins: Plugins,
+        store: CheckpointStore,
+        *,
+        runner: CommandRunner | None = None,
+        progress: ProgressCallback | None = None,
+        lock_timeout: float = 60.0,
+    ):
+        self.domain = domain
+        self.plugins = plugins
+        self.hook = plugins.hook
+        self.store = store
+        self.journal = Journal(store.journal_path)
+        self.runner = runner or default_runner()
+        self._progress = progress
+        self.lock_timeout = lock_timeout
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _ctx(self, state: DomainState = DomainState.SHUTOFF) -> HookContext:
+        kwargs: dict[str, object] = {}
+        if self._progress is not None:
+            kwargs["progress"] = self._progress
+        return HookContext(
+            domain=self.domain,
+            state=state,
+            run=self.runner,
+            work_dir=self.store.work_dir,
+            log=logging.getLogger(f"snapcore.plugin.{self.domain.name}"),
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def _report(
+        self, step: str, vdev: str = "", done: int = 0, total: int = 0, msg: str = ""
+    ) -> None:
+        if self._progress is not None:
+            self._progress(ProgressEvent(step=step, vdev=vdev, done=done, total=total, message=msg))
+
+    @contextlib.contextmanager
+    def _locked(self, *, recover: bool = True) -> Iterator[None]:
+        with self.store.lock(self.lock_timeout):
+            if recover:
+                self._recover_pending()
+            yield
+
+    def state(self) -> DomainState:
+        """The domain's state, from its hypervisor plugin.
+
+        :raises NoHypervisorError: no plugin controls the domain's hypervisor.
+        """
+        self.plugins.hypervisor(self.domain.hypervisor)
+        state = self.hook.domain_state(ctx=self._ctx())
+        if state is None:
+            raise NoHypervisorError(self.domain.hypervisor)
+        return DomainState(state)
+
+    def _others(
+        self, vdev: str, exclude: str, checkpoints: Sequence[Checkpoint]
+    ) -> tuple[DiskSnapshot, ...]:
+        out = []
+        for cp in checkpoints:
+            if cp.name == exclude:
+                continue
+            snap = cp.disk(vdev)
+            if snap is not None:
+                out.append(snap)
+        return tuple(out)
+
+    def _backend_for(self, snapshot: DiskSnapshot) -> None:
+        if self.plugins.backend(snapshot.driver) is None:
+            raise NoBackendError(snapshot.vdev, snapshot.path, snapshot.driver)
+
+    # -- create -------------------------------------------------------------------------------
+
+    def _default_name(self) -> str:
+        base = str(int(time.time()))
+        name, n = base, 0
+        while self.store.exists(name):
+            n += 1
+            name = f"{base}.{n}"
+        return name
+
+    def _memory_path(self, options: CreateOptions, state: DomainState, name: str) -> str | None:
+        """Where the memory image goes, or ``None`` for a disk-only checkpoint."""
+        domain = self.domain
+        running = state is not DomainState.SHUTOFF
+        if options.memory == "no" or (options.memory is None and not running):
+            return None
+        if not running:
+            raise DomainStateError(domain.name, state.value, "running", "a memory snapshot")
+        if not self.plugins.hypervisor(domain.hypervisor).memory:
+            raise ConfigError(
+                f"hypervisor {domain.hypervisor!r} cannot save memory; "
+                "use -D for a disk-only snapshot"
+            )
+        if options.memory in (None, "yes"):
+            return str(self.store.memory_dir / f"{name}.img")
+        assert options.memory is not None
+        if os.path.lexists(options.memory):
+            raise ConfigError(f"memory image {options.memory} already exists")
+        if not os.path.isdir(os.path.dirname(options.memory)):
+            raise ConfigError(f"directory of memory image {options.memory} does not exist")
+        return options.memory
+
+    def _requests(
+        self, options: CreateOptions, name: str
+    ) -> tuple[list[SnapshotRequest], list[str]]:
+        """The per-disk requests of a create, and the disks left out (with why)."""
+        domain = self.domain
+        choices: dict[str, DiskChoice | None]
+        if options.disks is None:
+            choices = {d.vdev: None for d in domain.disks if not d.readonly}
+            skipped = [f"{d.vdev}: read-only" for d in domain.disks if d.readonly]
+        else:
+            choices = {}
+            for listed in options.disks:
+                if domain.disk(listed.vdev).readonly:
+                    raise ConfigError(f"disk {listed.vdev} is read-only and cannot be snapshotted")
+                choices[listed.vdev] = listed
+            skipped = [f"{d.vdev}: not listed" for d in domain.disks if d.vdev not in choices]
+        if not choices:
+            raise ConfigError(f"domain {domain.name!r} has no writable disk to snapshot")
+        disk_paths = {os.path.realpath(d.path) for d in domain.disks}
+        requests = []
+        for vdev, choice in choices.items():
+            target = choice.target if choice else None
+            if target is not None and os.path.realpath(target) in disk_paths:
+                raise ConfigError(f"disk {vdev}: target {target} is a disk of the domain")
+            requests.append(
+                SnapshotRequest(
+                    disk=self.plugins.resolve_disk(domain.disk(vdev)),
+                    name=name,
+                    kind=(choice.kind if choice else None) or options.kind,
+                    target=target,
+                    format=choice.format if choice else None,
+                )
+            )
+        targets = [r.target for r in requests if r.target]
+        if len(set(targets)) != len(targets):
+            raise ConfigError("two disks have the same external target")
+        return requests, skipped
+
+    def _preflight_disk(
+        self, req: SnapshotRequest, ctx: HookContext, blockers: list[str]
+    ) -> PlanStep:
+        """Check one disk's request (appending to *blockers*) and describe its step."""
+        assert req.disk.driver is not None
+        info = self.plugins.backend(req.disk.driver)
+        assert info is not None
+        vdev = req.disk.vdev
+        kind = req.kind or info.default_kind
+        if kind is not None and kind not in info.kinds:
+            blockers.append(f"disk {vdev}: driver {info.driver} cannot make {kind} snapshots")
+        if ctx.state is not DomainState.SHUTOFF and not info.live:
+            blockers.append(f"disk {vdev}: driver {info.driver} cannot snapshot a running disk")
+        found = _call_guarded(
+            info.driver, vdev, lambda: self.hook.disk_snapshot_create_check(request=req, ctx=ctx)
+        )
+        if found is None:
+            raise NoBackendError(vdev, req.disk.path, req.disk.driver)
+        blockers.extend(f"disk {vdev}: {b}" for b in found)
+        detail = req.disk.path
+        if kind is SnapshotKind.EXTERNAL:
+            detail = f"{req.disk.path} (snapshot data to {req.target or 'the default target'})"
+        return PlanStep(
+            vdev=vdev, driver=info.driver, action="create snapshot", kind=kind, detail=detail
+        )
+
+    def _plan_create(self, options: CreateOptions) -> _CreateWork:
+        domain = self.domain
+        state = self.state()
+        name = options.name or self._default_name()
+        if self.store.exists(name):
+            raise SnapshotExistsError(domain.name, name)
+        memory_path = self._memory_path(options, state, name)
+        requests, skipped = self._requests(options, name)
+
+        ctx = self._ctx(state)
+        blockers: list[str] = []
+        steps: list[PlanStep] = []
+        hypervisor = domain.hypervisor
+        if memory_path:
+            steps.append(
+                PlanStep(vdev="", driver=hypervisor, action="save memory", detail=memory_path)
+            )
+        elif state is DomainState.RUNNING:
+            steps.append(PlanStep(vdev="", driver=hypervisor, action="pause"))
+        steps.extend(self._preflight_disk(req, ctx, blockers) for req in requests)
+        if state is DomainState.RUNNING:
+            steps.append(PlanStep(vdev="", driver=hypervisor, action="resume"))
+        if blockers:
+            raise CreateBlockedError(name, blockers)
+        plan = Plan(
+            operation=Operation.CREATE,
+            domain=domain.name,
+            name=name,
+            state=state,
+            memory=memory_path is not None,
+            steps=tuple(steps),
+            skipped=tuple(skipped),
+        )
+        return _CreateWork(plan, name, state, tuple(requests), memory_path)
+
+    def plan_create(self, options: CreateOptions) -> Plan:
+        """Validate and plan a create without changing anything (the dry run).
+
+        :raises ConfigError, SnapshotExistsError, CreateBlockedError, DomainStateError,
+            PluginError: what is wrong, before anything is touched.
+        """
+        return self._plan_create(options).plan
+
+    def create(self, options: CreateOptions, *, description: str | None = None) -> Checkpoint:
+        """Create a checkpoint of every selected disk (and the memory of a running domain).
+
+        Failure guarantee: on failure every disk and the domain are as they were, and
+        :class:`OperationFailedError` is raised; if undoing fails, :class:`PartialCheckpointError`
+        lists what is left and the journal keeps the intent for ``recover``.
+        """
+        with self._locked():
+            work = self._plan_create(options)
+            desc = description if description is not None else options.description
+            self.journal.begin(
+                Operation.CREATE.value,
+                work.name,
+                phase="disks",
+                requests=[r.to_json() for r in work.requests],
+                memory=work.memory_path,
+            )
+            parent = self.store.current()
+            if parent and not self.store.exists(parent):
+                parent = None
+            checkpoint = self._run_create(work, desc, parent)
+            self.journal.update(phase="commit", checkpoint=checkpoint.to_json())
+            self._commit_create(checkpoint)
+            self.journal.end()
+            return checkpoint
+
+    def _commit_create(self, checkpoint: Checkpoint) -> None:
+        self.store.save(checkpoint)
+        self.store.set_current(checkpoint.name)
+
+    def _run_create(self, work: _CreateWork, description: str, parent: str | None) -> Checkpoint:
+        ctx = self._ctx(work.state)
+        paused = False
+        memory: MemoryImage | None = None
+        started: list[SnapshotRequest] = []
+        created: list[DiskSnapshot] = []
+        try:
+            if work.state is not DomainState.SHUTOFF:
+                if work.memory_path:
+                    self._report("memory", msg=f"saving memory to {work.memory_path}")
+                    memory = self.hook.domain_memory_save(path=work.memory_path, ctx=ctx)
+                    if memory is None:
+                        raise NoHypervisorError(self.domain.hypervisor)
+                    paused = True
+                elif work.state is DomainState.RUNNING:
+                    self.hook.domain_pause(ctx=ctx)
+                    paused = True
+
+            total = len(work.requests)
+
+            def one(req: SnapshotRequest) -> DiskSnapshot:
+                started.append(req)
+                assert req.disk.driver is not None
+                snap = _call_guarded(
+                    req.disk.driver,
+                    req.disk.vdev,
+                    lambda: self.hook.disk_snapshot_create(request=req, ctx=ctx),
+                )
+                if snap is None:
+                    raise NoBackendError(req.disk.vdev, req.disk.path, req.disk.driver)
+                self._report("create", req.disk.vdev, len(created) + 1, total)
+                return snap  # type: ignore[no-any-return]
+
+            done, failed = _parallel(work.requests, one)
+            created = [snap for _, snap in done]
+            if failed:
+                raise _first_error(failed)
+        except BaseException as exc:
+            leftovers = self._undo_create(ctx, work, started, work.memory_path if memory else None)
+            if paused and work.state is DomainState.RUNNING:
+                leftovers += self._resume(ctx)
+            if leftovers:
+                raise PartialCheckpointError("create", work.name, exc, leftovers) from exc
+            self.journal.end()
+            if isinstance(exc, Exception):
+                raise OperationFailedError("create", work.name, exc) from exc
+            raise  # KeyboardInterrupt and the like: undone, then passed on
+        if paused and work.state is DomainState.RUNNING:
+            leftovers = self._resume(ctx)
+            if leftovers:
+                # The checkpoint exists; a domain left paused is reported, not undone.
+                log.warning("%s", "; ".join(leftovers))
+        by_vdev = {s.vdev: s for s in created}
+        return Checkpoint(
+            name=work.name,
+            domain_uuid=self.domain.uuid,
+            description=description,
+            creation_time=int(time.time()),
+            state=work.state,
+            memory=memory,
+            parent=parent,
+            disks=tuple(by_vdev[r.disk.vdev] for r in work.requests),
+        )
+
+    def _resume(self, ctx: HookContext) -> list[str]:
+        try:
+            self.hook.domain_resume(ctx=ctx)
+        except Exception as exc:
+            return [f"the domain is still paused: {exc}"]
+        return []
+
+    def _undo_create(
+        self,
+        ctx: HookContext,
+        work: _CreateWork,
+        started: Sequence[SnapshotRequest],
+        memory_path: str | None,
+    ) -> list[str]:
+        """Abort every started disk create in reverse order; return what could not be undone."""
+        leftovers: list[str] = []
+        for req in reversed(list(started)):
+            assert req.disk.driver is not None
+            try:
+                _call_guarded(
+                    req.disk.driver,
+                    req.disk.vdev,
+                    functools.partial(self.hook.disk_snapshot_abort, request=req, ctx=ctx),
+                )
+            except Exception as exc:
+                leftovers.append(f"disk {req.disk.vdev}: snapshot {work.name} not removed: {exc}")
+        if memory_path:
+            try:
+                os.unlink(memory_path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                leftovers.append(f"memory image {memory_path} not removed: {exc.strerror}")
+        return leftovers
+
+    # -- delete -------------------------------------------------------------------------------
+
+    def _plan_change(self, operation: Operation, name: str) -> _ChangeWork:
+        checkpoint = self.store.get(name)
+        everything = self.store.list()
+        state = self.state()
+        ctx = self._ctx(state)
+        steps: list[PlanStep] = []
+        blockers: list[str] = []
+        others: dict[str, tuple[DiskSnapshot, ...]] = {}
+        vdevs = {d.vdev for d in self.domain.disks}
+        for snap in checkpoint.disks:
+            self._backend_for(snap)
+            if operation is Operation.REVERT and snap.vdev not in vdevs:
+                blockers.append(f"disk {snap.vdev} is no longer in the domain")
+                continue
+            others[snap.vdev] = self._others(snap.vdev, name, everything)
+            hookname = (
+                "disk_snapshot_delete_check"
+                if operation is Operation.DELETE
+                else "disk_snapshot_revert_check"
+            )
+            check = getattr(self.hook, hookname)
+            found = _call_guarded(
+                snap.driver,
+                snap.vdev,
+                functools.partial(check, snapshot=snap, others=others[snap.vdev], ctx=ctx),
+            )
+            if found is None:
+                raise NoBackendError(snap.vdev, snap.path, snap.driver)
+            blockers.extend(f"disk {snap.vdev}: {b}" for b in found)
+            steps.append(
+                PlanStep(
+                    vdev=snap.vdev,
+                    driver=snap.driver,
+                    action=f"{operation.value} snapshot",
+                    kind=snap.kind,
+                    detail=snap.locator,
+                )
+            )
+        skipped: list[str] = []
+        if operation is Operation.REVERT:
+            recorded = {s.vdev for s in checkpoint.disks}
+            skipped = [f"{v}: not in the snapshot, left as it is" for v in sorted(vdevs - recorded)]
+            if state is not DomainState.SHUTOFF:
+                steps.insert(0, PlanStep(vdev="", driver=self.domain.hypervisor, action="stop"))
+            if checkpoint.memory:
+                steps.append(
+                    PlanStep(
+                        vdev="",
+                        driver=self.domain.hypervisor,
+                        action="restore memory",
+                        detail=f"{checkpoint.memory.path}, then {checkpoint.state.value}",
+                    )
+                )
+                if not self.plugins.hypervisor(self.domain.hypervisor).memory:
+                    blockers.append(
+                        f"hypervisor {self.domain.hypervisor!r} cannot restore the memory image"
+                    )
+                if not os.path.exists(checkpoint.memory.path):
+                    blockers.append(f"memory image {checkpoint.memory.path} is missing")
+        elif checkpoint.memory:
+            steps.append(
+                PlanStep(
+                    vdev="",
+                    driver=self.domain.hypervisor,
+                    action="delete memory image",
+                    detail=checkpoint.memory.path,
+                )
+            )
+        if blockers:
+            error = DeleteBlockedError if operation is Operation.DELETE else RevertBlockedError
+            raise error(name, blockers)
+        plan = Plan(
+            operation=operation,
+            domain=self.domain.name,
+            name=name,
+            state=state,
+            memory=checkpoint.memory is not None,
+            steps=tuple(steps),
+            skipped=tuple(skipped),
+        )
+        return _ChangeWork(plan, checkpoint, state, others)
+
+    def plan_delete(self, name: str) -> Plan:
+        """Validate and plan a delete without changing anything.
+
+        :raises SnapshotNotFoundError, DeleteBlockedError, PluginError: before anything is touched.
+        """
+        return self._plan_change(Operation.DELETE, name).plan
+
+    def delete(self, name: str) -> None:
+        """Delete checkpoint *name*: every disk's snapshot (merged, never orphaned), its memory
+        image and its record. Its children take its parent; if it was current, its parent
+        becomes current.
+
+        Failure guarantee: preflight failures change nothing. A disk failing after others were
+        deleted raises :class:`PartialCheckpointError`; the record is kept, and running the
+        delete again finishes it (each disk's delete is idempotent).
+        """
+        with self._locked():
+            work = self._plan_change(Operation.DELETE, name)
+            self.journal.begin(Operation.DELETE.value, name, done=[])
+            self._run_delete(work.checkpoint, work.others, work.state)
+            self.journal.end()
+
+    def _run_delete(
+        self,
+        checkpoint: Checkpoint,
+        others: dict[str, tuple[DiskSnapshot, ...]],
+        state: DomainState,
+    ) -> None:
+        ctx = self._ctx(state)
+        total = len(checkpoint.disks)
+        count = [0]
+
+        def one(snap: DiskSnapshot) -> None:
+            result = _call_guarded(
+                snap.driver,
+                snap.vdev,
+                lambda: self.hook.disk_snapshot_delete(
+                    snapshot=snap, others=others.get(snap.vdev, ()), ctx=ctx
+                ),
+            )
+            if result is None:
+                raise NoBackendError(snap.vdev, snap.path, snap.driver)
+            self.journal.mark_done("done", snap.vdev)
+            count[0] += 1
+            self._report("delete", snap.vdev, count[0], total)
+
+        done, failed = _parallel(checkpoint.disks, one)
+        if failed:
+            exc = _first_error(failed)
+            self.journal.end()
+            deleted = ", ".join(s.vdev for s, _ in done) or "none"
+            remaining = ", ".join(s.vdev for s, _ in failed)
+            raise PartialCheckpointError(
+                "delete",
+                checkpoint.name,
+                exc,
+                [f"disks deleted: {deleted}", f"disks still holding the snapshot: {remaining}"],
+            ) from exc
+        if checkpoint.memory:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(checkpoint.memory.path)
+        self._unlink_record(checkpoint)
+
+    def _unlink_record(self, checkpoint: Checkpoint) -> None:
+        for child in self.store.list():
+            if child.parent == checkpoint.name:
+                self.store.save(
+                    Checkpoint(
+                        name=child.name,
+                        domain_uuid=child.domain_uuid,
+                        description=child.description,
+                        creation_time=child.creation_time,
+                        state=child.state,
+                        memory=child.memory,
+                        parent=checkpoint.parent,
+                        disks=child.disks,
+                    )
+                )
+        if self.store.current() == checkpoint.name:
+            self.store.set_current(checkpoint.parent)
+        self.store.remove(checkpoint.name)
+
+    # -- revert -------------------------------------------------------------------------------
+
+    def plan_revert(self, name: str) -> Plan:
+        """Validate and plan a revert without changing anything.
+
+        :raises SnapshotNotFoundError, RevertBlockedError, PluginError: before anything is touched.
+        """
+        return self._plan_change(Operation.REVERT, name).plan
+
+    def revert(self, name: str) -> None:
+        """Revert the domain's disks (and memory, if recorded) to checkpoint *name* and make it
+        current. Every other checkpoint, newer ones included, is kept.
+
+        Failure guarantee: nothing is touched unless every disk's preflight passes. A disk
+        failing after others were reverted raises :class:`PartialCheckpointError`, and the
+        journal keeps the revert so that ``snapcore recover`` (or the next command) completes it.
+        """
+        with self._locked():
+            work = self._plan_change(Operation.REVERT, name)
+            self.journal.begin(Operation.REVERT.value, name, done=[])
+            self._run_revert(work.checkpoint, work.others, work.state)
+            self.journal.end()
+
+    def _run_revert(
+        self,
+        checkpoint: Checkpoint,
+        others: dict[str, tuple[DiskSnapshot, ...]],
+        state: DomainState,
+    ) -> None:
+        ctx = self._ctx(state)
+        if state is not DomainState.SHUTOFF:
+            self._report("stop", msg="stopping the domain")
+            self.hook.domain_stop(ctx=ctx)
+            ctx = self._ctx(DomainState.SHUTOFF)
+        total = len(checkpoint.disks)
+        count = [0]
+
+        def one(snap: DiskSnapshot) -> None:
+            result = _call_guarded(
+                snap.driver,
+                snap.vdev,
+                lambda: self.hook.disk_snapshot_revert(
+                    snapshot=snap, others=others.get(snap.vdev, ()), ctx=ctx
+                ),
+            )
+            if result is None:
+                raise NoBackendError(snap.vdev, snap.path, snap.driver)
+            self.journal.mark_done("done", snap.vdev)
+            count[0] += 1
+            self._report("revert", snap.vdev, count[0], total)
+
+        done, failed = _parallel(checkpoint.disks, one)
+        if failed:
+            exc = _first_error(failed)
+            if not done:
+                self.journal.end()
+                raise OperationFailedError("revert", checkpoint.name, exc) from exc
+            reverted = ", ".join(s.vdev for s, _ in done)
+            remaining = ", ".join(s.vdev for s, _ in failed)
+            raise PartialCheckpointError(
+                "revert",
+                checkpoint.name,
+                exc,
+                [f"disks reverted: {reverted}", f"disks not reverted: {remaining}"],
+            ) from exc
+        if checkpoint.memory:
+            self._report("memory", msg=f"restoring memory from {checkpoint.memory.path}")
+            self.hook.domain_memory_restore(
+                image=checkpoint.memory, state=checkpoint.state, ctx=ctx
+            )
+        self.store.set_current(checkpoint.name)
+
+    # -- list ---------------------------------------------------------------------------------
+
+    def views(self, *, verify: bool = False) -> list[CheckpointView]:
+        """Every checkpoint, oldest first, with its place in the tree.
+
+        :param verify: ask each backend what exists on storage, and report in ``missing`` the
+            disk snapshots that are gone (removed behind snapcore's back).
+        """
+        with self._locked():
+            checkpoints = self.store.list()
+            current = self.store.current()
+        children: dict[str, list[str]] = {}
+        for cp in checkpoints:
+            if cp.parent:
+                children.setdefault(cp.parent, []).append(cp.name)
+        missing: dict[str, list[str]] = {}
+        if verify:
+            missing = self._find_missing(checkpoints)
+        return [
+            CheckpointView(
+                checkpoint=cp,
+                current=cp.name == current,
+                children=tuple(children.get(cp.name, ())),
+                missing=tuple(missing.get(cp.name, ())),
+            )
+            for cp in checkpoints
+        ]
+
+    def _find_missing(self, checkpoints: Sequence[Checkpoint]) -> dict[str, list[str]]:
+        ctx = self._ctx()
+        missing: dict[str, list[str]] = {}
+        by_vdev: dict[str, list[DiskSnapshot]] = {}
+        for cp in checkpoints:
+            for snap in cp.disks:
+                by_vdev.setdefault(snap.vdev, []).append(snap)
+        for vdev, known in by_vdev.items():
+            try:
+                disk = self.domain.disk(vdev)
+            except ConfigError:
+                disk = Disk(vdev=vdev, path=known[-1].path)
+            driver = known[-1].driver
+            if self.plugins.backend(driver) is None:
+                continue
+            try:
+                found = self.hook.disk_snapshot_list(
+                    disk=disk.with_driver(driver), known=tuple(known), ctx=ctx
+                )
+            except SnapcoreError as exc:
+                log.warning("disk %s: cannot list snapshots: %s", vdev, exc)
+                continue
+            if found is None:
+                continue
+            present_locators = {(s.kind, s.locator) for s in found}
+            present_names = {s.name for s in found if s.kind is SnapshotKind.INTERNAL}
+            for snap in known:
+                ok = (
+                    snap.name in present_names
+                    if snap.kind is SnapshotKind.INTERNAL
+                    else (snap.kind, snap.locator) in present_locators
+                )
+                if not ok:
+                    missing.setdefault(snap.name, []).append(vdev)
+        return missing
+
+    # -- recovery -----------------------------------------------------------------------------
+
+    def recover(self, *, forget: bool = False) -> str | None:
+        """Finish or undo an operation left in the journal by a crash; return what was done.
+
+        :param forget: drop the journal entry without acting on it.
+        :raises RecoveryNeededError: when it cannot be finished or undone.
+        """
+        with self.store.lock(self.lock_timeout):
+            if forget:
+                entry = self.journal.pending()
+                self.journal.end()
+                if entry is None:
+                    return None
+                return f"forgot the interrupted {entry['operation']} of snapshot {entry['name']!r}"
+            return self._recover_pending()
+
+    def pending(self) -> dict[str, object] | None:
+        """The journal entry of an interrupted operation, if any (read-only)."""
+        return self.journal.pending()
+
+    def _recover_pending(self) -> str | None:
+        entry = self.journal.pending()
+        if entry is None:
+            return None
+        op = str(entry.get("operation"))
+        name = str(entry.get("name"))
+        log.warning("recovering an interrupted %s of snapshot %s", op, name)
+        try:
+            if op == Operation.CREATE.value:
+                return self._recover_create(entry, name)
+            if op == Operation.DELETE.value:
+                checkpoint = self.store.get(name) if self.store.exists(name) else None
+                if checkpoint is not None:
+                    everything = self.store.list()
+                    others = {
+                        s.vdev: self._others(s.vdev, name, everything) for s in checkpoint.disks
+                    }
+                    self._run_delete(checkpoint, others, DomainState.SHUTOFF)
+                self.journal.end()
+                return f"completed the interrupted delete of snapshot {name!r}"
+            if op == Operation.REVERT.value:
+                checkpoint = self.store.get(name)
+                everything = self.store.list()
+                others = {s.vdev: self._others(s.vdev, name, everything) for s in checkpoint.disks}
+                self._run_revert(checkpoint, others, self.state())
+                self.journal.end()
+                return f"completed the interrupted revert to snapshot {name!r}"
+        except SnapcoreError as exc:
+            raise RecoveryNeededError(self.domain.name, f"{op} of {name!r}: {exc}") from exc
+        raise RecoveryNeededError(self.domain.name, f"unknown operation {op!r} in the journal")
+
+    def _recover_create(self, entry: dict[str, object], name: str) -> str:
+        if entry.get("phase") == "commit" and isinstance(entry.get("checkpoint"), dict):
+            checkpoint = Checkpoint.from_json(entry["checkpoint"])  # type: ignore[arg-type]
+            self._commit_create(checkpoint)
+            self.journal.end()
+            return f"completed the interrupted create of snapshot {name!r}"
+        raw = entry.get("requests")
+        requests = [SnapshotRequest.from_json(r) for r in raw] if isinstance(raw, list) else []
+        memory = entry.get("memory")
+        work = _CreateWork(
+            plan=Plan(
+                operation=Operation.CREATE,
+                domain=self.domain.name,
+                name=name,
+                state=DomainState.SHUTOFF,
+                memory=bool(memory),
+                steps=(),
+            ),
+            name=name,
+            state=DomainState.SHUTOFF,
+            requests=tuple(requests),
+            memory_path=str(memory) if memory else None,
+        )
+        leftovers = self._undo_create(self._ctx(), work, requests, work.memory_path)
+        if leftovers:
+            raise RecoveryNeededError(self.domain.name, "; ".join(leftovers))
+        self.journal.end()
+        return f"undid the interrupted create of snapshot {name!r}"

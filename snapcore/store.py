@@ -1,0 +1,261 @@
+"""Checkpoint records on disk: one JSON file per checkpoint, per domain, with a lock.
+
+Layout under the state dir (``$SNAPCORE_STATE_DIR``, default ``/var/lib/snapcore``)::
+
+    domains/<uuid>/
+        domain.json             the domain's name and file, for people and for ``recover``
+        checkpoints/<name>.json one record per checkpoint: {"schema": 1, "checkpoint": {...}}
+        current.json            {"schema": 1, "current": NAME or null}
+        journal.json            the intent of an operation in flight (see journal.py)
+        memory/<name>.img       memory images kept in the state dir
+        work/                   files private to plugins
+        lock                    flock(2) lock serialising commands on the domain
+
+Every write goes to a temporary file in the same directory, is fsynced, renamed over the target
+and the directory fsynced, so a crash leaves either the old or the new record, never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+from snapcore.errors import (
+    SnapshotNotFoundError,
+    StoreCorruptError,
+    StoreError,
+    StoreLockedError,
+)
+from snapcore.model import Checkpoint, Domain, check_name
+
+#: Version of the record format; records with a higher version are refused.
+SCHEMA_VERSION: Final = 1
+DEFAULT_STATE_DIR: Final = "/var/lib/snapcore"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace *path* with *data* atomically and durably.
+
+    Failure guarantee: *path* holds either its old content or *data*; no temporary file is left.
+
+    :raises StoreError: when the file cannot be written.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries to disk (after a rename or unlink in it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _dump(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+
+
+class CheckpointStore:
+    """The records of one domain's checkpoints.
+
+    Reads need no lock; every change must happen inside :meth:`lock`.
+    """
+
+    def __init__(self, state_dir: str | os.PathLike[str], domain: Domain):
+        self.state_dir = Path(state_dir)
+        self.domain = domain
+        self.root = self.state_dir / "domains" / domain.uuid
+        self._records = self.root / "checkpoints"
+
+    # -- locations ----------------------------------------------------------------------------
+
+    @property
+    def journal_path(self) -> Path:
+        return self.root / "journal.json"
+
+    @property
+    def memory_dir(self) -> Path:
+        return self.root / "memory"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.root / "work"
+
+    def ensure(self) -> None:
+        """Create the domain's directories and its ``domain.json``.
+
+        :raises StoreError: when the state dir is not writable.
+        """
+        try:
+            for d in (self._records, self.memory_dir, self.work_dir):
+                d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create state directory {self.root}: {exc.strerror or exc}"
+            ) from exc
+        info = self.root / "domain.json"
+        wanted = {
+            "schema": SCHEMA_VERSION,
+            "name": self.domain.name,
+            "uuid": self.domain.uuid,
+            "source": self.domain.source,
+        }
+        try:
+            current = json.loads(info.read_bytes())
+        except (OSError, ValueError):
+            current = None
+        if current != wanted:
+            atomic_write(info, _dump(wanted))
+
+    # -- lock ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, timeout: float = 60.0) -> Iterator[None]:
+        """Hold the domain's exclusive lock, waiting up to *timeout* seconds for it.
+
+        The lock is an ``flock`` on ``lock``: the kernel drops it when the process dies, so a
+        crash never leaves the domain locked.
+
+        :raises StoreLockedError: when another command still holds it after *timeout*.
+        """
+        self.ensure()
+        path = self.root / "lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open lock file {path}: {exc.strerror or exc}") from exc
+        try:
+            deadline = time.monotonic() + timeout
+            delay = 0.005
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise StoreError(f"cannot lock {path}: {exc.strerror}") from exc
+                    if time.monotonic() >= deadline:
+                        raise StoreLockedError(self.domain.name, timeout) from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.2)
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    # -- records ------------------------------------------------------------------------------
+
+    def _path(self, name: str) -> Path:
+        return self._records / f"{check_name(name)}.json"
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).exists()
+
+    def get(self, name: str) -> Checkpoint:
+        """Read checkpoint *name*.
+
+        :raises SnapshotNotFoundError: when there is none.
+        :raises StoreCorruptError: when its record cannot be read.
+        """
+        path = self._path(name)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise SnapshotNotFoundError(self.domain.name, name) from None
+        except OSError as exc:
+            raise StoreCorruptError(str(path), exc.strerror or str(exc)) from exc
+        return self._parse(path, data)
+
+    def _parse(self, path: Path, data: bytes) -> Checkpoint:
+        try:
+            obj = json.loads(data)
+            schema = obj["schema"]
+            if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+                raise StoreCorruptError(
+                    str(path), f"schema version {schema!r} is newer than this snapcore's"
+                )
+            cp = Checkpoint.from_json(obj["checkpoint"])
+        except StoreCorruptError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreCorruptError(str(path), f"{type(exc).__name__}: {exc}") from exc
+        if cp.domain_uuid != self.domain.uuid or path.stem != cp.name:
+            raise StoreCorruptError(str(path), "it belongs to another domain or name")
+        return cp
+
+    def list(self) -> list[Checkpoint]:
+        """Every checkpoint of the domain, oldest first (creation time, then name).
+
+        :raises StoreCorruptError: when a record cannot be read.
+        """
+        out = []
+        try:
+            entries = list(os.scandir(self._records))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            if not entry.name.endswith(".json") or entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                with open(entry.path, "rb") as fh:
+                    data = fh.read()
+            except OSError as exc:
+                raise StoreCorruptError(entry.path, exc.strerror or str(exc)) from exc
+            out.append(self._parse(path, data))
+        out.sort(key=lambda c: (c.creation_time, c.name))
+        return out
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        """Write (or replace) the record of *checkpoint* atomically."""
+        self.ensure()
+        atomic_write(
+            self._path(checkpoint.name),
+            _dump({"schema": SCHEMA_VERSION, "checkpoint": checkpoint.to_json()}),
+        )
+
+    def remove(self, name: str) -> None:
+        """Delete the record of checkpoint *name*; a missing record is not an error."""
+        with contextlib.suppress(FileNotFoundError):
+            self._path(name).unlink()
+            fsync_dir(self._records)
+
+    # -- current ------------------------------------------------------------------------------
+
+    def current(self) -> str | None:
+        """The name of the current checkpoint (the one the domain's disks descend from)."""
+        path = self.root / "current.json"
+        try:
+            obj = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StoreCorruptError(str(path), str(exc)) from exc
+        name = obj.get("current") if isinstance(obj, dict) else None
+        return name if isinstance(name, str) else None
+
+    def set_current(self, name: str | None) -> None:
+        self.ensure()
+        atomic_write(self.root / "current.json", _dump({"schema": SCHEMA_VERSION, "current": name}))
