@@ -385,9 +385,26 @@ COMMANDS = {
 }
 
 
+def _place_positionals(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]
+) -> None:
+    """Let ``snapshot-create CONFIGFILE -n NAME DOMAIN`` work: argparse alone would take the
+    first positional as DOMAIN and reject the one after the options."""
+    unknown = [e for e in extra if e.startswith("-")]
+    if args.command != "snapshot-create" or unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    positionals = [p for p in (args.configfile, args.domain) if p is not None] + extra
+    if len(positionals) > 2:
+        parser.error(f"unrecognized arguments: {' '.join(positionals[2:])}")
+    args.configfile, args.domain = positionals
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (the console script exits with it)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _place_positionals(parser, args, extra)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format=f"{PROG}: %(levelname)s: %(message)s")
     progress = _Progress(sys.stderr)
