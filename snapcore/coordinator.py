@@ -283,7 +283,8 @@ class Coordinator:
                 SnapshotRequest(
                     disk=self.plugins.resolve_disk(domain.disk(vdev)),
                     name=name,
-                    kind=(choice.kind if choice else None) or options.kind,
+                    kind=(choice.kind if choice else None)
+                    or (SnapshotKind.EXTERNAL if target else options.kind),
                     target=target,
                     format=choice.format if choice else None,
                 )

@@ -505,3 +505,9 @@ def test_concurrent_creates_serialize(tmp_path: Path, domain: Domain) -> None:
     assert sorted(v.checkpoint.name for v in views) == ["c0", "c1", "c2", "c3"]
     parents = [v.checkpoint.parent for v in views]
     assert parents.count(None) == 1  # a chain, each create saw the one before it
+
+
+def test_target_without_type_means_external(dom: DomainHandle, tmp_path: Path) -> None:
+    choice = DiskChoice(vdev="vda", target=str(tmp_path / "t.img"))
+    with pytest.raises(CreateBlockedError, match="cannot make external snapshots"):
+        dom.plan_create(CreateOptions(name="x", disks=(choice,)))
