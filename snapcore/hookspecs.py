@@ -14,8 +14,9 @@ calls, and it refuses at load time two plugins that report the same driver in
 
 **Errors.** Implementations raise :class:`snapcore.errors.SnapcoreError` subclasses
 (usually :class:`~snapcore.errors.CommandError`, which the runner raises for you, or
-:class:`~snapcore.errors.BackendError`). Anything else is treated as a plugin bug: the
-operation is undone and the error is reported with the plugin's name.
+:class:`~snapcore.errors.BackendError`). An ``OSError`` is reported as a
+:class:`~snapcore.errors.BackendError` naming the disk. Anything else is treated as a plugin
+bug: the operation is undone and the error is reported with the plugin's name.
 
 **Threads.** Hooks for different disks of one domain may run at the same time in different
 threads. Hooks for one disk never overlap. A plugin needs no lock of its own for per-disk state.
@@ -122,8 +123,9 @@ def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool | No
     """Undo a :func:`disk_snapshot_create` of *request*, whether it finished, failed or was cut
     short by a crash, and return the disk to its state before the create.
 
-    Called to undo a checkpoint whose other disks failed, and by crash recovery. It must be
-    idempotent: it is called when the create never started, when it stopped half-way, when it
+    Called to undo a checkpoint whose other disks failed, and by crash recovery, and only for
+    requests whose :func:`disk_snapshot_create_check` found no blockers; so a snapshot called
+    ``request.name`` that exists was made by this create. It must be idempotent: it is called when the create never started, when it stopped half-way, when it
     finished, and again after an abort that was itself interrupted. It must never remove data
     that did not come from this create. Stops at the first non-``None`` result.
 
@@ -168,6 +170,8 @@ def disk_snapshot_revert_check(
     Called for every disk before any disk is reverted, because a revert across several
     backends is only all-or-nothing if each backend says up front whether it can do its part.
     Must not change anything. Stops at the first non-``None`` result.
+
+    A snapshot that no longer exists on the storage must be reported as a blocker.
 
     :returns: ``None`` if the snapshot is not yours; otherwise a list of blockers (for example
         "the snapshot is gone", "only the latest snapshot can be reverted").
