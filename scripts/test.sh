@@ -9,5 +9,6 @@ echo "test: ruff"
 .venv/bin/ruff format --check .
 echo "test: mypy"
 .venv/bin/mypy
+.venv/bin/mypy --strict examples/snapcore-rawcopy/snapcore_rawcopy
 echo "test: pytest"
 exec .venv/bin/pytest "$@"
