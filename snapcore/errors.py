@@ -34,6 +34,7 @@ enter snapcore, with ``raise ... from exc``. The CLI maps each branch to an exit
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import final
 
@@ -111,13 +112,16 @@ class NoBackendError(PluginError):
         self.vdev = vdev
         self.path = path
         self.driver = driver
-        if driver:
+        self.reason = reason
+        if reason:
+            text = f"disk {vdev} ({path}): {reason}"
+        elif driver:
             text = f"disk {vdev} ({path}): no plugin provides driver {driver!r}"
         else:
             text = (
                 f"disk {vdev} ({path}): no plugin claims this disk; set driver= in the domain file"
             )
-        super().__init__(f"{text}{': ' + reason if reason else ''}")
+        super().__init__(text)
 
 
 @final
@@ -163,7 +167,12 @@ class CommandError(BackendError):
         self.returncode = returncode
         self.stderr = stderr.strip()
         tool = self.argv[0] if self.argv else "command"
-        last = self.stderr.splitlines()[-1] if self.stderr else ""
+        last = self.stderr.splitlines()[-1].strip() if self.stderr else ""
+        # Many tools start their messages with their own name; do not say it twice.
+        for prefix in (f"{tool}:", f"{os.path.basename(tool)}:"):
+            if last.startswith(prefix):
+                last = last[len(prefix) :].strip()
+                break
         if returncode is None:
             detail = last or "could not be run"
         else:

@@ -166,7 +166,8 @@ class Plugins:
                     disk.vdev,
                     disk.path,
                     None,
-                    reason=f"claimed by {', '.join(claims)}; choose one with driver=",
+                    reason=f"claimed by several plugins ({', '.join(claims)}); "
+                    "choose one with driver= in the domain file",
                 )
             disk = disk.with_driver(claims[0])
         assert disk.driver is not None
@@ -178,7 +179,8 @@ class Plugins:
                 disk.vdev,
                 disk.path,
                 disk.driver,
-                reason=f"the backend is unavailable: {info.unavailable_reason or 'unknown reason'}",
+                reason=f"driver {disk.driver!r} is unavailable on this host: "
+                f"{info.unavailable_reason or 'unknown reason'}",
             )
         return disk
 
@@ -197,10 +199,9 @@ class Plugins:
 
 def _call_one(pm: pluggy.PluginManager, plugin: object, name: str, hook: str) -> object:
     """Call *hook* on *plugin* alone; translate any error into a PluginLoadError."""
-    fn = getattr(plugin, hook, None)
     caller = getattr(pm.hook, hook)
     impls = [i for i in caller.get_hookimpls() if i.plugin is plugin]
-    if not impls or fn is None:
+    if not impls:
         return None
     try:
         return impls[0].function()

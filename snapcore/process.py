@@ -89,7 +89,7 @@ class ShRunner:
         try:
             cmd = sh.Command(args[0])
         except sh.CommandNotFound as exc:
-            raise CommandError(args, None, f"{args[0]}: command not found") from exc
+            raise CommandError(args, None, "command not found") from exc
         try:
             proc = cmd(
                 *args[1:],

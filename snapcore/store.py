@@ -232,7 +232,15 @@ class CheckpointStore:
         return out
 
     def save(self, checkpoint: Checkpoint) -> None:
-        """Write (or replace) the record of *checkpoint* atomically."""
+        """Write (or replace) the record of *checkpoint* atomically.
+
+        :raises StoreError: when the checkpoint belongs to another domain, or on a write error.
+        """
+        if checkpoint.domain_uuid != self.domain.uuid:
+            raise StoreError(
+                f"snapshot {checkpoint.name!r} belongs to domain {checkpoint.domain_uuid}, "
+                f"not to {self.domain.name!r} ({self.domain.uuid})"
+            )
         self.ensure()
         atomic_write(
             self._path(checkpoint.name),

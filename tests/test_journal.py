@@ -1,0 +1,157 @@
+"""Tests of snapcore.journal: the intent journal that crash recovery reads."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from snapcore.errors import StoreCorruptError
+from snapcore.journal import JOURNAL_SCHEMA, Journal
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "journal.json"
+
+
+def test_no_journal_file_means_nothing_pending(path: Path) -> None:
+    assert Journal(path).pending() is None
+
+
+def test_an_entry_survives_a_crash(path: Path) -> None:
+    journal = Journal(path)
+    journal.begin("create", "before-upgrade", disks=["vda", "vdb"], memory="/m.img")
+    journal.update(phase="disks")
+    journal.mark_done("created", "vda")
+    del journal  # the command dies here
+
+    entry = Journal(path).pending()  # the next command, a fresh object
+    assert entry is not None
+    assert entry["operation"] == "create"
+    assert entry["name"] == "before-upgrade"
+    assert entry["disks"] == ["vda", "vdb"]
+    assert entry["memory"] == "/m.img"
+    assert entry["phase"] == "disks"
+    assert entry["created"] == ["vda"]
+    assert entry["schema"] == JOURNAL_SCHEMA
+
+
+def test_recovery_can_continue_an_entry_it_found(path: Path) -> None:
+    first = Journal(path)
+    first.begin("delete", "a", disks=["vda", "vdb"])
+    first.mark_done("deleted", "vda")
+
+    recovery = Journal(path)
+    assert recovery.pending() is not None
+    recovery.mark_done("deleted", "vdb")
+    recovery.update(phase="record")
+
+    entry = Journal(path).pending()
+    assert entry is not None
+    assert entry["deleted"] == ["vda", "vdb"]
+    assert entry["phase"] == "record"
+    assert entry["disks"] == ["vda", "vdb"]
+
+    recovery.end()
+    assert Journal(path).pending() is None
+
+
+def test_nothing_is_pending_after_end(path: Path) -> None:
+    journal = Journal(path)
+    journal.begin("revert", "a")
+    journal.end()
+
+    assert journal.pending() is None
+    assert Journal(path).pending() is None
+    assert not path.exists()
+    journal.end()  # ending twice is harmless
+
+
+def test_begin_replaces_a_previous_entry(path: Path) -> None:
+    journal = Journal(path)
+    journal.begin("create", "a", phase="disks")
+    journal.mark_done("created", "vda")
+    journal.begin("delete", "b")
+
+    entry = Journal(path).pending()
+    assert entry is not None
+    assert (entry["operation"], entry["name"]) == ("delete", "b")
+    assert "created" not in entry
+    assert "phase" not in entry
+
+
+def test_update_without_an_entry_is_a_programming_error(path: Path) -> None:
+    journal = Journal(path)
+    with pytest.raises(RuntimeError):
+        journal.update(phase="x")
+    with pytest.raises(RuntimeError):
+        journal.mark_done("created", "vda")
+    assert not path.exists()
+
+
+def test_mark_done_records_an_item_once(path: Path) -> None:
+    journal = Journal(path)
+    journal.begin("create", "a")
+    journal.mark_done("created", "vda")
+    journal.mark_done("created", "vda")
+    journal.mark_done("created", "vdb")
+
+    entry = Journal(path).pending()
+    assert entry is not None
+    assert entry["created"] == ["vda", "vdb"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"{torn", id="garbage"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b"\xff\xfe", id="not-utf8"),
+        pytest.param(b"[1]", id="a-list"),
+        pytest.param(b'"create"', id="a-string"),
+        pytest.param(b'{"schema": 1, "name": "a"}', id="no-operation"),
+        pytest.param(b'{"schema": 99, "operation": "create", "name": "a"}', id="newer-schema"),
+    ],
+)
+def test_unreadable_journal_is_refused_naming_the_path(path: Path, content: bytes) -> None:
+    path.write_bytes(content)
+
+    with pytest.raises(StoreCorruptError) as info:
+        Journal(path).pending()
+    assert info.value.path == str(path)
+    assert str(path) in str(info.value)
+
+
+def test_mark_done_from_eight_threads_records_every_item_once(path: Path) -> None:
+    journal = Journal(path)
+    journal.begin("create", "a")
+    threads_n, per_thread = 8, 6
+    barrier = threading.Barrier(threads_n)
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(per_thread):
+                journal.mark_done("created", f"t{t}-d{i}")
+                journal.mark_done("created", f"t{t}-d{i}")  # a retry
+                journal.update(**{f"t{t}": i})
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(threads_n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=30)
+
+    assert errors == []
+    entry = Journal(path).pending()
+    assert entry is not None
+    done = entry["created"]
+    assert sorted(done) == sorted(f"t{t}-d{i}" for t in range(threads_n) for i in range(per_thread))
+    assert len(done) == len(set(done))
+    assert all(entry[f"t{t}"] == per_thread - 1 for t in range(threads_n))
+    assert [p.name for p in path.parent.iterdir()] == ["journal.json"]  # no temp files
