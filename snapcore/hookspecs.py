@@ -125,9 +125,10 @@ def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool | No
 
     Called to undo a checkpoint whose other disks failed, and by crash recovery, and only for
     requests whose :func:`disk_snapshot_create_check` found no blockers; so a snapshot called
-    ``request.name`` that exists was made by this create. It must be idempotent: it is called when the create never started, when it stopped half-way, when it
-    finished, and again after an abort that was itself interrupted. It must never remove data
-    that did not come from this create. Stops at the first non-``None`` result.
+    ``request.name`` that exists was made by this create. It must be idempotent: it is called
+    when the create never started, when it stopped half-way, when it finished, and again after
+    an abort that was itself interrupted. It must never remove data that did not come from
+    this create. Stops at the first non-``None`` result.
 
     :returns: ``None`` if the disk is not yours; ``True`` once the disk is as it was.
     """
