@@ -25,7 +25,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -123,6 +122,8 @@ def _parallel(
             except Exception as exc:
                 failed.append((item, exc))
         return done, failed
+    from concurrent.futures import ThreadPoolExecutor  # only needed for several disks
+
     with ThreadPoolExecutor(max_workers=min(len(items), MAX_PARALLEL)) as pool:
         futures = [(item, pool.submit(fn, item)) for item in items]
         for item, fut in futures:
