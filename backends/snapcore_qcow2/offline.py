@@ -1,0 +1,760 @@
+"""Snapshots of qcow2 disks whose domain is not running, made with qemu-img.
+
+**Layout.** An internal snapshot is a tag inside an image; the tag is the checkpoint name. An
+external snapshot follows the XAPI model: the disk's image at path ``P`` becomes a read-only
+base at the target ``T`` and a new, empty overlay backed by ``T`` takes its place at ``P``, so
+the domain's configuration never changes. The data a snapshot froze is therefore never copied
+when it is made, and internal snapshots taken before an external one move with the old image
+into ``T``: an internal snapshot is found by its tag, searching ``P`` (and its backing chain),
+the files of the disk's external snapshots, and its own recorded file.
+
+**Crash safety.** Every step that changes a file either is atomic (``os.link``, ``os.replace``,
+both followed by an ``fsync`` of the directory) or writes a scratch file ``<P>.snapcore-tmp``
+that only replaces ``P`` once complete, or is a qemu-img command that is safe to run again
+(``commit -d``, safe ``rebase``). So create can be undone, and delete and revert finished, by
+running the same operation again from whatever state a crash left.
+
+**Limits.** Discarding the current image (a revert to anything but an internal snapshot held in
+``P`` itself) would lose the internal snapshots held in ``P``, and merging an external snapshot
+away can lose, or silently change, internal snapshots held in it or in the image above it; the
+``*_check`` methods report those cases as blockers and the operations refuse them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+from snapcore.context import ProgressCallback
+from snapcore.errors import BackendError, CommandError, UnsupportedOperationError
+from snapcore.model import (
+    Disk,
+    DiskSnapshot,
+    DomainState,
+    ProgressEvent,
+    SnapshotKind,
+    SnapshotRequest,
+)
+from snapcore_qcow2.qemu_img import QCOW2, ImageInfo, QemuImg, SnapshotInfo
+
+DRIVER: Final = "qcow2"
+#: Suffix of the scratch file written next to the disk image before it replaces the image.
+TMP_SUFFIX: Final = ".snapcore-tmp"
+#: The kind made when a request does not ask for one.
+DEFAULT_KIND: Final = SnapshotKind.INTERNAL
+#: Longest backing chain followed by hand when ``qemu-img info --backing-chain`` fails.
+_MAX_CHAIN: Final = 256
+
+
+def default_target(path: str, name: str) -> str:
+    """Where an external snapshot *name* of the image at *path* goes when no target is given:
+    ``<dir of path>/<stem of path>.<name>.qcow2``.
+    """
+    p = Path(os.path.abspath(path))
+    return str(p.with_name(f"{p.stem}.{name}.{QCOW2}"))
+
+
+def tmp_path(path: str) -> str:
+    """The scratch file that is written in full before it replaces the image at *path*."""
+    return os.path.abspath(path) + TMP_SUFFIX
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(path)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Both names exist and are one inode (a hard link, or the same path)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: str) -> None:
+    """Remove *path* if it exists, and make that durable."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    _fsync_dir(path)
+
+
+def _copy_mode(source: str, dest: str) -> None:
+    """Give *dest* the permission bits and owner of *source*."""
+    st = os.stat(source)
+    os.chmod(dest, st.st_mode & 0o7777)
+    dst = os.stat(dest)
+    if (dst.st_uid, dst.st_gid) != (st.st_uid, st.st_gid):
+        os.chown(dest, st.st_uid, st.st_gid)
+
+
+def _names(tags: Iterable[str]) -> str:
+    return ", ".join(repr(t) for t in tags)
+
+
+def _tag(snapshot: DiskSnapshot) -> str:
+    return str(snapshot.extra.get("tag") or snapshot.name)
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """Where an internal snapshot lives."""
+
+    file: str
+    image: ImageInfo
+    snapshot: SnapshotInfo
+
+
+@dataclass(frozen=True, slots=True)
+class _DeletePlan:
+    """How an external snapshot's file ``T`` goes away, and what would stop it."""
+
+    target: ImageInfo
+    children: tuple[ImageInfo, ...]
+    how: Literal["unlink", "commit", "rebase"]
+    blockers: list[str] = field(default_factory=list)
+
+
+class OfflineDisk:
+    """The qcow2 operations on one disk (``vdev``) of a domain that is not running.
+
+    Every method may raise :class:`~snapcore.errors.CommandError` (qemu-img failed),
+    :class:`OSError` (a file operation failed) or :class:`~snapcore.errors.BackendError`;
+    the plugin attributes them to the disk. The ``*_check`` methods change nothing and report
+    what they cannot read as blockers instead of raising.
+    """
+
+    def __init__(
+        self,
+        *,
+        vdev: str,
+        qemu_img: QemuImg,
+        log: logging.Logger,
+        progress: ProgressCallback,
+    ):
+        self.vdev = vdev
+        self.img = qemu_img
+        self.log = log
+        self._progress = progress
+
+    def _error(self, message: str) -> BackendError:
+        return BackendError(message, driver=DRIVER, vdev=self.vdev)
+
+    def _step(self, step: str, message: str) -> None:
+        self.log.info("disk %s: %s", self.vdev, message)
+        self._progress(ProgressEvent(step=step, vdev=self.vdev, message=message))
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _backing_format(self, image: ImageInfo) -> str:
+        """The format of *image*'s backing file: from its header, else probed."""
+        if image.backing_format:
+            return image.backing_format
+        backing = image.backing_path
+        if backing is None:
+            raise self._error(f"{image.filename} has no backing file")
+        return self.img.info(backing).format
+
+    def _chain(self, path: str, *, force_share: bool = False) -> tuple[ImageInfo, ...]:
+        """The backing chain of *path*, following it by hand past a file that is missing."""
+        try:
+            return self.img.chain(path, force_share=force_share)
+        except CommandError as exc:
+            if not os.path.isfile(path):
+                raise
+            self.log.warning("disk %s: %s: backing chain is broken: %s", self.vdev, path, exc)
+        images = [self.img.info(path, force_share=force_share)]
+        seen = {_real(path)}
+        while len(images) < _MAX_CHAIN:
+            backing = images[-1].backing_path
+            if backing is None or not os.path.exists(backing) or _real(backing) in seen:
+                break
+            seen.add(_real(backing))
+            images.append(self.img.info(backing, force_share=force_share))
+        return tuple(images)
+
+    def _search_files(
+        self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]
+    ) -> tuple[str, ...]:
+        """Files that may hold an internal snapshot, in search order, existing ones only:
+        the disk's image, the external snapshots' files, the snapshot's own file.
+        """
+        candidates = [snapshot.path]
+        candidates += [o.locator for o in others if o.kind is SnapshotKind.EXTERNAL]
+        candidates.append(snapshot.locator)
+        out: list[str] = []
+        seen: set[str] = set()
+        for path in candidates:
+            real = _real(path)
+            if real not in seen and os.path.isfile(path):
+                seen.add(real)
+                out.append(os.path.abspath(path))
+        return tuple(out)
+
+    def _find_tag(
+        self, tag: str, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]
+    ) -> _Found | None:
+        """Locate internal snapshot *tag*; then in the backing chain of the disk's image."""
+        files = self._search_files(snapshot, others)
+        for path in files:
+            image = self.img.info(path)
+            snap = image.snapshot(tag)
+            if snap is not None:
+                return _Found(path, image, snap)
+        if os.path.isfile(snapshot.path):
+            searched = {_real(f) for f in files}
+            for image in self._chain(snapshot.path)[1:]:
+                if _real(image.filename) in searched:
+                    continue
+                snap = image.snapshot(tag)
+                if snap is not None:
+                    return _Found(os.path.abspath(image.filename), image, snap)
+        return None
+
+    def _replace_with_tmp(self, tmp: str, path: str) -> None:
+        """Give *tmp* the mode and owner of *path*, flush it, and rename it onto *path*."""
+        _copy_mode(path, tmp)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+        _fsync_dir(path)
+
+    def _would_lose(self, path: str) -> list[str]:
+        """Blockers for discarding the image at *path*: the internal snapshots it holds."""
+        tags = self.img.info(path).tags
+        if not tags:
+            return []
+        return [
+            f"{path} holds internal snapshots {_names(tags)}, which this revert would discard "
+            "with the current image; delete them first (a limit of the qcow2 backend)"
+        ]
+
+    # -- create -----------------------------------------------------------------------------
+
+    def create_check(self, request: SnapshotRequest, state: DomainState) -> list[str]:
+        """Blockers for :meth:`create`; changes nothing."""
+        blockers: list[str] = []
+        path = request.disk.path
+        kind = request.kind or DEFAULT_KIND
+        if state is not DomainState.SHUTOFF:
+            blockers.append(
+                f"the domain is {state}; the qcow2 backend snapshots disks of stopped domains "
+                "only (live snapshots through QMP are not available yet)"
+            )
+        if kind is SnapshotKind.NATIVE:
+            blockers.append("qcow2 has no native snapshots; ask for internal or external")
+        if request.format not in (None, QCOW2):
+            blockers.append(
+                f"a qcow2 disk's snapshot is a qcow2 image, not {request.format}; "
+                f"use type={QCOW2} or none"
+            )
+        if not os.path.isfile(path):
+            blockers.append(f"{path} does not exist or is not a file")
+            return blockers
+        try:
+            chain = self.img.chain(path)
+        except CommandError as exc:
+            blockers.append(f"qemu-img cannot open {path} and its backing files: {exc.stderr}")
+            return blockers
+        top = chain[0]
+        if top.format != QCOW2:
+            blockers.append(f"{path} is a {top.format} image, not {QCOW2}")
+            return blockers
+        if top.corrupt:
+            blockers.append(f"{path} is marked corrupt; repair it with qemu-img check -r")
+        for image in chain if kind is SnapshotKind.INTERNAL else ():
+            if request.name in image.tags:
+                where = "it" if image is top else f"its backing file {image.filename}"
+                blockers.append(
+                    f"{path}: {where} already has an internal snapshot {request.name!r}; "
+                    "tags must be unique along the chain"
+                )
+        if kind is SnapshotKind.INTERNAL:
+            if not os.access(path, os.W_OK):
+                blockers.append(f"{path} is not writable")
+        elif kind is SnapshotKind.EXTERNAL:
+            blockers += self._external_target_blockers(request)
+        return blockers
+
+    def _external_target_blockers(self, request: SnapshotRequest) -> list[str]:
+        path = os.path.abspath(request.disk.path)
+        if request.target is not None and not os.path.isabs(request.target):
+            return [f"the snapshot target {request.target} is not an absolute path"]
+        target = request.target or default_target(path, request.name)
+        blockers: list[str] = []
+        folder = os.path.dirname(target)
+        if os.path.lexists(target):
+            blockers.append(f"the snapshot target {target} already exists")
+        if not os.path.isdir(folder):
+            blockers.append(f"the directory of the snapshot target {target} does not exist")
+            return blockers
+        if os.stat(folder).st_dev != os.stat(path).st_dev:
+            blockers.append(
+                f"the snapshot target {target} is on another file system than {path}; "
+                "an external qcow2 snapshot hard-links the image to its target, which needs "
+                "both on one file system"
+            )
+        for d in sorted({folder, os.path.dirname(path)}):
+            if not os.access(d, os.W_OK | os.X_OK):
+                blockers.append(f"the directory {d} is not writable")
+        return blockers
+
+    def create(self, request: SnapshotRequest, state: DomainState) -> DiskSnapshot:
+        """Create snapshot ``request.name`` of the disk.
+
+        Failure guarantee: when it raises, :meth:`abort` has been run, so the disk is as it
+        was (should that undo fail too, its error is logged and running :meth:`abort` again
+        finishes it).
+        """
+        if state is not DomainState.SHUTOFF:
+            raise UnsupportedOperationError(
+                f"the domain is {state}; live qcow2 snapshots are not available yet",
+                driver=DRIVER,
+                vdev=self.vdev,
+            )
+        kind = request.kind or DEFAULT_KIND
+        if kind is SnapshotKind.NATIVE or request.format not in (None, QCOW2):
+            raise UnsupportedOperationError(
+                f"qcow2 cannot make a {kind} snapshot in format {request.format}",
+                driver=DRIVER,
+                vdev=self.vdev,
+            )
+        path = os.path.abspath(request.disk.path)
+        top = self.img.info(path)
+        if top.format != QCOW2:
+            raise self._error(f"{path} is a {top.format} image, not {QCOW2}")
+        if kind is SnapshotKind.INTERNAL:
+            if request.name in top.tags:
+                raise self._error(f"{path} already has an internal snapshot {request.name!r}")
+        else:
+            target = request.target or default_target(path, request.name)
+            if not os.path.isabs(target):
+                raise self._error(f"the snapshot target {target} is not an absolute path")
+            if os.path.lexists(target):
+                raise self._error(f"the snapshot target {target} already exists")
+        try:
+            if kind is SnapshotKind.INTERNAL:
+                return self._create_internal(request, path)
+            return self._create_external(request, path, top)
+        except Exception as exc:
+            try:
+                self.abort(request)
+            except Exception as undo:
+                self.log.exception("disk %s: undoing the failed create failed", self.vdev)
+                exc.add_note(f"undoing it failed too: {undo}")
+            raise
+
+    def _create_internal(self, request: SnapshotRequest, path: str) -> DiskSnapshot:
+        self._step("create", f"internal snapshot {request.name!r} in {path}")
+        self.img.snapshot_create(path, request.name)
+        return DiskSnapshot(
+            vdev=self.vdev,
+            path=request.disk.path,
+            driver=DRIVER,
+            kind=SnapshotKind.INTERNAL,
+            name=request.name,
+            locator=path,
+            extra={"tag": request.name},
+        )
+
+    def _create_external(self, request: SnapshotRequest, path: str, top: ImageInfo) -> DiskSnapshot:
+        target = request.target or default_target(path, request.name)
+        tmp = tmp_path(path)
+        self._step("create", f"external snapshot {request.name!r}: {path} becomes {target}")
+        _remove(tmp)
+        # 1. The target names the image's inode: the snapshot's data, frozen from now on.
+        os.link(path, target)
+        _fsync_dir(target)
+        # 2. A relative backing file must still resolve from the target's directory. The header
+        #    is shared with the disk's path until step 4: an absolute path is right for both.
+        backing = top.backing_path
+        if (
+            backing is not None
+            and top.backing_filename is not None
+            and not os.path.isabs(top.backing_filename)
+            and _real(os.path.dirname(target)) != _real(os.path.dirname(path))
+        ):
+            fmt = self._backing_format(top)
+            self.img.rebase(target, backing=backing, backing_format=fmt, unsafe=True)
+        # 3. A new empty overlay over the target, written beside the disk's image ...
+        self.img.create_overlay(tmp, backing=target, backing_format=QCOW2)
+        # 4. ... takes its place atomically.
+        self._replace_with_tmp(tmp, path)
+        return DiskSnapshot(
+            vdev=self.vdev,
+            path=request.disk.path,
+            driver=DRIVER,
+            kind=SnapshotKind.EXTERNAL,
+            name=request.name,
+            locator=target,
+            size=os.stat(target).st_blocks * 512,
+        )
+
+    def abort(self, request: SnapshotRequest) -> bool:
+        """Undo a create of *request* from any state it may have reached; idempotent.
+
+        Internal: the tag is deleted from the disk's image if there. External: the scratch
+        overlay is removed; a target that is still a second name of the disk's image is
+        unlinked; when the disk's image is already the new overlay over the target, the
+        overlay's data is committed into the target (so writes made since are kept) and the
+        target is renamed back onto the disk's path. A target that is neither is left alone.
+
+        Failure guarantee: each step is atomic or can be run again, so a failed abort is
+        finished by calling it again. The disk's data is never lost. One trace may remain: when
+        the disk's backing file was named by a relative path and the target is in another
+        directory, the image header names the same backing file by its absolute path.
+        """
+        path = os.path.abspath(request.disk.path)
+        kind = request.kind or DEFAULT_KIND
+        if kind is SnapshotKind.INTERNAL:
+            if os.path.isfile(path) and request.name in self.img.info(path).tags:
+                self._step("abort", f"delete internal snapshot {request.name!r} from {path}")
+                self.img.snapshot_delete(path, request.name)
+        elif kind is SnapshotKind.EXTERNAL:
+            target = request.target or default_target(path, request.name)
+            # create refuses a relative target before it changes anything
+            if os.path.isabs(target):
+                self._abort_external(path, target)
+        return True
+
+    def _abort_external(self, path: str, target: str) -> None:
+        _remove(tmp_path(path))
+        if not os.path.lexists(target):
+            return
+        if not os.path.exists(path):
+            raise self._error(
+                f"{path} is missing while the snapshot target {target} exists; "
+                "leaving both for an operator"
+            )
+        if _same_file(path, target):
+            self._step("abort", f"unlink {target}, a second name of {path}")
+            _remove(target)
+            return
+        top = self.img.info(path)
+        if top.backing_filename != target:
+            return  # not an overlay this create made: the target is not ours to touch
+        if top.tags:
+            raise self._error(
+                f"{path} holds internal snapshots {_names(top.tags)}; "
+                f"cannot fold it back into {target} without losing them"
+            )
+        self._step("abort", f"commit {path} into {target} and move it back")
+        self.img.commit(path)
+        os.replace(target, path)
+        _fsync_dir(path)
+
+    # -- delete -----------------------------------------------------------------------------
+
+    def _delete_plan(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> _DeletePlan:
+        """What deleting external snapshot file ``T`` (which exists) takes."""
+        target = os.path.abspath(snapshot.locator)
+        real_t = _real(target)
+        # Every image that may sit on T: the disk's backing chain (with images snapcore has no
+        # record of) and the files of the disk's other external snapshots.
+        images: dict[str, ImageInfo] = {}
+        if os.path.isfile(snapshot.path):
+            for image in self._chain(snapshot.path):
+                images.setdefault(_real(image.filename), image)
+        for other in others:
+            real = _real(other.locator)
+            external = other.kind is SnapshotKind.EXTERNAL
+            if external and real not in images and os.path.isfile(other.locator):
+                images[real] = self.img.info(os.path.abspath(other.locator))
+        t_image = images.get(real_t) or self.img.info(target)
+        children = [
+            image
+            for real, image in images.items()
+            if real != real_t
+            and image.backing_path is not None
+            and _real(image.backing_path) == real_t
+        ]
+        blockers: list[str] = []
+        how: Literal["unlink", "commit", "rebase"]
+        if len(children) == 1 and not children[0].tags:
+            how = "commit"
+        else:
+            how = "unlink" if not children else "rebase"
+            if t_image.tags:
+                blockers.append(
+                    f"{target} holds internal snapshots {_names(t_image.tags)}, which would "
+                    "be lost when it is merged away; delete them first"
+                )
+            for child in children:
+                if child.tags:
+                    blockers.append(
+                        f"{child.filename} holds internal snapshots {_names(child.tags)} "
+                        f"that read data through {target}; merging it away would change "
+                        "them; delete them first"
+                    )
+        return _DeletePlan(t_image, tuple(children), how, blockers)
+
+    def delete_check(
+        self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], state: DomainState
+    ) -> list[str]:
+        """Blockers for :meth:`delete`; changes nothing. A snapshot already gone is none."""
+        blockers: list[str] = []
+        if state is not DomainState.SHUTOFF:
+            blockers.append(
+                f"the domain is {state}; the qcow2 backend deletes snapshots of stopped "
+                "domains only (live merges through QMP are not available yet)"
+            )
+        if snapshot.kind is not SnapshotKind.EXTERNAL:
+            return blockers
+        target = snapshot.locator
+        if not os.path.lexists(target) or _same_file(target, snapshot.path):
+            return blockers
+        try:
+            blockers += self._delete_plan(snapshot, others).blockers
+        except CommandError as exc:
+            blockers.append(f"qemu-img cannot read the snapshot's images: {exc.stderr}")
+        return blockers
+
+    def delete(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> bool:
+        """Delete *snapshot*, keeping every other snapshot's data and the disk's current data.
+
+        Internal: the tag is deleted from whichever file holds it. External ``T``: with no
+        image backed by ``T`` it is unlinked; with one (``C``, holding no internal snapshots)
+        ``C`` is committed into ``T`` and ``T`` renamed onto ``C``, so ``T``'s own internal
+        snapshots survive at ``C``'s path; otherwise every child is safely rebased onto ``T``'s
+        backing file and ``T`` unlinked.
+
+        Failure guarantee: every step can be run again, so calling :meth:`delete` again after a
+        failure or a crash finishes the job; a snapshot already gone counts as deleted.
+        :raises BackendError: when the delete would lose or change internal snapshots (what
+            :meth:`delete_check` reports).
+        """
+        if snapshot.kind is SnapshotKind.INTERNAL:
+            tag = _tag(snapshot)
+            found = self._find_tag(tag, snapshot, others)
+            if found is not None:
+                self._step("delete", f"delete internal snapshot {tag!r} from {found.file}")
+                self.img.snapshot_delete(found.file, tag)
+            return True
+        if snapshot.kind is not SnapshotKind.EXTERNAL:
+            raise self._error(f"qcow2 has no {snapshot.kind} snapshots")
+        target = os.path.abspath(snapshot.locator)
+        if not os.path.lexists(target):
+            return True
+        if _same_file(target, snapshot.path):
+            self._step("delete", f"unlink {target}, a second name of {snapshot.path}")
+            _remove(target)
+            return True
+        plan = self._delete_plan(snapshot, others)
+        if plan.blockers:
+            raise self._error("; ".join(plan.blockers))
+        if plan.how == "unlink":
+            self._step("delete", f"unlink {target}: no image is backed by it")
+            _remove(target)
+        elif plan.how == "commit":
+            self._merge_into_child(target, plan.target, plan.children[0])
+        else:
+            self._rebase_children(target, plan.target, plan.children)
+        return True
+
+    def _merge_into_child(self, target: str, t_image: ImageInfo, child: ImageInfo) -> None:
+        c_path = os.path.abspath(child.filename)
+        self._step("delete", f"commit {c_path} into {target}, then move {target} to {c_path}")
+        backing = t_image.backing_path
+        if (
+            backing is not None
+            and t_image.backing_filename is not None
+            and not os.path.isabs(t_image.backing_filename)
+            and _real(os.path.dirname(target)) != _real(os.path.dirname(c_path))
+        ):
+            # T's header moves to C's directory: keep its backing file resolvable from there.
+            fmt = self._backing_format(t_image)
+            self.img.rebase(target, backing=backing, backing_format=fmt, unsafe=True)
+        self.img.commit(c_path)
+        _copy_mode(c_path, target)
+        os.replace(target, c_path)
+        _fsync_dir(c_path)
+        if _real(os.path.dirname(target)) != _real(os.path.dirname(c_path)):
+            _fsync_dir(target)
+
+    def _rebase_children(
+        self, target: str, t_image: ImageInfo, children: Sequence[ImageInfo]
+    ) -> None:
+        backing = t_image.backing_path
+        fmt = self._backing_format(t_image) if backing is not None else None
+        for child in children:
+            self._step(
+                "delete", f"rebase {child.filename} from {target} onto {backing or 'nothing'}"
+            )
+            self.img.rebase(child.filename, backing=backing, backing_format=fmt, unsafe=False)
+        self._step("delete", f"unlink {target}")
+        _remove(target)
+
+    # -- revert -----------------------------------------------------------------------------
+
+    def revert_check(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> list[str]:
+        """Blockers for :meth:`revert`; changes nothing."""
+        path = snapshot.path
+        if not os.path.isfile(path):
+            return [f"the disk's image {path} does not exist"]
+        try:
+            blockers, replaces_image = self._revert_source_blockers(snapshot, others)
+            if blockers or not replaces_image:
+                return blockers
+            return self._would_lose(path)
+        except CommandError as exc:
+            return [f"qemu-img cannot read the snapshot's images: {exc.stderr}"]
+
+    def _revert_source_blockers(
+        self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]
+    ) -> tuple[list[str], bool]:
+        """What stops reading the snapshot's data, and whether the revert replaces the image."""
+        if snapshot.kind is SnapshotKind.INTERNAL:
+            tag = _tag(snapshot)
+            found = self._find_tag(tag, snapshot, others)
+            if found is None:
+                files = ", ".join(self._search_files(snapshot, others))
+                return [f"internal snapshot {tag!r} is gone: none of {files} holds it"], False
+            if _real(found.file) == _real(snapshot.path):
+                return [], False
+            self.img.chain(found.file)  # its backing files must open
+            return [], True
+        if snapshot.kind is SnapshotKind.EXTERNAL:
+            if not os.path.isfile(snapshot.locator):
+                return [f"the snapshot's image {snapshot.locator} is gone"], False
+            self.img.chain(snapshot.locator)  # its backing files must open
+            return [], True
+        return [f"qcow2 has no {snapshot.kind} snapshots"], False
+
+    def revert(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> bool:
+        """Make the disk's current data the snapshot's; every snapshot is kept.
+
+        Internal, held in the disk's image ``P``: ``qemu-img snapshot -a``. Internal, held in a
+        base file ``F``: the snapshot's data is copied (shallow, over ``F``'s backing file) into
+        a scratch image that replaces ``P``. External ``T``: a new empty overlay over ``T``
+        replaces ``P``.
+
+        Failure guarantee: a replaced ``P`` is renamed into place complete, so it holds its old
+        data or the snapshot's. ``snapshot -a`` works in place: it rewrites the image's L1
+        cluster table, so a crash or an I/O error during that write is the one case this
+        guarantee does not cover (``qemu-img check`` reports the damage). Running it again is
+        harmless.
+        :raises BackendError: when the snapshot is gone or the current image holds internal
+            snapshots a replacement would lose (what :meth:`revert_check` reports).
+        """
+        path = os.path.abspath(snapshot.path)
+        if snapshot.kind is SnapshotKind.INTERNAL:
+            tag = _tag(snapshot)
+            found = self._find_tag(tag, snapshot, others)
+            if found is None:
+                raise self._error(f"internal snapshot {tag!r} is gone")
+            if _real(found.file) == _real(path):
+                self._step("revert", f"apply internal snapshot {tag!r} of {path}")
+                self.img.snapshot_apply(path, found.snapshot)
+                return True
+            self._refuse_losing(path)
+            backing = found.image.backing_path
+            fmt = self._backing_format(found.image) if backing is not None else None
+            self._step("revert", f"copy internal snapshot {tag!r} of {found.file} to {path}")
+            self._replace(
+                path,
+                lambda tmp: self.img.convert(
+                    found.file, tmp, snapshot=tag, backing=backing, backing_format=fmt
+                ),
+            )
+            return True
+        if snapshot.kind is not SnapshotKind.EXTERNAL:
+            raise self._error(f"qcow2 has no {snapshot.kind} snapshots")
+        target = os.path.abspath(snapshot.locator)
+        if not os.path.isfile(target):
+            raise self._error(f"the snapshot's image {target} is gone")
+        self._refuse_losing(path)
+        self._step("revert", f"new overlay of {target} at {path}")
+        self._replace(
+            path, lambda tmp: self.img.create_overlay(tmp, backing=target, backing_format=QCOW2)
+        )
+        return True
+
+    def _replace(self, path: str, write: Callable[[str], None]) -> None:
+        """Write a new image with *write* into the scratch file, then put it at *path*.
+
+        Failure guarantee: *path* is untouched unless the new image is complete; the scratch
+        file is removed.
+        """
+        tmp = tmp_path(path)
+        _remove(tmp)
+        try:
+            write(tmp)
+            self._replace_with_tmp(tmp, path)
+        except BaseException:
+            _remove(tmp)
+            raise
+
+    def _refuse_losing(self, path: str) -> None:
+        blockers = self._would_lose(path)
+        if blockers:
+            raise self._error("; ".join(blockers))
+
+    # -- list -------------------------------------------------------------------------------
+
+    def list_snapshots(self, disk: Disk, known: Sequence[DiskSnapshot]) -> list[DiskSnapshot]:
+        """The snapshots on the storage now: the internal snapshots of every image of the
+        disk's backing chain and of every file on record, the chain's backing images, and the
+        recorded external snapshots' files that exist off the chain. Changes nothing; images
+        are read with ``-U`` so that a running domain does not block the listing.
+        """
+        known_external = {_real(k.locator): k for k in known if k.kind is SnapshotKind.EXTERNAL}
+        chain = self._chain(disk.path, force_share=True)
+        images: list[tuple[ImageInfo, bool]] = [(chain[0], False)]
+        images += [(image, True) for image in chain[1:]]
+        seen = {_real(image.filename) for image in chain}
+        for k in known:
+            real = _real(k.locator)
+            if real in seen or not os.path.isfile(k.locator):
+                continue
+            seen.add(real)
+            image = self.img.info(os.path.abspath(k.locator), force_share=True)
+            images.append((image, real in known_external))
+        out: list[DiskSnapshot] = []
+        for image, external in images:
+            filename = os.path.abspath(image.filename)
+            for snap in image.snapshots:
+                out.append(
+                    DiskSnapshot(
+                        vdev=disk.vdev,
+                        path=disk.path,
+                        driver=DRIVER,
+                        kind=SnapshotKind.INTERNAL,
+                        name=snap.name,
+                        locator=filename,
+                        extra={"tag": snap.name},
+                    )
+                )
+            if external:
+                record = known_external.get(_real(filename))
+                out.append(
+                    DiskSnapshot(
+                        vdev=disk.vdev,
+                        path=disk.path,
+                        driver=DRIVER,
+                        kind=SnapshotKind.EXTERNAL,
+                        name=record.name if record else os.path.basename(filename),
+                        locator=record.locator if record else filename,
+                        size=image.actual_size,
+                    )
+                )
+        return out
