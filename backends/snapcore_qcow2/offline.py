@@ -340,13 +340,12 @@ class OfflineDisk:
                 vdev=self.vdev,
             )
         path = os.path.abspath(request.disk.path)
-        top = self.img.info(path)
-        if top.format != QCOW2:
-            raise self._error(f"{path} is a {top.format} image, not {QCOW2}")
-        if kind is SnapshotKind.INTERNAL:
-            if request.name in top.tags:
-                raise self._error(f"{path} already has an internal snapshot {request.name!r}")
-        else:
+        # create_check ran moments ago under the same domain lock and read the image; an
+        # internal snapshot needs no second look (qemu-img itself refuses a non-qcow2 image).
+        if kind is not SnapshotKind.INTERNAL:
+            top = self.img.info(path)
+            if top.format != QCOW2:
+                raise self._error(f"{path} is a {top.format} image, not {QCOW2}")
             target = request.target or default_target(path, request.name)
             if not os.path.isabs(target):
                 raise self._error(f"the snapshot target {target} is not an absolute path")
