@@ -407,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _place_positionals(parser, args, extra)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format=f"{PROG}: %(levelname)s: %(message)s")
+    logging.getLogger("sh").setLevel(logging.WARNING)  # its per-process chatter is not ours
     progress = _Progress(sys.stderr)
     from snapcore.errors import SnapcoreError
 
@@ -416,8 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SnapcoreError as exc:
         progress.clear()
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        for note in getattr(exc, "__notes__", ()):
-            print(f"{PROG}: {note}", file=sys.stderr)
+        for source in (exc, getattr(exc, "cause", None)):
+            for note in getattr(source, "__notes__", ()):
+                print(f"{PROG}: {note}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         progress.clear()

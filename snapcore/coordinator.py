@@ -134,12 +134,84 @@ def _parallel(
     return done, failed
 
 
+def _oldest_first(checkpoints: Sequence[Checkpoint]) -> list[Checkpoint]:
+    """Sort by creation time; within one second, a parent before its children, then by name."""
+    parent = {cp.name: cp.parent for cp in checkpoints}
+    depth: dict[str | None, int] = {}
+    for cp in checkpoints:
+        chain: list[str] = []
+        name: str | None = cp.name
+        while name in parent and name not in depth and name not in chain:
+            assert name is not None
+            chain.append(name)
+            name = parent[name]
+        level = depth.get(name, -1)
+        for n in reversed(chain):
+            level += 1
+            depth[n] = level
+    return sorted(checkpoints, key=lambda c: (c.creation_time, depth[c.name], c.name))
+
+
 def _first_error(failed: list[tuple[T, BaseException]]) -> BaseException:
     exc = failed[0][1]
     if len(failed) > 1:
         extra = "; ".join(str(e) for _, e in failed[1:])
         exc.add_note(f"also failed: {extra}")
     return exc
+
+
+class _GuestHold:
+    """Keeps a running guest still while its disks are snapshotted, and lets it go again.
+
+    :meth:`hold` quiesces (disk-only checkpoints of a guest with an agent), then saves memory
+    (the hypervisor leaves the guest paused afterwards) or pauses. :meth:`release` undoes what
+    :meth:`hold` did, whatever point it reached, and returns what it could not undo.
+    """
+
+    def __init__(self, coordinator: Coordinator, ctx: HookContext, state: DomainState):
+        self.co = coordinator
+        self.ctx = ctx
+        self.state = state
+        self.frozen = False
+        self.paused = False
+
+    def hold(self, memory_path: str | None) -> MemoryImage | None:
+        hook = self.co.hook
+        if self.state is DomainState.SHUTOFF:
+            return None
+        if (
+            self.state is DomainState.RUNNING
+            and not memory_path
+            and self.ctx.domain.qemu.guest_agent
+        ):
+            self.frozen = bool(hook.domain_quiesce(ctx=self.ctx))
+        if memory_path:
+            self.co._report("memory", msg=f"saving memory to {memory_path}")
+            memory = hook.domain_memory_save(path=memory_path, ctx=self.ctx)
+            if not isinstance(memory, MemoryImage):
+                raise NoHypervisorError(self.ctx.domain.hypervisor)
+            self.paused = self.state is DomainState.RUNNING
+            return memory
+        if self.state is DomainState.RUNNING:
+            hook.domain_pause(ctx=self.ctx)
+            self.paused = True
+        return None
+
+    def release(self) -> list[str]:
+        problems: list[str] = []
+        if self.paused:
+            self.paused = False
+            try:
+                self.co.hook.domain_resume(ctx=self.ctx)
+            except Exception as exc:
+                problems.append(f"the domain is still paused: {exc}")
+        if self.frozen:
+            self.frozen = False
+            try:
+                self.co.hook.domain_thaw(ctx=self.ctx)
+            except Exception as exc:
+                problems.append(f"the guest's file systems are still frozen: {exc}")
+        return problems
 
 
 class Coordinator:
@@ -399,57 +471,43 @@ class Coordinator:
 
     def _run_create(self, work: _CreateWork, description: str, parent: str | None) -> Checkpoint:
         ctx = self._ctx(work.state)
-        paused = False
+        guest = _GuestHold(self, ctx, work.state)
         memory: MemoryImage | None = None
         started: list[SnapshotRequest] = []
-        created: list[DiskSnapshot] = []
+        count = [0]
+
+        def one(req: SnapshotRequest) -> DiskSnapshot:
+            started.append(req)
+            assert req.disk.driver is not None
+            snap = _call_guarded(
+                req.disk.driver,
+                req.disk.vdev,
+                lambda: self.hook.disk_snapshot_create(request=req, ctx=ctx),
+            )
+            if snap is None:
+                raise NoBackendError(req.disk.vdev, req.disk.path, req.disk.driver)
+            count[0] += 1
+            self._report("create", req.disk.vdev, count[0], len(work.requests))
+            return snap  # type: ignore[no-any-return]
+
         try:
-            if work.state is not DomainState.SHUTOFF:
-                if work.memory_path:
-                    self._report("memory", msg=f"saving memory to {work.memory_path}")
-                    memory = self.hook.domain_memory_save(path=work.memory_path, ctx=ctx)
-                    if memory is None:
-                        raise NoHypervisorError(self.domain.hypervisor)
-                    paused = True
-                elif work.state is DomainState.RUNNING:
-                    self.hook.domain_pause(ctx=ctx)
-                    paused = True
-
-            total = len(work.requests)
-
-            def one(req: SnapshotRequest) -> DiskSnapshot:
-                started.append(req)
-                assert req.disk.driver is not None
-                snap = _call_guarded(
-                    req.disk.driver,
-                    req.disk.vdev,
-                    lambda: self.hook.disk_snapshot_create(request=req, ctx=ctx),
-                )
-                if snap is None:
-                    raise NoBackendError(req.disk.vdev, req.disk.path, req.disk.driver)
-                self._report("create", req.disk.vdev, len(created) + 1, total)
-                return snap  # type: ignore[no-any-return]
-
+            memory = guest.hold(work.memory_path)
             done, failed = _parallel(work.requests, one)
-            created = [snap for _, snap in done]
             if failed:
                 raise _first_error(failed)
         except BaseException as exc:
             leftovers = self._undo_create(ctx, work, started, work.memory_path if memory else None)
-            if paused and work.state is DomainState.RUNNING:
-                leftovers += self._resume(ctx)
+            leftovers += guest.release()
             if leftovers:
                 raise PartialCheckpointError("create", work.name, exc, leftovers) from exc
             self.journal.end()
             if isinstance(exc, Exception):
                 raise OperationFailedError("create", work.name, exc) from exc
             raise  # KeyboardInterrupt and the like: undone, then passed on
-        if paused and work.state is DomainState.RUNNING:
-            leftovers = self._resume(ctx)
-            if leftovers:
-                # The checkpoint exists; a domain left paused is reported, not undone.
-                log.warning("%s", "; ".join(leftovers))
-        by_vdev = {s.vdev: s for s in created}
+        for problem in guest.release():
+            # The checkpoint exists; a guest left paused or frozen is reported, not undone.
+            log.warning("%s", problem)
+        by_vdev = {snap.vdev: snap for _, snap in done}
         return Checkpoint(
             name=work.name,
             domain_uuid=self.domain.uuid,
@@ -460,13 +518,6 @@ class Coordinator:
             parent=parent,
             disks=tuple(by_vdev[r.disk.vdev] for r in work.requests),
         )
-
-    def _resume(self, ctx: HookContext) -> list[str]:
-        try:
-            self.hook.domain_resume(ctx=ctx)
-        except Exception as exc:
-            return [f"the domain is still paused: {exc}"]
-        return []
 
     def _undo_create(
         self,
@@ -629,14 +680,19 @@ class Coordinator:
         done, failed = _parallel(checkpoint.disks, one)
         if failed:
             exc = _first_error(failed)
+            # Nothing to undo: the record is kept and running the delete again finishes it.
             self.journal.end()
-            deleted = ", ".join(s.vdev for s, _ in done) or "none"
+            if not done:
+                raise OperationFailedError("delete", checkpoint.name, exc) from exc
+            deleted = ", ".join(s.vdev for s, _ in done)
             remaining = ", ".join(s.vdev for s, _ in failed)
             raise PartialCheckpointError(
                 "delete",
                 checkpoint.name,
                 exc,
                 [f"disks deleted: {deleted}", f"disks still holding the snapshot: {remaining}"],
+                remedy=f"run 'snapcore snapshot-delete -n {checkpoint.name} DOMAIN' again "
+                "to finish",
             ) from exc
         if checkpoint.memory:
             with contextlib.suppress(FileNotFoundError):
@@ -749,6 +805,7 @@ class Coordinator:
         for cp in checkpoints:
             if cp.parent:
                 children.setdefault(cp.parent, []).append(cp.name)
+        checkpoints = _oldest_first(checkpoints)
         missing: dict[str, list[str]] = {}
         if verify:
             missing = self._find_missing(checkpoints)

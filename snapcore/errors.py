@@ -284,15 +284,24 @@ class PartialCheckpointError(CheckpointError):
 
     exit_code = 3
 
-    def __init__(self, operation: str, name: str, cause: BaseException, leftovers: Sequence[str]):
+    def __init__(
+        self,
+        operation: str,
+        name: str,
+        cause: BaseException,
+        leftovers: Sequence[str],
+        *,
+        remedy: str = "run 'snapcore recover DOMAIN' to finish the cleanup",
+    ):
         self.operation = operation
         self.name = name
         self.cause = cause
         self.leftovers = tuple(leftovers)
+        self.remedy = remedy
         super().__init__(
             f"{operation} of snapshot {name!r} failed ({cause}) and could not be fully undone: "
             + "; ".join(self.leftovers)
-            + "; run 'snapcore recover DOMAIN' to finish the cleanup"
+            + f"; {remedy}"
         )
 
 

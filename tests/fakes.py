@@ -166,6 +166,20 @@ class FakeHypervisor:
         return self.state
 
     @hookimpl
+    def domain_quiesce(self, ctx: HookContext) -> bool | None:
+        if ctx.domain.hypervisor != "fakehv":
+            return None
+        self._enter("quiesce")
+        return True
+
+    @hookimpl
+    def domain_thaw(self, ctx: HookContext) -> bool | None:
+        if ctx.domain.hypervisor != "fakehv":
+            return None
+        self._enter("thaw")
+        return True
+
+    @hookimpl
     def domain_pause(self, ctx: HookContext) -> bool | None:
         if ctx.domain.hypervisor != "fakehv":
             return None

@@ -26,7 +26,7 @@ from snapcore.errors import (
     SnapshotExistsError,
     SnapshotNotFoundError,
 )
-from snapcore.model import Disk
+from snapcore.model import Disk, QemuSettings
 
 from .fakes import FakeHypervisor, FileBackend
 
@@ -511,3 +511,57 @@ def test_target_without_type_means_external(dom: DomainHandle, tmp_path: Path) -
     choice = DiskChoice(vdev="vda", target=str(tmp_path / "t.img"))
     with pytest.raises(CreateBlockedError, match="cannot make external snapshots"):
         dom.plan_create(CreateOptions(name="x", disks=(choice,)))
+
+
+def test_disk_only_checkpoint_with_guest_agent_quiesces_and_thaws(
+    tmp_path: Path, backend: FileBackend, hv: FakeHypervisor
+) -> None:
+    domain = Domain(
+        name="agent",
+        hypervisor="fakehv",
+        qemu=QemuSettings(guest_agent=str(tmp_path / "qga.sock")),
+        disks=(_disk(tmp_path, "vda", b"A0"), _disk(tmp_path, "vdb", b"B0")),
+    )
+    dom = _handle(tmp_path, domain, ("files", backend), ("fakehv", hv))
+    dom.create(CreateOptions(name="d", memory="no"))
+    assert hv.calls == ["quiesce", "pause", "resume", "thaw"]
+    hv.calls.clear()
+    backend.fail["create", "vdb"] = "no space"
+    with pytest.raises(OperationFailedError):
+        dom.create(CreateOptions(name="e", memory="no"))
+    assert hv.calls == ["quiesce", "pause", "resume", "thaw"]
+    hv.calls.clear()
+    del backend.fail["create", "vdb"]
+    dom.create(CreateOptions(name="m"))  # with memory: the page cache is saved, no freeze
+    assert "quiesce" not in hv.calls
+
+
+def test_list_puts_parent_before_child_made_in_the_same_second(
+    dom: DomainHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)
+    dom.create(CreateOptions(name="zz-parent"))
+    dom.create(CreateOptions(name="aa-child"))
+    dom.create(CreateOptions(name="mm-grandchild"))
+    assert [v.checkpoint.name for v in dom.list()] == ["zz-parent", "aa-child", "mm-grandchild"]
+
+
+def test_delete_failing_on_every_disk_changes_nothing_exit_1(
+    dom: DomainHandle, backend: FileBackend
+) -> None:
+    dom.create(CreateOptions(name="a"))
+    backend.fail["delete", "vda"] = "busy"
+    backend.fail["delete", "vdb"] = "also busy"
+    with pytest.raises(OperationFailedError) as err:
+        dom.delete("a")
+    assert err.value.exit_code == 1
+    assert [v.checkpoint.name for v in dom.list()] == ["a"]
+
+
+def test_partial_delete_says_to_delete_again(dom: DomainHandle, backend: FileBackend) -> None:
+    dom.create(CreateOptions(name="a"))
+    backend.fail["delete", "vdb"] = "busy"
+    with pytest.raises(PartialCheckpointError) as err:
+        dom.delete("a")
+    assert "snapshot-delete -n a" in str(err.value)
+    assert "recover" not in str(err.value)
