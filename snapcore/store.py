@@ -189,23 +189,23 @@ class CheckpointStore:
             raise SnapshotNotFoundError(self.domain.name, name) from None
         except OSError as exc:
             raise StoreCorruptError(str(path), exc.strerror or str(exc)) from exc
-        return self._parse(path, data)
+        return self._parse(str(path), data)
 
-    def _parse(self, path: Path, data: bytes) -> Checkpoint:
+    def _parse(self, path: str, data: bytes) -> Checkpoint:
         try:
             obj = json.loads(data)
             schema = obj["schema"]
             if not isinstance(schema, int) or schema > SCHEMA_VERSION:
                 raise StoreCorruptError(
-                    str(path), f"schema version {schema!r} is newer than this snapcore's"
+                    path, f"schema version {schema!r} is newer than this snapcore's"
                 )
             cp = Checkpoint.from_json(obj["checkpoint"])
         except StoreCorruptError:
             raise
         except (ValueError, KeyError, TypeError) as exc:
-            raise StoreCorruptError(str(path), f"{type(exc).__name__}: {exc}") from exc
-        if cp.domain_uuid != self.domain.uuid or path.stem != cp.name:
-            raise StoreCorruptError(str(path), "it belongs to another domain or name")
+            raise StoreCorruptError(path, f"{type(exc).__name__}: {exc}") from exc
+        if cp.domain_uuid != self.domain.uuid or os.path.basename(path) != f"{cp.name}.json":
+            raise StoreCorruptError(path, "it belongs to another domain or name")
         return cp
 
     def list(self) -> list[Checkpoint]:
@@ -221,13 +221,12 @@ class CheckpointStore:
         for entry in entries:
             if not entry.name.endswith(".json") or entry.name.startswith("."):
                 continue
-            path = Path(entry.path)
             try:
                 with open(entry.path, "rb") as fh:
                     data = fh.read()
             except OSError as exc:
                 raise StoreCorruptError(entry.path, exc.strerror or str(exc)) from exc
-            out.append(self._parse(path, data))
+            out.append(self._parse(entry.path, data))
         out.sort(key=lambda c: (c.creation_time, c.name))
         return out
 
