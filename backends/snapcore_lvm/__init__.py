@@ -1,0 +1,1 @@
+"""snapcore lvm backend: snapshots of LVM logical volumes, classic and thin."""

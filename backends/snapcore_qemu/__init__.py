@@ -1,0 +1,1 @@
+"""snapcore qemu hypervisor plugin: running QEMU domains over QMP."""

@@ -1,0 +1,5 @@
+"""Hook implementations of the vhd plugin (work in progress: no hooks yet)."""
+
+from snapcore.hookspecs import HOOK_API_VERSION
+
+SNAPCORE_HOOK_API = HOOK_API_VERSION

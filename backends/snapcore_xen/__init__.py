@@ -1,0 +1,1 @@
+"""snapcore xen hypervisor plugin: Xen domains through xl."""
