@@ -9,6 +9,7 @@ from pathlib import Path
 
 from snapcore.model import Domain, DomainState, ProgressEvent
 from snapcore.process import CommandRunner, default_runner
+from snapcore.qmp import QMPSession
 
 ProgressCallback = Callable[[ProgressEvent], None]
 
@@ -27,6 +28,9 @@ class HookContext:
     :ivar log: a logger for the plugin's messages (only the CLI prints).
     :ivar progress: call with a :class:`~snapcore.model.ProgressEvent` during long steps.
     :ivar work_dir: a directory private to this domain in the state dir, for plugin files.
+    :ivar qmp: a session with the domain's QEMU monitor (``[qemu] qmp`` in the domain file),
+        connected on first use and closed by the coordinator; ``None`` when the domain file
+        names no QMP socket.
     """
 
     domain: Domain
@@ -35,3 +39,4 @@ class HookContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("snapcore.plugin"))
     progress: ProgressCallback = _ignore_progress
     work_dir: Path | None = None
+    qmp: QMPSession | None = None

@@ -64,6 +64,7 @@ from snapcore.model import (
 )
 from snapcore.plugins import Plugins
 from snapcore.process import CommandRunner, default_runner
+from snapcore.qmp import QMPSession
 from snapcore.store import CheckpointStore
 
 log = logging.getLogger(__name__)
@@ -163,9 +164,9 @@ def _first_error(failed: list[tuple[T, BaseException]]) -> BaseException:
 class _GuestHold:
     """Keeps a running guest still while its disks are snapshotted, and lets it go again.
 
-    :meth:`hold` quiesces (disk-only checkpoints of a guest with an agent), then saves memory
-    (the hypervisor leaves the guest paused afterwards) or pauses. :meth:`release` undoes what
-    :meth:`hold` did, whatever point it reached, and returns what it could not undo.
+    :meth:`hold` quiesces (disk-only checkpoints of a guest with an agent) and pauses;
+    :meth:`release` undoes what :meth:`hold` did, whatever point it reached, and returns what it
+    could not undo. A domain that was paused to begin with is left paused.
     """
 
     def __init__(self, coordinator: Coordinator, ctx: HookContext, state: DomainState):
@@ -175,27 +176,14 @@ class _GuestHold:
         self.frozen = False
         self.paused = False
 
-    def hold(self, memory_path: str | None) -> MemoryImage | None:
+    def hold(self, with_memory: bool) -> None:
+        if self.state is not DomainState.RUNNING:
+            return
         hook = self.co.hook
-        if self.state is DomainState.SHUTOFF:
-            return None
-        if (
-            self.state is DomainState.RUNNING
-            and not memory_path
-            and self.ctx.domain.qemu.guest_agent
-        ):
+        if not with_memory and self.ctx.domain.qemu.guest_agent:
             self.frozen = bool(hook.domain_quiesce(ctx=self.ctx))
-        if memory_path:
-            self.co._report("memory", msg=f"saving memory to {memory_path}")
-            memory = hook.domain_memory_save(path=memory_path, ctx=self.ctx)
-            if not isinstance(memory, MemoryImage):
-                raise NoHypervisorError(self.ctx.domain.hypervisor)
-            self.paused = self.state is DomainState.RUNNING
-            return memory
-        if self.state is DomainState.RUNNING:
-            hook.domain_pause(ctx=self.ctx)
-            self.paused = True
-        return None
+        self.paused = True  # set first: a pause that fails half-way is still resumed
+        hook.domain_pause(ctx=self.ctx)
 
     def release(self) -> list[str]:
         problems: list[str] = []
@@ -243,6 +231,8 @@ class Coordinator:
         self.runner = runner or default_runner()
         self._progress = progress
         self.lock_timeout = lock_timeout
+        #: One monitor session per coordinator, connected on first use, closed after each call.
+        self.qmp = QMPSession(domain.qemu.qmp, domain=domain.name) if domain.qemu.qmp else None
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -255,6 +245,7 @@ class Coordinator:
             state=state,
             run=self.runner,
             work_dir=self.store.work_dir,
+            qmp=self.qmp,
             log=logging.getLogger(f"snapcore.plugin.{self.domain.name}"),
             **kwargs,  # type: ignore[arg-type]
         )
@@ -267,10 +258,19 @@ class Coordinator:
 
     @contextlib.contextmanager
     def _locked(self, *, recover: bool = True) -> Iterator[None]:
-        with self.store.lock(self.lock_timeout):
+        with self.store.lock(self.lock_timeout), self._session():
             if recover:
                 self._recover_pending()
             yield
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[None]:
+        """Close the monitor session (if one was opened) when the operation ends."""
+        try:
+            yield
+        finally:
+            if self.qmp is not None:
+                self.qmp.close()
 
     def state(self) -> DomainState:
         """The domain's state, from its hypervisor plugin.
@@ -370,6 +370,13 @@ class Coordinator:
             raise ConfigError("two disks have the same external target")
         return requests, skipped
 
+    def _preflight_domain(self, ctx: HookContext) -> list[str]:
+        """What the hypervisor says stands in the way (running or paused domains only)."""
+        if ctx.state is DomainState.SHUTOFF:
+            return []
+        found = self.hook.domain_preflight(ctx=ctx)
+        return [f"domain {self.domain.name}: {b}" for b in found or ()]
+
     def _preflight_disk(
         self, req: SnapshotRequest, ctx: HookContext, blockers: list[str]
     ) -> PlanStep:
@@ -409,13 +416,14 @@ class Coordinator:
         blockers: list[str] = []
         steps: list[PlanStep] = []
         hypervisor = domain.hypervisor
-        if memory_path:
-            steps.append(
-                PlanStep(vdev="", driver=hypervisor, action="save memory", detail=memory_path)
-            )
-        elif state is DomainState.RUNNING:
+        blockers.extend(self._preflight_domain(ctx))
+        if state is DomainState.RUNNING:
             steps.append(PlanStep(vdev="", driver=hypervisor, action="pause"))
         steps.extend(self._preflight_disk(req, ctx, blockers) for req in requests)
+        if memory_path:
+            how = self.hook.domain_memory_plan(path=memory_path, ctx=ctx)
+            detail = f"{memory_path}: {how}" if how else memory_path
+            steps.append(PlanStep(vdev="", driver=hypervisor, action="save memory", detail=detail))
         if state is DomainState.RUNNING:
             steps.append(PlanStep(vdev="", driver=hypervisor, action="resume"))
         if blockers:
@@ -475,6 +483,7 @@ class Coordinator:
         memory: MemoryImage | None = None
         started: list[SnapshotRequest] = []
         count = [0]
+        total = len(work.requests)
 
         def one(req: SnapshotRequest) -> DiskSnapshot:
             started.append(req)
@@ -487,16 +496,47 @@ class Coordinator:
             if snap is None:
                 raise NoBackendError(req.disk.vdev, req.disk.path, req.disk.driver)
             count[0] += 1
-            self._report("create", req.disk.vdev, count[0], len(work.requests))
+            self._report("create", req.disk.vdev, count[0], total)
             return snap  # type: ignore[no-any-return]
 
+        def driver_group(group: list[SnapshotRequest]) -> list[DiskSnapshot]:
+            driver = group[0].disk.driver
+            assert driver is not None
+            started.extend(group)
+            snaps = _call_guarded(
+                driver,
+                ", ".join(r.disk.vdev for r in group),
+                lambda: self.hook.disk_snapshot_create_group(requests=tuple(group), ctx=ctx),
+            )
+            if snaps is None:  # the backend takes its disks one at a time
+                for req in group:
+                    started.remove(req)
+                done, failed = _parallel(group, one)
+                if failed:
+                    raise _first_error(failed)
+                return [snap for _, snap in done]
+            if len(snaps) != len(group):
+                raise BackendError(
+                    f"plugin for driver {driver!r} returned {len(snaps)} snapshots "
+                    f"for {len(group)} disks",
+                    driver=driver,
+                )
+            count[0] += len(group)
+            self._report("create", group[-1].disk.vdev, count[0], total)
+            return list(snaps)
+
+        groups: dict[str, list[SnapshotRequest]] = {}
+        for req in work.requests:
+            groups.setdefault(req.disk.driver or "", []).append(req)
         try:
-            memory = guest.hold(work.memory_path)
-            done, failed = _parallel(work.requests, one)
+            guest.hold(work.memory_path is not None)
+            done_groups, failed = _parallel(list(groups.values()), driver_group)
             if failed:
                 raise _first_error(failed)
+            if work.memory_path:
+                memory = self._save_memory(ctx, work.memory_path)
         except BaseException as exc:
-            leftovers = self._undo_create(ctx, work, started, work.memory_path if memory else None)
+            leftovers = self._undo_create(ctx, work, started, work.memory_path)
             leftovers += guest.release()
             if leftovers:
                 raise PartialCheckpointError("create", work.name, exc, leftovers) from exc
@@ -507,7 +547,7 @@ class Coordinator:
         for problem in guest.release():
             # The checkpoint exists; a guest left paused or frozen is reported, not undone.
             log.warning("%s", problem)
-        by_vdev = {snap.vdev: snap for _, snap in done}
+        by_vdev = {snap.vdev: snap for _, snaps in done_groups for snap in snaps}
         return Checkpoint(
             name=work.name,
             domain_uuid=self.domain.uuid,
@@ -518,6 +558,15 @@ class Coordinator:
             parent=parent,
             disks=tuple(by_vdev[r.disk.vdev] for r in work.requests),
         )
+
+    def _save_memory(self, ctx: HookContext, path: str) -> MemoryImage:
+        self._report("memory", msg=f"saving memory to {path}")
+        memory = _call_guarded(
+            self.domain.hypervisor, "", lambda: self.hook.domain_memory_save(path=path, ctx=ctx)
+        )
+        if not isinstance(memory, MemoryImage):
+            raise NoHypervisorError(self.domain.hypervisor)
+        return memory
 
     def _undo_create(
         self,
@@ -587,6 +636,7 @@ class Coordinator:
                     detail=snap.locator,
                 )
             )
+        blockers.extend(self._preflight_domain(ctx))
         skipped: list[str] = []
         if operation is Operation.REVERT:
             recorded = {s.vdev for s in checkpoint.disks}

@@ -15,6 +15,7 @@ enter snapcore, with ``raise ... from exc``. The CLI maps each branch to an exit
     │   └── NoHypervisorError              no plugin controls the domain's hypervisor
     ├── BackendError                       a backend operation failed            exit 1
     │   ├── CommandError                   an external tool failed (.argv, .returncode, .stderr)
+    │   ├── QMPCommandError                QEMU refused a QMP command (.command, .error_class)
     │   └── UnsupportedOperationError      the backend cannot do this for this disk
     ├── SnapshotError
     │   ├── SnapshotNotFoundError (LookupError)                                   exit 2
@@ -24,6 +25,7 @@ enter snapcore, with ``raise ... from exc``. The CLI maps each branch to an exit
     │   └── RevertBlockedError             preflight found blockers (.blockers)   exit 2
     ├── CheckpointError
     │   ├── DomainStateError               wrong domain state (.state, .required) exit 2
+    │   ├── DomainUnreachableError         its monitor is missing or silent (.address) exit 2
     │   ├── OperationFailedError           failed and fully undone (.cause)       exit 1
     │   └── PartialCheckpointError         undo failed too (.leftovers)           exit 3
     └── StoreError                                                                exit 1
@@ -187,6 +189,29 @@ class CommandError(BackendError):
 
 
 @final
+class QMPCommandError(BackendError):
+    """QEMU answered a QMP command with an error (or the connection dropped during it).
+
+    ``command`` is the QMP command, ``error_class`` QEMU's error class (``GenericError``,
+    ``DeviceNotFound``...) and ``desc`` its message.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        error_class: str,
+        desc: str,
+        *,
+        vdev: str | None = None,
+        driver: str | None = None,
+    ):
+        self.command = command
+        self.error_class = error_class
+        self.desc = desc
+        super().__init__(f"QMP {command}: {desc}", driver=driver, vdev=vdev)
+
+
+@final
 class UnsupportedOperationError(BackendError):
     """The backend cannot perform this operation on this disk."""
 
@@ -263,6 +288,19 @@ class DomainStateError(CheckpointError):
         self.required = required
         self.action = action
         super().__init__(f"domain {domain!r} is {state}; {action} needs it {required}")
+
+
+@final
+class DomainUnreachableError(CheckpointError):
+    """The domain's monitor (a QMP socket, the xl toolstack) is missing or does not answer."""
+
+    exit_code = 2
+
+    def __init__(self, domain: str, address: str, reason: str):
+        self.domain = domain
+        self.address = address
+        self.reason = reason
+        super().__init__(f"domain {domain!r}: cannot reach its monitor {address}: {reason}")
 
 
 @final

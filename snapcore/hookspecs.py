@@ -50,7 +50,7 @@ PROJECT: Final = "snapcore"
 #: Major version of the hook API: plugins written for another major version are refused.
 HOOK_API_MAJOR: Final = 1
 #: Minor version: bumped for each backward-compatible change (a new hook or argument).
-HOOK_API_MINOR: Final = 0
+HOOK_API_MINOR: Final = 1
 HOOK_API_VERSION: Final = (HOOK_API_MAJOR, HOOK_API_MINOR)
 
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -115,6 +115,28 @@ def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnap
     :returns: ``None`` if the disk is not yours; otherwise the
         :class:`~snapcore.model.DiskSnapshot` made, whose ``extra`` holds anything you need to
         revert or delete it later.
+    """
+
+
+@hookspec(firstresult=True)
+def disk_snapshot_create_group(
+    requests: Sequence[SnapshotRequest], ctx: HookContext
+) -> list[DiskSnapshot] | None:
+    """Create the snapshots of several disks of this driver at one instant, all or nothing.
+
+    Optional. The coordinator offers every driver all its disks of a checkpoint in one call
+    first (``requests`` all have the same ``disk.driver``); a backend that can switch them
+    together (QEMU's QMP ``transaction``) implements this, any other returns ``None`` and gets
+    one :func:`disk_snapshot_create` call per disk instead. Called after every disk's
+    :func:`disk_snapshot_create_check` passed, with the domain paused if it runs.
+
+    Failure guarantee: when it raises, no disk of *requests* has a snapshot of this
+    checkpoint (snapcore will also call :func:`disk_snapshot_abort` for each of them).
+
+    .. versionadded:: 1.1
+
+    :returns: ``None`` to decline; otherwise one :class:`~snapcore.model.DiskSnapshot` per
+        request, in the same order.
     """
 
 
@@ -240,6 +262,20 @@ def domain_state(ctx: HookContext) -> DomainState | None:
 
 
 @hookspec(firstresult=True)
+def domain_preflight(ctx: HookContext) -> list[str] | None:
+    """List the reasons the running domain cannot be checkpointed or reverted now.
+
+    Called while planning, for a domain that is running or paused. Check what the hypervisor
+    knows and snapcore's domain file might contradict, e.g. that every disk of
+    ``ctx.domain`` is the image the hypervisor has open. Must not change anything.
+
+    .. versionadded:: 1.1
+
+    :returns: ``None`` if the domain is not yours; otherwise a list of blockers.
+    """
+
+
+@hookspec(firstresult=True)
 def domain_quiesce(ctx: HookContext) -> bool | None:
     """Flush the guest's file systems (guest agent ``fsfreeze``) before a disk-only checkpoint.
 
@@ -276,6 +312,16 @@ def domain_resume(ctx: HookContext) -> bool | None:
 
 
 @hookspec(firstresult=True)
+def domain_start(paused: bool, ctx: HookContext) -> bool | None:
+    """Start the shut-off domain from its domain file, running, or paused if *paused*.
+
+    .. versionadded:: 1.1
+
+    :returns: ``None`` if the domain is not yours; ``True`` once started.
+    """
+
+
+@hookspec(firstresult=True)
 def domain_stop(ctx: HookContext) -> bool | None:
     """Stop ``ctx.domain`` (before a revert). The domain's disks must be closed on return.
 
@@ -284,13 +330,30 @@ def domain_stop(ctx: HookContext) -> bool | None:
 
 
 @hookspec(firstresult=True)
-def domain_memory_save(path: str, ctx: HookContext) -> MemoryImage | None:
-    """Save the running domain's memory and device state to *path*.
+def domain_memory_plan(path: str, ctx: HookContext) -> str | None:
+    """Say, for the plan, how :func:`domain_memory_save` will save the memory to *path*.
 
-    Should keep the guest running while memory is written (live, copy-on-write save) and leave
-    it paused at the end, so that the disk snapshots taken next match the memory exactly.
-    Failure guarantee: when it raises, *path* does not exist and the domain is paused or
-    running as before.
+    For example "live (background snapshot): the guest runs while memory is written" or
+    "paused save: the guest stays stopped until memory is written". Must not change anything.
+
+    .. versionadded:: 1.1
+
+    :returns: ``None`` if the domain is not yours; otherwise one line.
+    """
+
+
+@hookspec(firstresult=True)
+def domain_memory_save(path: str, ctx: HookContext) -> MemoryImage | None:
+    """Save the domain's memory and device state, as they are at this call, to *path*.
+
+    Called with the domain paused, right after every disk's snapshot was taken, so the image
+    matches the disks exactly. ``ctx.state`` is the state before the checkpoint began: a
+    domain that was running may be let run again while the image is written (a
+    copy-on-write, "background" save), which keeps the guest's pause short; one that was
+    paused must stay paused. The coordinator calls :func:`domain_resume` afterwards anyway.
+    Failure guarantee: when it raises, *path* does not exist.
+
+    .. versionchanged:: 1.1 called after the disk snapshots, with the domain paused.
 
     :returns: ``None`` if the domain is not yours; otherwise the
         :class:`~snapcore.model.MemoryImage` written.

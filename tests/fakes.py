@@ -35,7 +35,8 @@ class FileBackend:
 
     driver = "files"
 
-    def __init__(self) -> None:
+    def __init__(self, timeline: list[str] | None = None) -> None:
+        self.timeline = timeline if timeline is not None else []
         self.calls: list[tuple[str, str]] = []
         self.fail: dict[tuple[str, str], str] = {}  # (hook, vdev) -> message
         self.crash: set[tuple[str, str]] = set()  # (hook, vdev) -> os._exit
@@ -45,6 +46,7 @@ class FileBackend:
     def _enter(self, hook: str, vdev: str) -> None:
         with self._lock:
             self.calls.append((hook, vdev))
+            self.timeline.append(f"{hook} {vdev}")
         if (hook, vdev) in self.crash:
             os._exit(9)
         if (hook, vdev) in self.fail:
@@ -145,13 +147,17 @@ class FileBackend:
 class FakeHypervisor:
     """Hypervisor ``fakehv``: a domain whose state the test sets; records every call."""
 
-    def __init__(self, state: DomainState = DomainState.RUNNING) -> None:
+    def __init__(
+        self, state: DomainState = DomainState.RUNNING, timeline: list[str] | None = None
+    ) -> None:
         self.state = state
+        self.timeline = timeline if timeline is not None else []
         self.calls: list[str] = []
         self.fail: set[str] = set()
 
     def _enter(self, name: str) -> None:
         self.calls.append(name)
+        self.timeline.append(name)
         if name in self.fail:
             raise BackendError(f"{name} failed", driver="fakehv")
 

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from snapcore import CreateOptions, DiskChoice, Domain, DomainState, Host, coordinator
 from snapcore.api import DomainHandle
 from snapcore.errors import (
+    BackendError,
     ConfigError,
     CreateBlockedError,
     DeleteBlockedError,
@@ -26,7 +28,8 @@ from snapcore.errors import (
     SnapshotExistsError,
     SnapshotNotFoundError,
 )
-from snapcore.model import Disk, QemuSettings
+from snapcore.hookspecs import hookimpl
+from snapcore.model import Disk, DiskSnapshot, QemuSettings, SnapshotRequest
 
 from .fakes import FakeHypervisor, FileBackend
 
@@ -228,8 +231,8 @@ def test_memory_for_stopped_domain_refused(dom: DomainHandle, backend: FileBacke
 
 
 @pytest.fixture
-def hv() -> FakeHypervisor:
-    return FakeHypervisor()
+def hv(backend: FileBackend) -> FakeHypervisor:
+    return FakeHypervisor(timeline=backend.timeline)
 
 
 @pytest.fixture
@@ -242,15 +245,30 @@ def live(tmp_path: Path, backend: FileBackend, hv: FakeHypervisor) -> DomainHand
     return _handle(tmp_path, domain, ("files", backend), ("fakehv", hv))
 
 
-def test_running_checkpoint_saves_memory_then_disks_then_resumes(
+def test_running_checkpoint_pauses_snapshots_disks_then_saves_memory(
     live: DomainHandle, backend: FileBackend, hv: FakeHypervisor
 ) -> None:
     cp = live.create(CreateOptions(name="m"))
     assert cp.state is DomainState.RUNNING
     assert cp.memory is not None
     assert Path(cp.memory.path).read_bytes() == b"RAM"
-    assert hv.calls == ["memory_save", "resume"]
+    timeline = backend.timeline
+    assert timeline[0] == "pause"
+    assert sorted(timeline[1:3]) == ["create vda", "create vdb"]
+    assert timeline[3:] == ["memory_save", "resume"]
     assert hv.state is DomainState.RUNNING
+
+
+def test_memory_save_failure_undoes_disks_and_resumes(
+    live: DomainHandle, backend: FileBackend, hv: FakeHypervisor, tmp_path: Path
+) -> None:
+    hv.fail.add("memory_save")
+    with pytest.raises(OperationFailedError, match="memory_save failed"):
+        live.create(CreateOptions(name="m"))
+    assert _snap_files(tmp_path) == []
+    assert backend.timeline[-1] == "resume"
+    assert hv.state is DomainState.RUNNING
+    assert live.list() == []
 
 
 def test_disk_only_running_checkpoint_pauses_and_resumes(
@@ -565,3 +583,34 @@ def test_partial_delete_says_to_delete_again(dom: DomainHandle, backend: FileBac
         dom.delete("a")
     assert "snapshot-delete -n a" in str(err.value)
     assert "recover" not in str(err.value)
+
+
+class GroupBackend(FileBackend):
+    """Takes all its disks in one call, as a QMP transaction would."""
+
+    @hookimpl
+    def disk_snapshot_create_group(
+        self, requests: Sequence[SnapshotRequest]
+    ) -> list[DiskSnapshot] | None:
+        if requests[0].disk.driver != self.driver:
+            return None
+        self.timeline.append("group " + ",".join(r.disk.vdev for r in requests))
+        if ("group", "all") in self.fail:
+            raise BackendError(self.fail["group", "all"], driver=self.driver)
+        made = [self.disk_snapshot_create(request=r) for r in requests]
+        return [m for m in made if m is not None]
+
+
+def test_group_hook_takes_every_disk_of_a_driver_in_one_call(
+    tmp_path: Path, domain: Domain
+) -> None:
+    backend = GroupBackend()
+    dom = _handle(tmp_path, domain, ("files", backend))
+    cp = dom.create(CreateOptions(name="g"))
+    assert [d.vdev for d in cp.disks] == ["vda", "vdb"]
+    assert backend.timeline[0] == "group vda,vdb"
+    backend.fail["group", "all"] = "transaction refused"
+    with pytest.raises(OperationFailedError, match="transaction refused"):
+        dom.create(CreateOptions(name="h"))
+    assert sorted(v for h, v in backend.calls if h == "abort") == ["vda", "vdb"]
+    assert [v.checkpoint.name for v in dom.list()] == ["g"]

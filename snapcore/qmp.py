@@ -1,0 +1,206 @@
+"""A small synchronous facade over the ``qemu.qmp`` asyncio client.
+
+snapcore's hooks are synchronous and may run in several threads at once; ``qemu.qmp`` is
+asyncio. :class:`QMPSession` runs the client on a private event loop in a daemon thread and
+offers blocking, thread-safe calls, each with a timeout (``qemu.qmp`` has none of its own).
+Errors are translated here, once: a missing or silent socket becomes
+:class:`~snapcore.errors.DomainUnreachableError`, a QMP error reply
+:class:`~snapcore.errors.QMPCommandError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+from snapcore.errors import DomainUnreachableError, QMPCommandError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Default seconds to wait for a connection or a command's answer.
+DEFAULT_TIMEOUT: Final = 30.0
+
+
+class EventWaiter:
+    """Collects QMP events of some names from the moment it is created (see
+    :meth:`QMPSession.events`), so an event sent in answer to a command is never missed."""
+
+    def __init__(self, session: QMPSession, names: Sequence[str]):
+        from qemu.qmp import EventListener
+
+        self._session = session
+        self.listener = EventListener(list(names))
+
+    def get(
+        self, timeout: float, match: Callable[[Mapping[str, Any]], bool] | None = None
+    ) -> dict[str, Any]:
+        """Return the next event (that *match* accepts), waiting at most *timeout* seconds.
+
+        :raises DomainUnreachableError: when no such event comes in time.
+        """
+
+        async def wait() -> dict[str, Any]:
+            while True:
+                event = await self.listener.get()
+                data = dict(event)
+                if match is None or match(data):
+                    return data
+
+        return self._session._run(
+            wait(), timeout, f"waiting for {', '.join(self.listener.names or [])}"
+        )
+
+
+class QMPSession:
+    """One connection to a QEMU monitor socket.
+
+    :param address: the UNIX socket path.
+    :param domain: the domain's name, for messages.
+    :param timeout: default timeout for connecting and for each command.
+    """
+
+    def __init__(self, address: str, *, domain: str = "", timeout: float = DEFAULT_TIMEOUT):
+        self.address = address
+        self.domain = domain
+        self.timeout = timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def connect(self) -> QMPSession:
+        """Connect and negotiate capabilities.
+
+        :raises DomainUnreachableError: the socket is missing, refuses, or does not greet us.
+        """
+        from qemu.qmp import QMPClient
+
+        with self._lock:
+            if self._client is not None:
+                return self
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name=f"qmp-{self.domain}", daemon=True
+            )
+            thread.start()
+            self._loop, self._thread = loop, thread
+            client = QMPClient(self.domain or None)
+            try:
+                self._run(client.connect(self.address), self.timeout, "connecting")
+            except DomainUnreachableError:
+                self._stop_loop()
+                raise
+            except Exception as exc:  # qemu.qmp ConnectError, OSError...
+                self._stop_loop()
+                reason = getattr(exc, "exc", None) or exc
+                raise DomainUnreachableError(self.domain, self.address, str(reason)) from exc
+            self._client = client
+            log.debug("qmp %s: connected", self.address)
+            return self
+
+    def close(self) -> None:
+        """Disconnect; safe to call more than once."""
+        with self._lock:
+            client, self._client = self._client, None
+            if client is not None and self._loop is not None:
+                with contextlib.suppress(Exception):
+                    self._run(client.disconnect(), 5.0, "disconnecting")
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            if thread is not None:
+                thread.join(5)
+            loop.close()
+
+    def __enter__(self) -> QMPSession:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None, what: str) -> T:
+        loop = self._loop
+        if loop is None:
+            coro.close()
+            raise DomainUnreachableError(self.domain, self.address, "not connected")
+        future = asyncio.run_coroutine_threadsafe(
+            asyncio.wait_for(coro, timeout if timeout is not None else None), loop
+        )
+        try:
+            return future.result()
+        except TimeoutError as exc:
+            raise DomainUnreachableError(
+                self.domain, self.address, f"no answer after {timeout:g} s while {what}"
+            ) from exc
+
+    def execute(
+        self,
+        command: str,
+        arguments: Mapping[str, object] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run one QMP command and return its ``return`` value.
+
+        :raises QMPCommandError: QEMU answered with an error, or the connection dropped.
+        :raises DomainUnreachableError: not connected, or no answer within the timeout.
+        """
+        from qemu.qmp import ExecInterruptedError, ExecuteError
+
+        if self._client is None:
+            self.connect()
+        log.debug("qmp %s: %s %s", self.address, command, dict(arguments or {}))
+        try:
+            return self._run(
+                self._client.execute(command, dict(arguments or {})),
+                self.timeout if timeout is None else timeout,
+                f"running {command}",
+            )
+        except ExecuteError as exc:
+            raise QMPCommandError(command, exc.error_class, str(exc)) from exc
+        except ExecInterruptedError as exc:
+            raise QMPCommandError(command, "Disconnected", f"connection lost: {exc}") from exc
+
+    def send_fd(self, fd: int, name: str) -> None:
+        """Pass the open file descriptor *fd* to QEMU under *name* (``getfd``).
+
+        The descriptor is not closed; QEMU gets its own copy.
+        """
+        if self._client is None:
+            self.connect()
+        client = self._client
+
+        async def send() -> None:
+            client.send_fd_scm(fd)
+
+        self._run(send(), self.timeout, "passing a file descriptor")
+        self.execute("getfd", {"fdname": name})
+
+    @contextlib.contextmanager
+    def events(self, *names: str) -> Iterator[EventWaiter]:
+        """Collect events named *names* while the ``with`` block runs.
+
+        Enter it before sending the command whose events you wait for.
+        """
+        if self._client is None:
+            self.connect()
+        waiter = EventWaiter(self, names)
+        self._client.register_listener(waiter.listener)
+        try:
+            yield waiter
+        finally:
+            self._client.remove_listener(waiter.listener)
