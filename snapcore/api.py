@@ -25,7 +25,7 @@ from snapcore.config import load_domain, resolve_domain_path
 from snapcore.context import ProgressCallback
 from snapcore.coordinator import Coordinator
 from snapcore.errors import SnapshotNotFoundError
-from snapcore.model import Checkpoint, CheckpointView, CreateOptions, Domain, Plan
+from snapcore.model import Checkpoint, CheckpointView, CreateOptions, Domain, DomainState, Plan
 from snapcore.plugins import PluginRecord, Plugins, load_plugins
 from snapcore.process import CommandRunner
 from snapcore.store import DEFAULT_STATE_DIR, CheckpointStore
@@ -181,6 +181,21 @@ class DomainHandle:
     def delete(self, name: str) -> None:
         """Delete checkpoint *name*, merging its data so no other checkpoint loses any."""
         self._coordinator().delete(name)
+
+    def state(self) -> DomainState:
+        """Whether the domain is running, paused or shut off, as its hypervisor says.
+
+        :raises DomainUnreachableError: its monitor is missing or silent.
+        """
+        return self._coordinator().current_state()
+
+    def start(self, *, paused: bool = False) -> DomainState:
+        """Start the shut-off domain from its domain file (``[qemu] argv`` for QEMU)."""
+        return self._coordinator().start(paused=paused)
+
+    def stop(self) -> None:
+        """Stop the domain; its disks are closed when this returns."""
+        self._coordinator().stop()
 
     def recover(self, *, forget: bool = False) -> str | None:
         """Finish or undo an operation a crashed command left half-done; say what was done.

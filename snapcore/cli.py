@@ -113,6 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("domain", metavar="DOMAIN")
 
+    p = sub.add_parser(
+        "domain-start",
+        help="start a shut-off domain from its domain file",
+        description="Start DOMAIN from its domain file ([qemu] argv), running or --paused.",
+    )
+    p.add_argument("--paused", action="store_true", help="leave its vCPUs stopped")
+    p.add_argument("domain", metavar="DOMAIN")
+    p = sub.add_parser("domain-stop", help="stop a running domain", description="Stop DOMAIN.")
+    p.add_argument("domain", metavar="DOMAIN")
+    p = sub.add_parser(
+        "domain-state",
+        help="say whether a domain is running, paused or shut off",
+        description="Print running, paused or shutoff, as DOMAIN's hypervisor reports it.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("domain", metavar="DOMAIN")
+
     p = sub.add_parser("plugins", help="list loaded plugins, drivers and capabilities")
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -325,6 +342,22 @@ def cmd_recover(args: argparse.Namespace, host: Host) -> int:
     return 0
 
 
+def cmd_domain(args: argparse.Namespace, host: Host) -> int:
+    dom = _open(host, args)
+    name = dom.domain.name
+    if args.command == "domain-start":
+        state = dom.start(paused=args.paused)
+        print(f"started domain {name} ({state.value})")
+    elif args.command == "domain-stop":
+        dom.stop()
+        print(f"stopped domain {name}")
+    elif args.json:
+        _print_json({"domain": name, "state": dom.state().value})
+    else:
+        print(dom.state().value)
+    return 0
+
+
 def cmd_plugins(args: argparse.Namespace, host: Host) -> int:
     records = host.plugin_records()
     if args.json:
@@ -386,6 +419,9 @@ COMMANDS = {
     "snapshot-delete": cmd_change,
     "snapshot-revert": cmd_change,
     "recover": cmd_recover,
+    "domain-start": cmd_domain,
+    "domain-stop": cmd_domain,
+    "domain-state": cmd_domain,
     "plugins": cmd_plugins,
     "demo": cmd_demo,
 }

@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 _TOP_KEYS: Final = ("name", "uuid", "hypervisor", "description", "qemu", "disk")
-_QEMU_KEYS: Final = ("qmp", "argv", "guest_agent")
+_QEMU_KEYS: Final = ("qmp", "argv", "guest_agent", "timeout")
 _DISK_KEYS: Final = ("vdev", "path", "driver", "readonly", "options")
 _SNAPSHOT_KEYS: Final = ("name", "description", "memory", "type", "disk")
 _FORMAT_CHARS: Final = frozenset(string.ascii_lowercase + string.digits)
@@ -241,10 +241,18 @@ def _build_qemu(table: object) -> QemuSettings:
     argv = table.get("argv", [])
     if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
         raise ConfigError(f"'argv'{where} must be a list of strings")
+    timeout = table.get("timeout", 30)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ConfigError(f"'timeout'{where} must be a positive number of seconds")
+    for key in ("qmp", "guest_agent"):
+        value = _opt_str(table, key, where)
+        if value is not None and not os.path.isabs(value):
+            raise ConfigError(f"{key!r}{where} must be an absolute path, not {value!r}")
     return QemuSettings(
         qmp=_opt_str(table, "qmp", where),
         argv=tuple(argv),
         guest_agent=_opt_str(table, "guest_agent", where),
+        timeout=float(timeout),
     )
 
 

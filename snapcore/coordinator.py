@@ -185,6 +185,12 @@ class _GuestHold:
         self.paused = True  # set first: a pause that fails half-way is still resumed
         hook.domain_pause(ctx=self.ctx)
 
+    def _gone(self) -> bool:
+        try:
+            return self.co.state() is DomainState.SHUTOFF
+        except Exception:
+            return False
+
     def release(self) -> list[str]:
         problems: list[str] = []
         if self.paused:
@@ -192,7 +198,10 @@ class _GuestHold:
             try:
                 self.co.hook.domain_resume(ctx=self.ctx)
             except Exception as exc:
-                problems.append(f"the domain is still paused: {exc}")
+                if self._gone():
+                    log.warning("domain %s is no longer running", self.ctx.domain.name)
+                else:
+                    problems.append(f"the domain is still paused: {exc}")
         if self.frozen:
             self.frozen = False
             try:
@@ -232,7 +241,11 @@ class Coordinator:
         self._progress = progress
         self.lock_timeout = lock_timeout
         #: One monitor session per coordinator, connected on first use, closed after each call.
-        self.qmp = QMPSession(domain.qemu.qmp, domain=domain.name) if domain.qemu.qmp else None
+        self.qmp = (
+            QMPSession(domain.qemu.qmp, domain=domain.name, timeout=domain.qemu.timeout)
+            if domain.qemu.qmp
+            else None
+        )
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -445,7 +458,8 @@ class Coordinator:
         :raises ConfigError, SnapshotExistsError, CreateBlockedError, DomainStateError,
             PluginError: what is wrong, before anything is touched.
         """
-        return self._plan_create(options).plan
+        with self._session():
+            return self._plan_create(options).plan
 
     def create(self, options: CreateOptions, *, description: str | None = None) -> Checkpoint:
         """Create a checkpoint of every selected disk (and the memory of a running domain).
@@ -461,6 +475,7 @@ class Coordinator:
                 Operation.CREATE.value,
                 work.name,
                 phase="disks",
+                state=work.state.value,
                 requests=[r.to_json() for r in work.requests],
                 memory=work.memory_path,
             )
@@ -686,7 +701,8 @@ class Coordinator:
 
         :raises SnapshotNotFoundError, DeleteBlockedError, PluginError: before anything is touched.
         """
-        return self._plan_change(Operation.DELETE, name).plan
+        with self._session():
+            return self._plan_change(Operation.DELETE, name).plan
 
     def delete(self, name: str) -> None:
         """Delete checkpoint *name*: every disk's snapshot (merged, never orphaned), its memory
@@ -775,7 +791,8 @@ class Coordinator:
 
         :raises SnapshotNotFoundError, RevertBlockedError, PluginError: before anything is touched.
         """
-        return self._plan_change(Operation.REVERT, name).plan
+        with self._session():
+            return self._plan_change(Operation.REVERT, name).plan
 
     def revert(self, name: str) -> None:
         """Revert the domain's disks (and memory, if recorded) to checkpoint *name* and make it
@@ -905,6 +922,39 @@ class Coordinator:
                     missing.setdefault(snap.name, []).append(vdev)
         return missing
 
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def current_state(self) -> DomainState:
+        """The domain's state, asked of its hypervisor under the domain's lock."""
+        with self._locked(recover=False):
+            return self.state()
+
+    def start(self, *, paused: bool = False) -> DomainState:
+        """Start the shut-off domain from its domain file; return its new state.
+
+        :raises DomainStateError: it is not shut off.
+        :raises NoHypervisorError: its hypervisor cannot start domains.
+        """
+        with self._locked():
+            state = self.state()
+            if state is not DomainState.SHUTOFF:
+                raise DomainStateError(self.domain.name, state.value, "shut off", "starting it")
+            if not self.hook.domain_start(paused=paused, ctx=self._ctx(state)):
+                raise NoHypervisorError(self.domain.hypervisor)
+            return self.state()
+
+    def stop(self) -> None:
+        """Stop the running or paused domain (its disks are closed when this returns).
+
+        :raises DomainStateError: it is already shut off.
+        """
+        with self._locked():
+            state = self.state()
+            if state is DomainState.SHUTOFF:
+                raise DomainStateError(self.domain.name, state.value, "running", "stopping it")
+            if not self.hook.domain_stop(ctx=self._ctx(state)):
+                raise NoHypervisorError(self.domain.hypervisor)
+
     # -- recovery -----------------------------------------------------------------------------
 
     def recover(self, *, forget: bool = False) -> str | None:
@@ -980,7 +1030,11 @@ class Coordinator:
             requests=tuple(requests),
             memory_path=str(memory) if memory else None,
         )
-        leftovers = self._undo_create(self._ctx(), work, requests, work.memory_path)
+        state = self.state()
+        leftovers = self._undo_create(self._ctx(state), work, requests, work.memory_path)
+        if entry.get("state") == DomainState.RUNNING.value and state is DomainState.PAUSED:
+            # The crashed command had paused the guest for its snapshots: let it run again.
+            self.hook.domain_resume(ctx=self._ctx(state))
         if leftovers:
             raise RecoveryNeededError(self.domain.name, "; ".join(leftovers))
         self.journal.end()

@@ -130,6 +130,8 @@ class QemuSettings:
     qmp: str | None = None
     argv: tuple[str, ...] = ()
     guest_agent: str | None = None
+    #: seconds to wait for the monitor to answer one command
+    timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

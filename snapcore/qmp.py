@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import struct
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, Final, TypeVar
@@ -174,6 +176,18 @@ class QMPSession:
             raise QMPCommandError(command, exc.error_class, str(exc)) from exc
         except ExecInterruptedError as exc:
             raise QMPCommandError(command, "Disconnected", f"connection lost: {exc}") from exc
+
+    def peer_pid(self) -> int | None:
+        """The process id of the QEMU at the other end of the socket (``SO_PEERCRED``)."""
+        if self._client is None:
+            self.connect()
+        writer = getattr(self._client, "_writer", None)
+        sock = writer.transport.get_extra_info("socket") if writer is not None else None
+        if sock is None:
+            return None
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, _uid, _gid = struct.unpack("3i", creds)
+        return pid or None
 
     def send_fd(self, fd: int, name: str) -> None:
         """Pass the open file descriptor *fd* to QEMU under *name* (``getfd``).

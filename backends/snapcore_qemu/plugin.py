@@ -1,5 +1,109 @@
-"""Hook implementations of the qemu plugin (work in progress: no hooks yet)."""
+"""Hook implementations of the ``qemu`` hypervisor plugin: route, then call :mod:`.domain`."""
 
-from snapcore.hookspecs import HOOK_API_VERSION
+from __future__ import annotations
 
-SNAPCORE_HOOK_API = HOOK_API_VERSION
+import functools
+import shutil
+from typing import Final
+
+from snapcore._version import __version__
+from snapcore.context import HookContext
+from snapcore.hookspecs import HOOK_API_VERSION, hookimpl
+from snapcore.model import DomainState, HypervisorInfo, MemoryImage
+from snapcore_qemu.domain import NAME, QemuDomain
+
+SNAPCORE_HOOK_API: Final = HOOK_API_VERSION
+PROGRAM: Final = "qemu-system-x86_64"
+
+
+def _mine(ctx: HookContext) -> QemuDomain | None:
+    return QemuDomain(ctx) if ctx.domain.hypervisor == NAME else None
+
+
+@functools.cache
+def _info() -> HypervisorInfo:
+    found = shutil.which(PROGRAM) is not None
+    return HypervisorInfo(
+        name=NAME,
+        description=f"QEMU over QMP (snapcore {__version__})",
+        memory=True,
+        tools=(PROGRAM,),
+        available=True,
+        unavailable_reason=None if found else f"{PROGRAM} not found (only needed to start)",
+    )
+
+
+@hookimpl
+def hypervisor_info() -> HypervisorInfo:
+    return _info()
+
+
+@hookimpl
+def domain_state(ctx: HookContext) -> DomainState | None:
+    dom = _mine(ctx)
+    return dom.state() if dom else None
+
+
+@hookimpl
+def domain_preflight(ctx: HookContext) -> list[str] | None:
+    dom = _mine(ctx)
+    return dom.check_disks() if dom else None
+
+
+@hookimpl
+def domain_pause(ctx: HookContext) -> bool | None:
+    dom = _mine(ctx)
+    if dom is None:
+        return None
+    dom.pause()
+    return True
+
+
+@hookimpl
+def domain_resume(ctx: HookContext) -> bool | None:
+    dom = _mine(ctx)
+    if dom is None:
+        return None
+    dom.resume()
+    return True
+
+
+@hookimpl
+def domain_start(paused: bool, ctx: HookContext) -> bool | None:
+    dom = _mine(ctx)
+    if dom is None:
+        return None
+    dom.start(paused=paused)
+    return True
+
+
+@hookimpl
+def domain_stop(ctx: HookContext) -> bool | None:
+    dom = _mine(ctx)
+    if dom is None:
+        return None
+    dom.stop()
+    return True
+
+
+@hookimpl
+def domain_memory_plan(path: str, ctx: HookContext) -> str | None:
+    dom = _mine(ctx)
+    return dom.memory_plan(ctx.state) if dom else None
+
+
+@hookimpl
+def domain_memory_save(path: str, ctx: HookContext) -> MemoryImage | None:
+    dom = _mine(ctx)
+    if dom is None:
+        return None
+    return dom.save_memory(path, live=ctx.state is DomainState.RUNNING)
+
+
+@hookimpl
+def domain_memory_restore(image: MemoryImage, state: DomainState, ctx: HookContext) -> bool | None:
+    dom = _mine(ctx)
+    if dom is None:
+        return None
+    dom.restore_memory(image, state)
+    return True
