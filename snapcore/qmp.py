@@ -161,8 +161,10 @@ class QMPSession:
         :raises QMPCommandError: QEMU answered with an error, or the connection dropped.
         :raises DomainUnreachableError: not connected, or no answer within the timeout.
         """
-        from qemu.qmp import ExecInterruptedError, ExecuteError
+        from qemu.qmp import ExecInterruptedError, ExecuteError, QMPError, Runstate
 
+        if self._client is not None and self._client.runstate != Runstate.RUNNING:
+            self.close()  # the connection dropped (QEMU quit or died): start afresh
         if self._client is None:
             self.connect()
         log.debug("qmp %s: %s %s", self.address, command, dict(arguments or {}))
@@ -176,6 +178,8 @@ class QMPSession:
             raise QMPCommandError(command, exc.error_class, str(exc)) from exc
         except ExecInterruptedError as exc:
             raise QMPCommandError(command, "Disconnected", f"connection lost: {exc}") from exc
+        except QMPError as exc:
+            raise DomainUnreachableError(self.domain, self.address, str(exc)) from exc
 
     def peer_pid(self) -> int | None:
         """The process id of the QEMU at the other end of the socket (``SO_PEERCRED``)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from snapcore import (
@@ -41,12 +41,15 @@ class FileBackend:
         self.fail: dict[tuple[str, str], str] = {}  # (hook, vdev) -> message
         self.crash: set[tuple[str, str]] = set()  # (hook, vdev) -> os._exit
         self.blockers: dict[tuple[str, str], list[str]] = {}
+        self.actions: dict[tuple[str, str], Callable[[], None]] = {}  # run at (hook, vdev)
         self._lock = threading.Lock()
 
     def _enter(self, hook: str, vdev: str) -> None:
         with self._lock:
             self.calls.append((hook, vdev))
             self.timeline.append(f"{hook} {vdev}")
+        if (hook, vdev) in self.actions:
+            self.actions[hook, vdev]()
         if (hook, vdev) in self.crash:
             os._exit(9)
         if (hook, vdev) in self.fail:

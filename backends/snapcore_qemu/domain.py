@@ -100,13 +100,7 @@ class QemuDomain:
             pid = int(path.read_text().strip())
         except (OSError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        return pid
+        return pid if _alive(pid) else None
 
     # -- state --------------------------------------------------------------------------------
 

@@ -1,0 +1,288 @@
+"""The qemu hypervisor plugin against real QEMU processes (TCG, no guest OS).
+
+Guest memory is changed at any moment through QEMU's qtest socket and read back the same way,
+so a marker written before a checkpoint and overwritten after it shows whether a revert really
+restored memory. Disks here are raw files handled by the test suite's file-copy backend
+(tests/fakes.py), so these tests exercise the hypervisor side alone; live qcow2 has its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from snapcore import CreateOptions, DomainState, Host
+from snapcore.api import DomainHandle
+from snapcore.errors import OperationFailedError
+from tests.fakes import FileBackend
+from tests.qemuvm import QemuVM, write_domain_file
+
+pytestmark = pytest.mark.integration
+
+MARK = "0x100000"  # a guest-physical address inside RAM
+
+
+class Guest:
+    """A QEMU domain started through snapcore, with helpers to poke its RAM and disk."""
+
+    def __init__(self, tmp: Path, name: str = "g1"):
+        self.tmp = tmp
+        self.disk = tmp / f"{name}-vda.img"
+        self.disk.write_bytes(b"\0" * (1 << 20))
+        self.vm = QemuVM(tmp, {"vda": self.disk}, name=name, memory_mib=64)
+        self.domain_file = self.vm.domain_file()
+        self.state_dir = tmp / "state"
+        self.backend = FileBackend()
+
+    def handle(self) -> DomainHandle:
+        host = Host(state_dir=self.state_dir)
+        host.register(self.backend, "files")
+        return host.open_domain(self.domain_file)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "snapcore", "--state-dir", str(self.state_dir), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    def mark(self, value: int) -> None:
+        assert self.vm.qtest(f"writel {MARK} {value:#x}") == ["OK"]
+
+    def read_mark(self) -> int:
+        (answer,) = self.vm.qtest(f"readl {MARK}")
+        assert answer.startswith("OK "), answer
+        return int(answer.split()[1], 16)
+
+    def write_disk(self, byte: int) -> None:
+        self.vm.hmp_qemu_io("vda", f"write -P {byte:#x} 0 64k")
+
+    def disk_has(self, byte: int) -> bool:
+        try:
+            self.vm.hmp_qemu_io("vda", f"read -P {byte:#x} 0 64k")
+        except AssertionError:
+            return False
+        return True
+
+    def pid(self) -> int:
+        pidfile = next(self.state_dir.glob("domains/*/work/qemu.pid"))
+        return int(pidfile.read_text())
+
+    def shutdown(self) -> None:
+        try:
+            pid = self.pid()
+        except (StopIteration, OSError, ValueError):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def guest(tmp_path: Path) -> Iterator[Guest]:
+    g = Guest(tmp_path)
+    yield g
+    g.shutdown()
+
+
+def test_lifecycle_through_the_cli(guest: Guest) -> None:
+    dom = str(guest.domain_file)
+    assert guest.cli("domain-state", dom).stdout.strip() == "shutoff"
+    proc = guest.cli("domain-start", dom)
+    assert proc.returncode == 0, proc.stderr
+    assert guest.cli("domain-state", dom).stdout.strip() == "running"
+    again = guest.cli("domain-start", dom)
+    assert again.returncode == 2
+    assert "is running" in again.stderr
+    assert guest.cli("domain-stop", dom).returncode == 0
+    assert guest.cli("domain-state", dom).stdout.strip() == "shutoff"
+    assert guest.cli("domain-start", "--paused", dom).returncode == 0
+    assert guest.cli("domain-state", dom).stdout.strip() == "paused"
+
+
+def test_memory_checkpoint_and_revert_restore_marker_and_disk(guest: Guest) -> None:
+    dom = guest.handle()
+    dom.start()
+    guest.mark(0x11111111)
+    guest.write_disk(0x11)
+    cp = dom.create(CreateOptions(name="one"))
+    assert cp.memory is not None
+    assert cp.state is DomainState.RUNNING
+    assert dom.state() is DomainState.RUNNING
+    image_size = os.path.getsize(cp.memory.path)
+    assert 0 < image_size < 64 << 20  # at most the guest's RAM (mostly zero pages here)
+
+    guest.mark(0x22222222)
+    guest.write_disk(0x22)
+    dom.revert("one")
+    assert dom.state() is DomainState.RUNNING
+    assert guest.read_mark() == 0x11111111  # memory restored, not reloaded
+    assert guest.disk_has(0x11)
+
+
+def test_revert_to_older_then_newer(guest: Guest) -> None:
+    dom = guest.handle()
+    dom.start()
+    guest.mark(0xA)
+    guest.write_disk(0xAA)
+    dom.create(CreateOptions(name="a"))
+    guest.mark(0xB)
+    guest.write_disk(0xBB)
+    dom.create(CreateOptions(name="b"))
+    guest.mark(0xC)
+    dom.revert("a")
+    assert guest.read_mark() == 0xA
+    assert guest.disk_has(0xAA)
+    dom.revert("b")
+    assert guest.read_mark() == 0xB
+    assert guest.disk_has(0xBB)
+
+
+def test_paused_domain_stays_paused(guest: Guest) -> None:
+    dom = guest.handle()
+    dom.start(paused=True)
+    guest.mark(0x5)
+    cp = dom.create(CreateOptions(name="p"))
+    assert cp.state is DomainState.PAUSED
+    assert dom.state() is DomainState.PAUSED
+    guest.mark(0x6)
+    dom.revert("p")
+    assert dom.state() is DomainState.PAUSED
+    assert guest.read_mark() == 0x5
+
+
+def test_disk_only_checkpoint_has_no_memory_and_revert_leaves_domain_off(guest: Guest) -> None:
+    dom = guest.handle()
+    dom.start()
+    guest.write_disk(0x31)
+    cp = dom.create(CreateOptions(name="d", memory="no"))
+    assert cp.memory is None
+    assert dom.state() is DomainState.RUNNING
+    dom.revert("d")
+    assert dom.state() is DomainState.SHUTOFF
+    assert guest.disk.read_bytes()[:65536] == b"\x31" * 65536
+
+
+def test_socket_missing_while_qemu_runs_is_exit_2(guest: Guest, tmp_path: Path) -> None:
+    guest.handle().start()
+    wrong = write_domain_file(
+        tmp_path / "wrong.toml", "g1", {"vda": guest.disk}, tmp_path / "nope.qmp", guest.vm.argv
+    )
+    proc = guest.cli("snapshot-create", "-n", "x", str(wrong))
+    assert proc.returncode == 2
+    assert "socket is missing but QEMU" in proc.stderr
+    assert not list((guest.state_dir).glob("domains/*/checkpoints/*.json"))
+
+
+def test_socket_that_never_answers_is_exit_2(tmp_path: Path) -> None:
+    disk = tmp_path / "d.img"
+    disk.write_bytes(b"\0" * 4096)
+    sock_path = tmp_path / "silent.qmp"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock_path))
+    server.listen(1)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True).start()
+    dom_file = write_domain_file(tmp_path / "s.toml", "silent", {"vda": disk}, sock_path, [])
+    dom_file.write_text(dom_file.read_text().replace("argv = []", "argv = []\ntimeout = 1"))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "snapcore", "--state-dir", str(tmp_path / "st"),
+             "snapshot-create", "-n", "x", str(dom_file)],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+    finally:
+        server.close()
+        for conn in accepted:
+            conn.close()
+    assert proc.returncode == 2
+    assert "no answer after 1 s" in proc.stderr
+    assert disk.read_bytes() == b"\0" * 4096
+
+
+def test_domain_file_disks_must_match_what_qemu_has_open(guest: Guest, tmp_path: Path) -> None:
+    guest.handle().start()
+    extra = tmp_path / "extra.img"
+    extra.write_bytes(b"\0" * 4096)
+    text = guest.domain_file.read_text() + f'\n[[disk]]\nvdev = "vdb"\npath = "{extra}"\n'
+    other = tmp_path / "mismatch.toml"
+    other.write_text(text)
+    host = Host(state_dir=guest.state_dir)
+    host.register(guest.backend, "files")
+    with pytest.raises(Exception, match=r"QEMU does not have .*extra\.img open") as err:
+        host.open_domain(other).create(CreateOptions(name="x"))
+    assert getattr(err.value, "exit_code", None) == 2
+
+
+def test_memory_for_a_shut_off_domain_is_exit_2(guest: Guest) -> None:
+    cfg = guest.tmp / "snap.cfg"
+    cfg.write_text('memory = "yes"\n')
+    proc = guest.cli("snapshot-create", str(cfg), str(guest.domain_file))
+    assert proc.returncode == 2
+    assert "shutoff" in proc.stderr
+
+
+def test_qemu_killed_in_the_middle_is_undone(guest: Guest) -> None:
+    dom = guest.handle()
+    dom.start()
+    guest.backend.actions["create", "vda"] = lambda: os.kill(guest.pid(), signal.SIGKILL)
+    with pytest.raises(OperationFailedError):
+        dom.create(CreateOptions(name="k"))
+    assert not list(guest.tmp.glob("*.snap"))
+    assert not list(guest.state_dir.glob("domains/*/memory/*"))
+    assert not list(guest.state_dir.glob("domains/*/journal.json"))
+    assert dom.list() == []
+
+
+def test_disk_full_while_saving_memory(guest: Guest, tmp_path: Path) -> None:
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)]
+    if subprocess.run(mount, check=False).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        dom = guest.handle()
+        dom.start()
+        guest.mark(0x77)
+        with pytest.raises(OperationFailedError) as err:
+            dom.create(CreateOptions(name="full", memory=str(tiny / "mem.img")))
+        assert "save memory failed" in str(err.value)
+        assert not (tiny / "mem.img").exists()
+        assert dom.state() is DomainState.RUNNING
+        assert not list(guest.tmp.glob("*.snap"))
+        assert guest.read_mark() == 0x77
+    finally:
+        subprocess.run(["umount", str(tiny)], check=False)
+
+
+def _crash_during_create(state_dir: str, domain_file: str) -> None:
+    backend = FileBackend()
+    backend.crash.add(("create", "vda"))
+    host = Host(state_dir=state_dir)
+    host.register(backend, "files")
+    host.open_domain(domain_file).create(CreateOptions(name="crash"))
+
+
+def test_snapcore_killed_mid_checkpoint_next_command_resumes_guest(guest: Guest) -> None:
+    dom = guest.handle()
+    dom.start()
+    proc = multiprocessing.get_context("fork").Process(
+        target=_crash_during_create, args=(str(guest.state_dir), str(guest.domain_file))
+    )
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 9
+    assert dom.state() is DomainState.PAUSED  # the dead command had paused it
+    assert dom.list() == []  # the next command recovers first
+    assert dom.state() is DomainState.RUNNING
+    assert not list(guest.tmp.glob("*.snap"))
