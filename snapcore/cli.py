@@ -164,7 +164,12 @@ class _Progress:
         parts = [event.step]
         if event.vdev:
             parts.append(event.vdev)
-        if event.total:
+        if event.unit == "bytes" and event.total:
+            parts.append(
+                f"{event.done * 100 // event.total}% "
+                f"({_fmt_size(event.done)} of {_fmt_size(event.total)})"
+            )
+        elif event.total:
             parts.insert(0, f"[{event.done}/{event.total}]")
         if event.message:
             parts.append(event.message)

@@ -530,13 +530,18 @@ class Plan:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProgressEvent:
-    """A report on a long step: ``done`` of ``total`` units (``total`` 0 when unknown)."""
+    """A report on a long step: ``done`` of ``total`` units (``total`` 0 when unknown).
+
+    ``unit`` is ``"disks"`` when counting disks done, ``"bytes"`` for data copied (memory
+    saves, block jobs).
+    """
 
     step: str
     vdev: str = ""
     done: int = 0
     total: int = 0
     message: str = ""
+    unit: str = "disks"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

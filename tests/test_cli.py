@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from snapcore import cli
+from snapcore.model import ProgressEvent
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -213,3 +215,21 @@ def test_python_dash_m_and_version() -> None:
     )
     assert proc.returncode == 0
     assert proc.stdout.startswith("snapcore ")
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_shown_on_a_terminal_and_silent_when_piped() -> None:
+    tty = _Tty()
+    progress = cli._Progress(tty)
+    progress(ProgressEvent(step="create", vdev="vda", done=1, total=2))
+    progress(ProgressEvent(step="save memory", done=1 << 20, total=2 << 20, unit="bytes"))
+    shown = tty.getvalue()
+    assert "[1/2] create vda" in shown
+    assert "save memory 50% (1.0 MiB of 2.0 MiB)" in shown
+    piped = io.StringIO()
+    cli._Progress(piped)(ProgressEvent(step="create", vdev="vda", done=1, total=2))
+    assert piped.getvalue() == ""

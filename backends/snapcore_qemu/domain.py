@@ -309,6 +309,7 @@ class QemuDomain:
                     step=step,
                     done=int(ram.get("transferred", 0)),
                     total=int(ram.get("total", 0)),
+                    unit="bytes",
                 )
             )
             time.sleep(delay)
