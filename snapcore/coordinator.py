@@ -719,13 +719,20 @@ class Coordinator:
             self._run_delete(work.checkpoint, work.others, work.state)
             self.journal.end()
 
-    def _run_delete(
+    def _each_disk(
         self,
+        operation: Operation,
         checkpoint: Checkpoint,
         others: dict[str, tuple[DiskSnapshot, ...]],
-        state: DomainState,
-    ) -> None:
-        ctx = self._ctx(state)
+        ctx: HookContext,
+    ) -> tuple[list[tuple[DiskSnapshot, None]], list[tuple[DiskSnapshot, BaseException]]]:
+        """Delete or revert every disk snapshot of *checkpoint*, disks in parallel, marking
+        each one done in the journal; return the disks done and those that failed."""
+        hook = (
+            self.hook.disk_snapshot_delete
+            if operation is Operation.DELETE
+            else self.hook.disk_snapshot_revert
+        )
         total = len(checkpoint.disks)
         count = [0]
 
@@ -733,17 +740,23 @@ class Coordinator:
             result = _call_guarded(
                 snap.driver,
                 snap.vdev,
-                lambda: self.hook.disk_snapshot_delete(
-                    snapshot=snap, others=others.get(snap.vdev, ()), ctx=ctx
-                ),
+                functools.partial(hook, snapshot=snap, others=others.get(snap.vdev, ()), ctx=ctx),
             )
             if result is None:
                 raise NoBackendError(snap.vdev, snap.path, snap.driver)
             self.journal.mark_done("done", snap.vdev)
             count[0] += 1
-            self._report("delete", snap.vdev, count[0], total)
+            self._report(operation.value, snap.vdev, count[0], total)
 
-        done, failed = _parallel(checkpoint.disks, one)
+        return _parallel(checkpoint.disks, one)
+
+    def _run_delete(
+        self,
+        checkpoint: Checkpoint,
+        others: dict[str, tuple[DiskSnapshot, ...]],
+        state: DomainState,
+    ) -> None:
+        done, failed = self._each_disk(Operation.DELETE, checkpoint, others, self._ctx(state))
         if failed:
             exc = _first_error(failed)
             # Nothing to undo: the record is kept and running the delete again finishes it.
@@ -819,24 +832,7 @@ class Coordinator:
             self._report("stop", msg="stopping the domain")
             self.hook.domain_stop(ctx=ctx)
             ctx = self._ctx(DomainState.SHUTOFF)
-        total = len(checkpoint.disks)
-        count = [0]
-
-        def one(snap: DiskSnapshot) -> None:
-            result = _call_guarded(
-                snap.driver,
-                snap.vdev,
-                lambda: self.hook.disk_snapshot_revert(
-                    snapshot=snap, others=others.get(snap.vdev, ()), ctx=ctx
-                ),
-            )
-            if result is None:
-                raise NoBackendError(snap.vdev, snap.path, snap.driver)
-            self.journal.mark_done("done", snap.vdev)
-            count[0] += 1
-            self._report("revert", snap.vdev, count[0], total)
-
-        done, failed = _parallel(checkpoint.disks, one)
+        done, failed = self._each_disk(Operation.REVERT, checkpoint, others, ctx)
         if failed:
             exc = _first_error(failed)
             if not done:
