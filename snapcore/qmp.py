@@ -65,12 +65,23 @@ class QMPSession:
     :param address: the UNIX socket path.
     :param domain: the domain's name, for messages.
     :param timeout: default timeout for connecting and for each command.
+    :param guest_agent: the socket is a QEMU guest agent's, which speaks the same protocol
+        without a greeting.
     """
 
-    def __init__(self, address: str, *, domain: str = "", timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        address: str,
+        *,
+        domain: str = "",
+        timeout: float = DEFAULT_TIMEOUT,
+        guest_agent: bool = False,
+    ):
         self.address = address
         self.domain = domain
         self.timeout = timeout
+        #: a QEMU guest agent socket: no greeting, no capabilities negotiation
+        self.guest_agent = guest_agent
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client: Any = None
@@ -95,6 +106,9 @@ class QMPSession:
             thread.start()
             self._loop, self._thread = loop, thread
             client = QMPClient(self.domain or None)
+            if self.guest_agent:
+                client.await_greeting = False
+                client.negotiate = False
             try:
                 self._run(client.connect(self.address), self.timeout, "connecting")
             except DomainUnreachableError:

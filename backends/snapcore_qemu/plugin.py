@@ -51,6 +51,21 @@ def domain_preflight(ctx: HookContext) -> list[str] | None:
 
 
 @hookimpl
+def domain_quiesce(ctx: HookContext) -> bool | None:
+    dom = _mine(ctx)
+    return dom.quiesce() if dom else None
+
+
+@hookimpl
+def domain_thaw(ctx: HookContext) -> bool | None:
+    dom = _mine(ctx)
+    if dom is None:
+        return None
+    dom.thaw()
+    return True
+
+
+@hookimpl
 def domain_pause(ctx: HookContext) -> bool | None:
     dom = _mine(ctx)
     if dom is None:

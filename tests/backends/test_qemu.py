@@ -9,6 +9,7 @@ restored memory. Disks here are raw files handled by the test suite's file-copy 
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import os
 import signal
@@ -286,3 +287,72 @@ def test_snapcore_killed_mid_checkpoint_next_command_resumes_guest(guest: Guest)
     assert dom.list() == []  # the next command recovers first
     assert dom.state() is DomainState.RUNNING
     assert not list(guest.tmp.glob("*.snap"))
+
+
+class AgentStandIn:
+    """A stand-in for the QEMU guest agent (there is no guest OS here): a UNIX socket that
+    answers guest-fsfreeze-freeze/thaw as the real agent documents, and records the commands."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.commands: list[str] = []
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(4)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                buffer = ""
+                decoder = json.JSONDecoder()
+                while chunk := conn.recv(4096):
+                    buffer += chunk.decode()
+                    while buffer.strip():
+                        try:
+                            request, end = decoder.raw_decode(buffer.lstrip())
+                        except ValueError:
+                            break  # an incomplete message: read more
+                        buffer = buffer.lstrip()[end:]
+                        self.commands.append(request["execute"])
+                        freeze = request["execute"] == "guest-fsfreeze-freeze"
+                        answer = {"return": 2 if freeze else 0}
+                        if "id" in request:
+                            answer["id"] = request["id"]
+                        conn.sendall(json.dumps(answer).encode() + b"\n")
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_disk_only_checkpoint_freezes_and_thaws_through_the_guest_agent(guest: Guest) -> None:
+    agent = AgentStandIn(guest.tmp / "qga.sock")
+    try:
+        text = guest.domain_file.read_text().replace(
+            "[qemu]\n", f'[qemu]\nguest_agent = "{agent.path}"\n'
+        )
+        guest.domain_file.write_text(text)
+        dom = guest.handle()
+        dom.start()
+        dom.create(CreateOptions(name="frozen", memory="no"))
+        assert agent.commands == ["guest-fsfreeze-freeze", "guest-fsfreeze-thaw"]
+        dom.create(CreateOptions(name="with-memory"))  # memory keeps the page cache: no freeze
+        assert agent.commands == ["guest-fsfreeze-freeze", "guest-fsfreeze-thaw"]
+    finally:
+        agent.close()
+
+
+def test_missing_guest_agent_does_not_stop_a_checkpoint(guest: Guest) -> None:
+    text = guest.domain_file.read_text().replace(
+        "[qemu]\n", f'[qemu]\nguest_agent = "{guest.tmp / "absent.sock"}"\n'
+    )
+    guest.domain_file.write_text(text)
+    dom = guest.handle()
+    dom.start()
+    cp = dom.create(CreateOptions(name="crash-consistent", memory="no"))
+    assert [d.vdev for d in cp.disks] == ["vda"]
+    assert dom.state() is DomainState.RUNNING
