@@ -989,7 +989,7 @@ class Coordinator:
                     others = {
                         s.vdev: self._others(s.vdev, name, everything) for s in checkpoint.disks
                     }
-                    self._run_delete(checkpoint, others, DomainState.SHUTOFF)
+                    self._run_delete(checkpoint, others, self.state())
                 self.journal.end()
                 return f"completed the interrupted delete of snapshot {name!r}"
             if op == Operation.REVERT.value:

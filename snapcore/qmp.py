@@ -86,6 +86,7 @@ class QMPSession:
         self._thread: threading.Thread | None = None
         self._client: Any = None
         self._lock = threading.Lock()
+        self._fd_lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -207,20 +208,31 @@ class QMPSession:
         pid, _uid, _gid = struct.unpack("3i", creds)
         return pid or None
 
+    def _pass_fd(self, fd: int, command: str, arguments: Mapping[str, object]) -> Any:
+        """Send *fd* over the socket and run the command that takes it, as one step: QEMU
+        pairs a passed descriptor with the next command, so two threads must not interleave."""
+        with self._fd_lock:
+            if self._client is None:
+                self.connect()
+            client = self._client
+
+            async def send() -> None:
+                client.send_fd_scm(fd)
+
+            self._run(send(), self.timeout, "passing a file descriptor")
+            return self.execute(command, arguments)
+
     def send_fd(self, fd: int, name: str) -> None:
-        """Pass the open file descriptor *fd* to QEMU under *name* (``getfd``).
+        """Pass the open file descriptor *fd* to QEMU under *name* (``getfd``), as migration
+        URIs ``fd:NAME`` use. The descriptor is not closed; QEMU gets its own copy."""
+        self._pass_fd(fd, "getfd", {"fdname": name})
 
-        The descriptor is not closed; QEMU gets its own copy.
-        """
-        if self._client is None:
-            self.connect()
-        client = self._client
-
-        async def send() -> None:
-            client.send_fd_scm(fd)
-
-        self._run(send(), self.timeout, "passing a file descriptor")
-        self.execute("getfd", {"fdname": name})
+    def add_fd(self, fd: int, *, opaque: str | None = None) -> int:
+        """Pass *fd* into a new fd set (``add-fd``), as block nodes opened from
+        ``/dev/fdset/N`` use; return N. The descriptor is not closed."""
+        arguments = {"opaque": opaque} if opaque is not None else {}
+        info = self._pass_fd(fd, "add-fd", arguments)
+        return int(info["fdset-id"])
 
     @contextlib.contextmanager
     def events(self, *names: str) -> Iterator[EventWaiter]:

@@ -105,19 +105,19 @@ class QemuVM:
     def qmp(self) -> QMPSession:
         return QMPSession(str(self.qmp_path), domain=self.name).connect()
 
-    def hmp_qemu_io(self, vdev: str, command: str) -> str:
+    def hmp_qemu_io(self, vdev: str, command: str, qmp: QMPSession | None = None) -> str:
         """Run a qemu-io command on a disk of the running QEMU, through the guest device's
         block backend (HMP ``qemu-io -d``), as the guest's own writes would go.
 
         :raises AssertionError: when qemu-io reports an error or a pattern mismatch.
         """
         device = f"/machine/peripheral/{vdev}-dev/virtio-backend"
-        with self.qmp() as qmp:
-            out = str(
-                qmp.execute(
-                    "human-monitor-command", {"command-line": f'qemu-io -d {device} "{command}"'}
-                )
-            )
+        line = {"command-line": f'qemu-io -d {device} "{command}"'}
+        if qmp is not None:  # QEMU serves one client per socket: reuse the caller's session
+            out = str(qmp.execute("human-monitor-command", line))
+        else:
+            with self.qmp() as own:
+                out = str(own.execute("human-monitor-command", line))
         assert "verification failed" not in out, out
         assert "rror" not in out, out
         return out

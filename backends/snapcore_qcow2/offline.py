@@ -152,11 +152,15 @@ class OfflineDisk:
         qemu_img: QemuImg,
         log: logging.Logger,
         progress: ProgressCallback,
+        force_share: bool = False,
     ):
         self.vdev = vdev
         self.img = qemu_img
         self.log = log
         self._progress = progress
+        #: Read images with ``qemu-img -U`` (a running QEMU holds them locked); the read-only
+        #: checks and lookups then work beside a running domain. Nothing is written this way.
+        self.force_share = force_share
 
     def _error(self, message: str) -> BackendError:
         return BackendError(message, driver=DRIVER, vdev=self.vdev)
@@ -167,6 +171,9 @@ class OfflineDisk:
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def _info(self, path: str) -> ImageInfo:
+        return self.img.info(path, force_share=self.force_share)
+
     def _backing_format(self, image: ImageInfo) -> str:
         """The format of *image*'s backing file: from its header, else probed."""
         if image.backing_format:
@@ -174,10 +181,12 @@ class OfflineDisk:
         backing = image.backing_path
         if backing is None:
             raise self._error(f"{image.filename} has no backing file")
-        return self.img.info(backing).format
+        return self._info(backing).format
 
-    def _chain(self, path: str, *, force_share: bool = False) -> tuple[ImageInfo, ...]:
+    def _chain(self, path: str, *, force_share: bool | None = None) -> tuple[ImageInfo, ...]:
         """The backing chain of *path*, following it by hand past a file that is missing."""
+        if force_share is None:
+            force_share = self.force_share
         try:
             return self.img.chain(path, force_share=force_share)
         except CommandError as exc:
@@ -218,7 +227,7 @@ class OfflineDisk:
         """Locate internal snapshot *tag*; then in the backing chain of the disk's image."""
         files = self._search_files(snapshot, others)
         for path in files:
-            image = self.img.info(path)
+            image = self._info(path)
             snap = image.snapshot(tag)
             if snap is not None:
                 return _Found(path, image, snap)
@@ -241,7 +250,7 @@ class OfflineDisk:
 
     def _would_lose(self, path: str) -> list[str]:
         """Blockers for discarding the image at *path*: the internal snapshots it holds."""
-        tags = self.img.info(path).tags
+        tags = self._info(path).tags
         if not tags:
             return []
         return [
@@ -256,10 +265,9 @@ class OfflineDisk:
         blockers: list[str] = []
         path = request.disk.path
         kind = request.kind or DEFAULT_KIND
-        if state is not DomainState.SHUTOFF:
+        if state is not DomainState.SHUTOFF and not self.force_share:
             blockers.append(
-                f"the domain is {state}; the qcow2 backend snapshots disks of stopped domains "
-                "only (live snapshots through QMP are not available yet)"
+                f"the domain is {state}; qemu-img cannot snapshot the disk of a running domain"
             )
         if kind is SnapshotKind.NATIVE:
             blockers.append("qcow2 has no native snapshots; ask for internal or external")
@@ -272,7 +280,7 @@ class OfflineDisk:
             blockers.append(f"{path} does not exist or is not a file")
             return blockers
         try:
-            chain = self.img.chain(path)
+            chain = self.img.chain(path, force_share=self.force_share)
         except CommandError as exc:
             blockers.append(f"qemu-img cannot open {path} and its backing files: {exc.stderr}")
             return blockers
@@ -328,7 +336,7 @@ class OfflineDisk:
         """
         if state is not DomainState.SHUTOFF:
             raise UnsupportedOperationError(
-                f"the domain is {state}; live qcow2 snapshots are not available yet",
+                f"the domain is {state}; qemu-img cannot snapshot the disk of a running domain",
                 driver=DRIVER,
                 vdev=self.vdev,
             )
@@ -478,8 +486,8 @@ class OfflineDisk:
             real = _real(other.locator)
             external = other.kind is SnapshotKind.EXTERNAL
             if external and real not in images and os.path.isfile(other.locator):
-                images[real] = self.img.info(os.path.abspath(other.locator))
-        t_image = images.get(real_t) or self.img.info(target)
+                images[real] = self._info(os.path.abspath(other.locator))
+        t_image = images.get(real_t) or self._info(target)
         children = [
             image
             for real, image in images.items()
@@ -512,10 +520,9 @@ class OfflineDisk:
     ) -> list[str]:
         """Blockers for :meth:`delete`; changes nothing. A snapshot already gone is none."""
         blockers: list[str] = []
-        if state is not DomainState.SHUTOFF:
+        if state is not DomainState.SHUTOFF and not self.force_share:
             blockers.append(
-                f"the domain is {state}; the qcow2 backend deletes snapshots of stopped "
-                "domains only (live merges through QMP are not available yet)"
+                f"the domain is {state}; qemu-img cannot merge the images of a running domain"
             )
         if snapshot.kind is not SnapshotKind.EXTERNAL:
             return blockers
@@ -630,14 +637,18 @@ class OfflineDisk:
                 return [f"internal snapshot {tag!r} is gone: none of {files} holds it"], False
             if _real(found.file) == _real(snapshot.path):
                 return [], False
-            self.img.chain(found.file)  # its backing files must open
+            self._chain_opens(found.file)
             return [], True
         if snapshot.kind is SnapshotKind.EXTERNAL:
             if not os.path.isfile(snapshot.locator):
                 return [f"the snapshot's image {snapshot.locator} is gone"], False
-            self.img.chain(snapshot.locator)  # its backing files must open
+            self._chain_opens(snapshot.locator)
             return [], True
         return [f"qcow2 has no {snapshot.kind} snapshots"], False
+
+    def _chain_opens(self, path: str) -> None:
+        """Raise :class:`CommandError` unless *path* and its backing files open."""
+        self.img.chain(path, force_share=self.force_share)
 
     def revert(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> bool:
         """Make the disk's current data the snapshot's; every snapshot is kept.

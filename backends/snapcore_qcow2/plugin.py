@@ -1,11 +1,14 @@
 """The ``qcow2`` storage plugin: hook implementations that route and translate.
 
 Each hook answers only for disks and snapshots whose driver is ``qcow2`` (``None`` for the
-others), hands the work to :class:`~snapcore_qcow2.offline.OfflineDisk`, and attributes every
-failure to the disk: a failing qemu-img becomes a :class:`~snapcore.errors.CommandError` for
-the disk (its message names the disk and carries qemu-img's own), and a failing file operation
-a :class:`~snapcore.errors.BackendError` for it. Importing this module runs nothing and imports
-nothing heavy.
+others) and hands the work over by the domain's state (``ctx.state``): a domain that is shut off
+to :class:`~snapcore_qcow2.offline.OfflineDisk` (qemu-img), a running or paused one to
+:mod:`snapcore_qcow2.live` (QMP, through ``ctx.qmp``). Reverts always go offline: the
+coordinator stops the domain first. Every failure is attributed to the disk: a failing qemu-img
+becomes a :class:`~snapcore.errors.CommandError` for the disk (its message names the disk and
+carries qemu-img's own), a command QEMU refuses a :class:`~snapcore.errors.QMPCommandError` for
+it, and a failing file operation a :class:`~snapcore.errors.BackendError` for it. Importing this
+module runs nothing and imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -15,18 +18,34 @@ import re
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from snapcore._version import __version__
 from snapcore.context import HookContext
-from snapcore.errors import BackendError, CommandError, SnapcoreError
+from snapcore.errors import (
+    BackendError,
+    CommandError,
+    QMPCommandError,
+    SnapcoreError,
+    UnsupportedOperationError,
+)
 from snapcore.hookspecs import hookimpl
-from snapcore.model import BackendInfo, Disk, DiskSnapshot, SnapshotKind, SnapshotRequest
+from snapcore.model import (
+    BackendInfo,
+    Disk,
+    DiskSnapshot,
+    DomainState,
+    SnapshotKind,
+    SnapshotRequest,
+)
 from snapcore_qcow2.offline import DEFAULT_KIND, DRIVER, OfflineDisk
 from snapcore_qcow2.qemu_img import PROGRAM, QemuImg
 
-#: The hook API this plugin was written for.
-SNAPCORE_HOOK_API: Final = (1, 0)
+if TYPE_CHECKING:
+    from snapcore_qcow2.live import LiveDisk
+
+#: The hook API this plugin was written for (1.1: ``disk_snapshot_create_group``).
+SNAPCORE_HOOK_API: Final = (1, 1)
 
 #: The first bytes of every qcow2 image (``QFI\xfb``, docs/interop/qcow2.txt).
 QCOW2_MAGIC: Final = b"QFI\xfb"
@@ -61,7 +80,7 @@ def _tool_version(executable: str) -> tuple[str | None, str | None]:
 
 @hookimpl
 def backend_info() -> BackendInfo:
-    """The qcow2 backend: internal and external snapshots of stopped domains' disks."""
+    """The qcow2 backend: internal and external snapshots, offline and of running QEMUs."""
     executable = shutil.which(PROGRAM)
     version: str | None
     reason: str | None
@@ -71,11 +90,14 @@ def backend_info() -> BackendInfo:
         version, reason = _tool_version(executable)
     return BackendInfo(
         driver=DRIVER,
-        description="qcow2 images: internal snapshots and external overlays, with qemu-img",
+        description=(
+            "qcow2 images: internal snapshots and external overlays, "
+            "with qemu-img or over QMP while QEMU runs"
+        ),
         version=__version__,
         kinds=frozenset({SnapshotKind.INTERNAL, SnapshotKind.EXTERNAL}),
         default_kind=DEFAULT_KIND,
-        live=False,
+        live=True,
         revert_any=True,
         needs_pause=True,
         revert_requires_shutdown=True,
@@ -100,17 +122,39 @@ def disk_claim(disk: Disk) -> str | None:
 # -- routing and translation ----------------------------------------------------------------
 
 
-def _disk(vdev: str, ctx: HookContext) -> OfflineDisk:
-    return OfflineDisk(vdev=vdev, qemu_img=QemuImg(ctx.run), log=ctx.log, progress=ctx.progress)
+def _disk(vdev: str, ctx: HookContext, *, force_share: bool = False) -> OfflineDisk:
+    return OfflineDisk(
+        vdev=vdev,
+        qemu_img=QemuImg(ctx.run),
+        log=ctx.log,
+        progress=ctx.progress,
+        force_share=force_share,
+    )
+
+
+def _running(ctx: HookContext) -> bool:
+    return ctx.state is not DomainState.SHUTOFF
+
+
+def _live(vdev: str, ctx: HookContext) -> LiveDisk:
+    from snapcore_qcow2.live import LiveDisk
+
+    return LiveDisk(vdev=vdev, ctx=ctx)
 
 
 @contextmanager
 def _for_disk(vdev: str) -> Iterator[None]:
-    """Attribute qemu-img and file-system failures to disk *vdev*."""
+    """Attribute qemu-img, QMP and file-system failures to disk *vdev*."""
     try:
         yield
     except CommandError as exc:
         raise exc.for_disk(vdev, DRIVER) from exc
+    except QMPCommandError as exc:
+        if exc.vdev is not None:
+            raise
+        raise QMPCommandError(
+            exc.command, exc.error_class, exc.desc, vdev=vdev, driver=DRIVER
+        ) from exc
     except OSError as exc:
         names = " -> ".join(str(n) for n in (exc.filename, exc.filename2) if n is not None)
         what = exc.strerror or str(exc)
@@ -126,6 +170,8 @@ def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> li
     if request.disk.driver != DRIVER:
         return None
     with _for_disk(request.disk.vdev):
+        if _running(ctx):
+            return _live(request.disk.vdev, ctx).create_check(request)
         return _disk(request.disk.vdev, ctx).create_check(request, ctx.state)
 
 
@@ -133,8 +179,30 @@ def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> li
 def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnapshot | None:
     if request.disk.driver != DRIVER:
         return None
+    if _running(ctx):
+        [snap] = _create_group([request], ctx)
+        return snap
     with _for_disk(request.disk.vdev):
         return _disk(request.disk.vdev, ctx).create(request, ctx.state)
+
+
+@hookimpl
+def disk_snapshot_create_group(
+    requests: Sequence[SnapshotRequest], ctx: HookContext
+) -> list[DiskSnapshot] | None:
+    """A running QEMU's disks switch together in one QMP transaction; offline, every disk is
+    done on its own (``None``: one :func:`disk_snapshot_create` call per disk)."""
+    if not requests or requests[0].disk.driver != DRIVER or not _running(ctx):
+        return None
+    return _create_group(requests, ctx)
+
+
+def _create_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> list[DiskSnapshot]:
+    from snapcore_qcow2.live import create_group
+
+    vdevs = ", ".join(r.disk.vdev for r in requests)
+    with _for_disk(vdevs):
+        return create_group(requests, ctx)
 
 
 @hookimpl
@@ -142,7 +210,27 @@ def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool | No
     if request.disk.driver != DRIVER:
         return None
     with _for_disk(request.disk.vdev):
+        if _running(ctx) or _qemu_has(request, ctx):
+            return _live(request.disk.vdev, ctx).abort(request)
         return _disk(request.disk.vdev, ctx).abort(request)
+
+
+def _qemu_has(request: SnapshotRequest, ctx: HookContext) -> bool:
+    """Whether a QEMU answers on the domain's monitor with this disk (or an overlay this
+    create made) open, though ``ctx.state`` says shut off (crash recovery). Undoing a live
+    create with qemu-img would delete the overlay QEMU writes to; so abort asks."""
+    if ctx.qmp is None:
+        return False
+    from snapcore.errors import DomainUnreachableError
+    from snapcore_qcow2.live import BlockView
+
+    try:
+        view = BlockView(ctx.qmp)
+    except (DomainUnreachableError, BackendError):
+        return False
+    if view.device_for(request.disk.path) is not None:
+        return True
+    return bool(view.marked(request.disk.vdev, request.name))
 
 
 @hookimpl
@@ -152,6 +240,8 @@ def disk_snapshot_delete_check(
     if not _ours(snapshot):
         return None
     with _for_disk(snapshot.vdev):
+        if _running(ctx):
+            return _live(snapshot.vdev, ctx).delete_check(snapshot, others)
         return _disk(snapshot.vdev, ctx).delete_check(snapshot, others, ctx.state)
 
 
@@ -162,6 +252,8 @@ def disk_snapshot_delete(
     if not _ours(snapshot):
         return None
     with _for_disk(snapshot.vdev):
+        if _running(ctx):
+            return _live(snapshot.vdev, ctx).delete(snapshot, others)
         return _disk(snapshot.vdev, ctx).delete(snapshot, others)
 
 
@@ -172,7 +264,8 @@ def disk_snapshot_revert_check(
     if not _ours(snapshot):
         return None
     with _for_disk(snapshot.vdev):
-        return _disk(snapshot.vdev, ctx).revert_check(snapshot, others)
+        # called while the domain still runs (it is stopped before the revert): read with -U
+        return _disk(snapshot.vdev, ctx, force_share=_running(ctx)).revert_check(snapshot, others)
 
 
 @hookimpl
@@ -181,6 +274,12 @@ def disk_snapshot_revert(
 ) -> bool | None:
     if not _ours(snapshot):
         return None
+    if _running(ctx):
+        raise UnsupportedOperationError(
+            f"the domain is {ctx.state}; a qcow2 disk is reverted with the domain stopped",
+            driver=DRIVER,
+            vdev=snapshot.vdev,
+        )
     with _for_disk(snapshot.vdev):
         return _disk(snapshot.vdev, ctx).revert(snapshot, others)
 

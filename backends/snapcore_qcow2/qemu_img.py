@@ -245,12 +245,23 @@ class QemuImg:
 
     # -- images -----------------------------------------------------------------------------
 
-    def create_overlay(self, path: str, *, backing: str, backing_format: str) -> None:
+    def create_overlay(
+        self, path: str, *, backing: str, backing_format: str, size: int | None = None
+    ) -> None:
         """``qemu-img create -f qcow2 -b BACKING -F FMT PATH``: an empty overlay of *backing*,
         of the same virtual size. Overwrites *path* if it exists; on failure *path* may be
         left half-written.
+
+        :param size: the virtual size in bytes. Given, the overlay is made with ``-u`` and
+            *backing* is not opened at all (a running QEMU holds it locked).
         """
-        self._call(["create", "-f", QCOW2, "-b", backing, "-F", backing_format, path])
+        args = ["create", "-f", QCOW2, "-b", backing, "-F", backing_format]
+        if size is not None:
+            args.append("-u")
+        args.append(path)
+        if size is not None:
+            args.append(str(size))
+        self._call(args)
 
     def rebase(
         self, path: str, *, backing: str | None, backing_format: str | None, unsafe: bool

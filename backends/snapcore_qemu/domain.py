@@ -18,6 +18,7 @@ QEMU 7.2 facts this relies on (checked on Debian 12's QEMU):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -135,13 +136,32 @@ class QemuDomain:
             return DomainState.PAUSED
         return DomainState.PAUSED
 
+    def open_images(self) -> set[str]:
+        """The real paths of the images at the top of QEMU's block devices.
+
+        A node opened from a passed descriptor (``/dev/fdset/N``, as live external snapshots
+        make them) is named by its fd set's ``opaque`` string, ``snapcore:VDEV:NAME:PATH``.
+        """
+        fdsets = {
+            f"/dev/fdset/{fdset['fdset-id']}": str(fd.get("opaque", ""))
+            for fdset in self.qmp.execute("query-fdsets")
+            for fd in fdset.get("fds", ())
+        }
+        found: set[str] = set()
+        for device in self.qmp.execute("query-block"):
+            name = str((device.get("inserted") or {}).get("file") or "")
+            if name.startswith("json:"):
+                name = _protocol_filename(json.loads(name[5:])) or ""
+            opaque = fdsets.get(name, "")
+            if opaque.startswith("snapcore:"):
+                name = opaque.split(":", 3)[3]
+            if name and not name.startswith("/dev/fdset/"):
+                found.add(os.path.realpath(name))
+        return found
+
     def check_disks(self) -> list[str]:
         """Blockers for disks of the domain file that the running QEMU does not have open."""
-        open_files: set[str] = set()
-        for device in self.qmp.execute("query-block"):
-            inserted = device.get("inserted")
-            if inserted and inserted.get("file"):
-                open_files.add(os.path.realpath(str(inserted["file"])))
+        open_files = self.open_images()
         return [
             f"disk {d.vdev}: QEMU does not have {d.path} open "
             f"(it has {', '.join(sorted(open_files)) or 'no disk'})"
@@ -366,6 +386,16 @@ class QemuDomain:
                 raise
         finally:
             os.close(fd)
+
+
+def _protocol_filename(spec: object) -> str | None:
+    """The ``filename`` of the top node's protocol child in a ``json:{...}`` description
+    (following ``file``, never ``backing``)."""
+    while isinstance(spec, dict):
+        if isinstance(spec.get("filename"), str):
+            return str(spec["filename"])
+        spec = spec.get("file")
+    return None
 
 
 def _alive(pid: int) -> bool:

@@ -92,7 +92,7 @@ def test_backend_info(plugins: Plugins) -> None:
     assert info is not None
     assert info.kinds == {INTERNAL, EXTERNAL}
     assert info.default_kind is INTERNAL
-    assert (info.live, info.revert_any, info.needs_pause) == (False, True, True)
+    assert (info.live, info.revert_any, info.needs_pause) == (True, True, True)
     assert info.revert_requires_shutdown
     assert info.tools == ("qemu-img",)
     assert info.available, info.unavailable_reason

@@ -1,0 +1,959 @@
+"""Snapshots of the qcow2 disks of a running (or paused) QEMU, through its QMP monitor.
+
+The layout is the offline one (:mod:`snapcore_qcow2.offline`): the disk's path ``P`` always
+holds the active image, an external snapshot's data moves to its target ``T`` through a hard
+link, and an internal snapshot is a tag. What changes is who writes: the running QEMU holds
+every image of the disk's chain open and locked, so the images are only ever read here (with
+``qemu-img -U``), new files are created with ``qemu-img create -u``, and every change to an
+image in use is a QMP command.
+
+**QEMU opens our overlays through fd sets.** A node QEMU opened by a path reopens its file by
+that path whenever it switches between read-only and read-write (``blockdev-snapshot`` turns
+the old active node read-only at once; ``block-stream`` and ``block-commit`` turn a backing node
+read-write). Once ``P`` names the new overlay, a reopen of the old node by ``P`` would open the
+overlay instead of the old image (checked on QEMU 7.2). So the new overlay is written to the
+scratch file ``P.snapcore-tmp``, handed to QEMU as a descriptor in an fd set
+(``add-fd``; the node's file is ``/dev/fdset/N``), switched to in the transaction while ``P``
+still names the old image (whose read-only reopen then opens the right file), and only then
+renamed onto ``P``. Such a node never depends on a name again. Its fd set holds one read-write
+descriptor only: a read-only one would keep the node's old file locks alive after a switch (the
+set's copy shares the open file description with the node's own), so the node's read-only
+reopen is let fail, which QEMU ignores, and the node stays read-write underneath while its
+permissions follow its place in the graph.
+
+The node QEMU was started with keeps its path, which names the snapshot's image under ``T``
+after the first external snapshot. Two operations would reopen it by that path: undoing that
+snapshot (its image becomes active again) and merging an older snapshot into it. The first
+puts the names back first (the overlay keeps a second name, ``T`` goes back onto ``P``); the
+second is refused by its check (see ``docs/design-notes.md``).
+
+**How a disk is found in QEMU.** The block device whose active node's file is ``P``, or whose
+active node reads an fd set marked (``opaque``) with ``P``. Its backing chain comes from
+``x-debug-query-block-graph``, the only query that names each node's backing node on 7.2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Container, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from snapcore.context import HookContext
+from snapcore.errors import BackendError, DomainUnreachableError, QMPCommandError
+from snapcore.model import (
+    DiskSnapshot,
+    DomainState,
+    ProgressEvent,
+    SnapshotKind,
+    SnapshotRequest,
+)
+from snapcore.qmp import QMPSession
+from snapcore_qcow2.offline import (
+    DEFAULT_KIND,
+    DRIVER,
+    OfflineDisk,
+    _copy_mode,
+    _DeletePlan,
+    _fsync_dir,
+    _fsync_file,
+    _names,
+    _real,
+    _remove,
+    _same_file,
+    _tag,
+    default_target,
+    tmp_path,
+)
+from snapcore_qcow2.qemu_img import QCOW2, ImageInfo, QemuImg
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two looks at a running block job (an event wakes the wait earlier).
+JOB_POLL: Final = 0.5
+#: First word of the ``opaque`` string of the fd sets this backend adds.
+FDSET_MARK: Final = "snapcore"
+_FDSET_PREFIX: Final = "/dev/fdset/"
+#: QEMU's longest node name.
+NODE_NAME_MAX: Final = 31
+
+
+# One block job at a time per QEMU: QEMU 7.2 was seen to crash (segfault) when two disks'
+# block-stream jobs ran at once. Disks of one domain are merged one after the other.
+_JOB_LOCKS: dict[str, threading.Lock] = {}
+_JOB_LOCKS_GUARD = threading.Lock()
+
+
+def _job_lock(address: str) -> threading.Lock:
+    with _JOB_LOCKS_GUARD:
+        return _JOB_LOCKS.setdefault(address, threading.Lock())
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def node_name(vdev: str, name: str, taken: Container[str] = ()) -> str:
+    """A QEMU node name for the overlay of snapshot *name* of disk *vdev*, not in *taken*.
+
+    ``snap-<vdev>-<hash>``: at most 31 characters, starting with a letter, of letters,
+    digits, ``-`` and ``_`` (vdev names use no others).
+    """
+    stem = f"snap-{vdev[:12]}-"
+    for n in range(1000):
+        candidate = stem + _digest(vdev, name, str(n))[:10]
+        if candidate not in taken:
+            assert len(candidate) <= NODE_NAME_MAX
+            return candidate
+    raise BackendError(f"no free QEMU node name for snapshot {name!r}", driver=DRIVER, vdev=vdev)
+
+
+def job_id(operation: str, vdev: str, name: str) -> str:
+    """The QEMU job id of *operation* (``abort``, ``delete``) on snapshot *name* of *vdev*:
+    the same on every run, so a run after a crash finds the job an earlier run started."""
+    return f"snapcore-{operation}-{_digest(vdev, name)[:16]}"
+
+
+def fdset_mark(vdev: str, name: str, path: str) -> str:
+    """The ``opaque`` string of the fd set holding the overlay of snapshot *name* of disk
+    *vdev* whose image is (or becomes) *path*."""
+    return f"{FDSET_MARK}:{vdev}:{name}:{_real(path)}"
+
+
+def _mark_path(opaque: str) -> str | None:
+    parts = opaque.split(":", 3)
+    if len(parts) == 4 and parts[0] == FDSET_MARK:
+        return parts[3]
+    return None
+
+
+def add_fd(qmp: QMPSession, fd: int, opaque: str) -> int:
+    """Give QEMU a copy of descriptor *fd* in a new fd set (QMP ``add-fd``); return its id."""
+    return qmp.add_fd(fd, opaque=opaque)
+
+
+# -- what QEMU has open ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One format node of QEMU's block graph."""
+
+    name: str
+    driver: str
+    read_only: bool
+    #: The file name of its protocol node: a path, or ``/dev/fdset/N``.
+    filename: str
+    tags: tuple[str, ...]
+    virtual_size: int
+    #: The node name of its backing node.
+    backing: str | None
+    #: The backing file its image's header names (QEMU's view of the header).
+    backing_filename: str | None = None
+    cache: Mapping[str, Any] = field(default_factory=dict)
+    detect_zeroes: str = "off"
+
+    @property
+    def fdset(self) -> int | None:
+        """The fd set its file was opened from, if any."""
+        if self.filename.startswith(_FDSET_PREFIX):
+            with contextlib.suppress(ValueError):
+                return int(self.filename[len(_FDSET_PREFIX) :])
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A block device of the guest and the chain of nodes under it, active node first."""
+
+    name: str
+    chain: tuple[Node, ...]
+
+    @property
+    def top(self) -> Node:
+        return self.chain[0]
+
+
+class BlockView:
+    """QEMU's block devices, nodes and fd sets, read at one moment (four queries)."""
+
+    def __init__(self, qmp: QMPSession):
+        blocks = qmp.execute("query-block")
+        infos = {n["node-name"]: n for n in qmp.execute("query-named-block-nodes", {"flat": True})}
+        try:
+            graph = qmp.execute("x-debug-query-block-graph")
+        except QMPCommandError as exc:
+            raise BackendError(
+                f"QEMU cannot show its block graph (x-debug-query-block-graph): {exc.desc}",
+                driver=DRIVER,
+            ) from exc
+        names = {n["id"]: n["name"] for n in graph["nodes"]}
+        children: dict[str, dict[str, str]] = {}
+        for edge in graph["edges"]:
+            parent, child = names.get(edge["parent"]), names.get(edge["child"])
+            if parent is not None and child is not None:
+                children.setdefault(parent, {})[edge["name"]] = child
+        self.fdsets: dict[int, list[str]] = {
+            int(s["fdset-id"]): [str(f.get("opaque", "")) for f in s.get("fds", [])]
+            for s in qmp.execute("query-fdsets")
+        }
+        self.nodes: dict[str, Node] = {}
+        for node, info in infos.items():
+            kids = children.get(node, {})
+            protocol = infos.get(kids.get("file", ""), info)
+            image = info.get("image") or {}
+            self.nodes[node] = Node(
+                name=node,
+                driver=str(info.get("drv", "")),
+                read_only=bool(info.get("ro")),
+                filename=str(protocol.get("file", "")),
+                tags=tuple(s["name"] for s in image.get("snapshots") or ()),
+                virtual_size=int(image.get("virtual-size", 0)),
+                backing=kids.get("backing"),
+                backing_filename=image.get("backing-filename"),
+                cache=dict(info.get("cache") or {}),
+                detect_zeroes=str(info.get("detect_zeroes", "off")),
+            )
+        # the format node that reads each fd set
+        self.fdset_nodes: dict[int, str] = {}
+        for parent, kids in children.items():
+            file_node = self.nodes.get(kids.get("file", ""))
+            if file_node is not None and file_node.fdset is not None and parent in self.nodes:
+                self.fdset_nodes[file_node.fdset] = parent
+        self.devices: list[Device] = []
+        for block in blocks:
+            inserted = block.get("inserted")
+            if not inserted:
+                continue
+            chain: list[Node] = []
+            name: str | None = inserted.get("node-name")
+            while name is not None and name in self.nodes and len(chain) < 1000:
+                chain.append(self.nodes[name])
+                name = self.nodes[name].backing
+            if chain:
+                self.devices.append(
+                    Device(block.get("device") or block.get("qdev", ""), tuple(chain))
+                )
+
+    def file_of(self, node: Node) -> str | None:
+        """The real path of the image *node* reads when QEMU tells it: its file name, or the
+        path in the mark of our fd set. Beware: a path-opened node may have been renamed."""
+        fdset = node.fdset
+        if fdset is None:
+            return _real(node.filename) if node.filename.startswith("/") else None
+        for opaque in self.fdsets.get(fdset, ()):
+            path = _mark_path(opaque)
+            if path is not None:
+                return path
+        return None
+
+    def device_for(self, path: str) -> Device | None:
+        """The device whose active image is *path*."""
+        real = _real(path)
+        for device in self.devices:
+            if self.file_of(device.top) == real:
+                return device
+        return None
+
+    def in_chains(self) -> set[str]:
+        return {node.name for device in self.devices for node in device.chain}
+
+    def marked(self, vdev: str, name: str) -> list[int]:
+        """The fd sets this backend added for snapshot *name* of disk *vdev*."""
+        prefix = f"{FDSET_MARK}:{vdev}:{name}:"
+        return [
+            fdset
+            for fdset, opaques in self.fdsets.items()
+            if any(o.startswith(prefix) for o in opaques)
+        ]
+
+
+def _find_job(qmp: QMPSession, job: str) -> dict[str, Any] | None:
+    for found in qmp.execute("query-jobs"):
+        if found.get("id") == job:
+            return dict(found)
+    return None
+
+
+def require_qmp(ctx: HookContext, vdev: str = "") -> QMPSession:
+    if ctx.qmp is None:
+        raise BackendError(
+            f"the domain is {ctx.state} but its domain file names no QMP socket "
+            "([qemu] qmp); the qcow2 backend reaches a running QEMU only through it",
+            driver=DRIVER,
+            vdev=vdev or None,
+        )
+    return ctx.qmp
+
+
+@dataclass(slots=True)
+class _LivePlan:
+    """What a live delete will do (``action``), or why it cannot (``blockers``)."""
+
+    blockers: list[str]
+    action: Callable[[], object] | None = None
+
+    def run(self) -> None:
+        if self.action is not None:
+            self.action()
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """What create has done for one external snapshot before the transaction."""
+
+    request: SnapshotRequest
+    path: str
+    target: str
+    old_node: str
+    linked: bool = False
+    scratch: bool = False
+    fdset: int | None = None
+    node: str | None = None
+
+
+class LiveDisk:
+    """The qcow2 operations on one disk (``vdev``) of a running or paused QEMU domain.
+
+    Errors: :class:`~snapcore.errors.QMPCommandError` (QEMU refused a command),
+    :class:`~snapcore.errors.CommandError` (qemu-img), :class:`OSError`,
+    :class:`~snapcore.errors.BackendError`; the plugin attributes them to the disk.
+    """
+
+    def __init__(self, *, vdev: str, ctx: HookContext):
+        self.vdev = vdev
+        self.ctx = ctx
+        self.log = ctx.log
+        self.img = QemuImg(ctx.run)
+        #: The offline algorithms, reading with ``qemu-img -U``: for the checks and lookups.
+        self.files = OfflineDisk(
+            vdev=vdev, qemu_img=self.img, log=ctx.log, progress=ctx.progress, force_share=True
+        )
+
+    @property
+    def qmp(self) -> QMPSession:
+        return require_qmp(self.ctx, self.vdev)
+
+    def _error(self, message: str) -> BackendError:
+        return BackendError(message, driver=DRIVER, vdev=self.vdev)
+
+    def _step(self, step: str, message: str) -> None:
+        self.log.info("disk %s: %s", self.vdev, message)
+        self.ctx.progress(ProgressEvent(step=step, vdev=self.vdev, message=message))
+
+    def _offline(self) -> OfflineDisk:
+        """For a disk the running QEMU does not have open: plain qemu-img."""
+        return OfflineDisk(
+            vdev=self.vdev, qemu_img=self.img, log=self.log, progress=self.ctx.progress
+        )
+
+    # -- create -----------------------------------------------------------------------------
+
+    def create_check(self, request: SnapshotRequest) -> list[str]:
+        """Blockers for a live create; changes nothing (images read with ``-U``)."""
+        if self.ctx.qmp is None:
+            return [
+                f"the domain is {self.ctx.state} but its domain file names no QMP socket "
+                "([qemu] qmp); a running disk is snapshotted through QEMU's monitor"
+            ]
+        blockers = self.files.create_check(request, self.ctx.state)
+        path = request.disk.path
+        view = BlockView(self.qmp)
+        device = view.device_for(path)
+        if device is None:
+            blockers.append(
+                f"the running QEMU does not have {path} open: no block device of it uses "
+                f"that image, so the domain file and QEMU disagree about disk {self.vdev}"
+            )
+            return blockers
+        if device.top.driver != QCOW2:
+            blockers.append(
+                f"QEMU's active node for {path} is a {device.top.driver} node "
+                f"({device.top.name}), not {QCOW2}"
+            )
+        return blockers
+
+    def plan(self, request: SnapshotRequest, view: BlockView) -> tuple[Device, SnapshotKind]:
+        """The device and kind of *request*, or why it cannot be made now."""
+        kind = request.kind or DEFAULT_KIND
+        if kind not in (SnapshotKind.INTERNAL, SnapshotKind.EXTERNAL) or request.format not in (
+            None,
+            QCOW2,
+        ):
+            raise self._error(f"qcow2 cannot make a {kind} snapshot in format {request.format}")
+        device = view.device_for(request.disk.path)
+        if device is None:
+            raise self._error(f"the running QEMU does not have {request.disk.path} open")
+        if device.top.driver != QCOW2:
+            raise self._error(f"QEMU's active node {device.top.name} is not {QCOW2}")
+        return device, kind
+
+    def prepare_external(
+        self, request: SnapshotRequest, device: Device, taken: set[str], into: list[_Prepared]
+    ) -> dict[str, Any]:
+        """Everything of an external snapshot but the switch: link ``P`` to ``T``, write the
+        overlay to the scratch file, open it in QEMU as a new node. Appends its record to
+        *into* first, so that :meth:`unprepare` undoes whatever was done when this raises.
+
+        :returns: the transaction action that switches the disk to the new node.
+        """
+        path = os.path.abspath(request.disk.path)
+        target = request.target or default_target(path, request.name)
+        if not os.path.isabs(target):
+            raise self._error(f"the snapshot target {target} is not an absolute path")
+        if os.path.lexists(target):
+            raise self._error(f"the snapshot target {target} already exists")
+        top = device.top
+        prep = _Prepared(request, path, target, top.name)
+        into.append(prep)
+        scratch = tmp_path(path)
+        self._step("create", f"external snapshot {request.name!r}: {path} becomes {target}")
+        _remove(scratch)
+        header = self.img.info(path, force_share=True)
+        if (
+            header.backing_filename is not None
+            and header.backing_path is not None
+            and not os.path.isabs(header.backing_filename)
+            and _real(os.path.dirname(target)) != _real(os.path.dirname(path))
+        ):
+            # T's header must still find the backing file from T's directory: QEMU writes
+            # its absolute path (the image is in use, qemu-img may not touch it).
+            self.qmp.execute(
+                "change-backing-file",
+                {
+                    "device": top.name,
+                    "image-node-name": top.name,
+                    "backing-file": header.backing_path,
+                },
+            )
+        os.link(path, target)
+        prep.linked = True
+        _fsync_dir(target)
+        prep.scratch = True
+        self.img.create_overlay(
+            scratch, backing=target, backing_format=QCOW2, size=top.virtual_size
+        )
+        _copy_mode(path, scratch)
+        _fsync_file(scratch)
+        fd = os.open(scratch, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            prep.fdset = add_fd(self.qmp, fd, fdset_mark(self.vdev, request.name, path))
+        finally:
+            os.close(fd)
+        name = node_name(self.vdev, request.name, taken)
+        options: dict[str, Any] = {
+            "driver": QCOW2,
+            "node-name": name,
+            "file": {"driver": "file", "filename": f"{_FDSET_PREFIX}{prep.fdset}"},
+            "backing": None,
+        }
+        cache = {k: bool(top.cache[k]) for k in ("direct", "no-flush") if k in top.cache}
+        if cache:
+            options["cache"] = cache
+        if top.detect_zeroes != "off":
+            options["detect-zeroes"] = top.detect_zeroes
+        self.qmp.execute("blockdev-add", options)
+        prep.node = name
+        taken.add(name)
+        return {"type": "blockdev-snapshot", "data": {"node": top.name, "overlay": name}}
+
+    def unprepare(self, prep: _Prepared) -> None:
+        """Undo :meth:`prepare_external` before the switch (from any point it reached)."""
+        if prep.node is not None:
+            with contextlib.suppress(QMPCommandError):
+                self.qmp.execute("blockdev-del", {"node-name": prep.node})
+        if prep.fdset is not None:
+            with contextlib.suppress(QMPCommandError):
+                self.qmp.execute("remove-fd", {"fdset-id": prep.fdset})
+        if prep.scratch:
+            _remove(tmp_path(prep.path))
+        if prep.linked and _same_file(prep.path, prep.target):
+            _remove(prep.target)
+
+    def finish_external(self, prep: _Prepared) -> DiskSnapshot:
+        """After the switch: the overlay QEMU now writes to takes the name ``P``."""
+        os.replace(tmp_path(prep.path), prep.path)
+        _fsync_dir(prep.path)
+        return DiskSnapshot(
+            vdev=self.vdev,
+            path=prep.request.disk.path,
+            driver=DRIVER,
+            kind=SnapshotKind.EXTERNAL,
+            name=prep.request.name,
+            locator=prep.target,
+            size=os.stat(prep.target).st_blocks * 512,
+            extra={"node": prep.node, "base_node": prep.old_node, "fdset": prep.fdset},
+        )
+
+    def internal_snapshot(self, request: SnapshotRequest, device: Device) -> DiskSnapshot:
+        return DiskSnapshot(
+            vdev=self.vdev,
+            path=request.disk.path,
+            driver=DRIVER,
+            kind=SnapshotKind.INTERNAL,
+            name=request.name,
+            locator=os.path.abspath(request.disk.path),
+            extra={"tag": request.name, "node": device.top.name},
+        )
+
+    # -- abort ------------------------------------------------------------------------------
+
+    def abort(self, request: SnapshotRequest) -> bool:
+        """Undo a live create of *request* from any point it reached; idempotent.
+
+        Internal: the tag is deleted from the active node if there. External, switched: the
+        names are put back (the overlay keeps a second name at the scratch path, ``T`` is
+        renamed onto ``P``), the overlay is committed into the old image (an active
+        ``block-commit``, so writes made since are kept) and closed. Not switched: the new
+        node is closed, the scratch file removed and ``T``, a second name of ``P``, unlinked.
+        """
+        view = BlockView(self.qmp)
+        path = os.path.abspath(request.disk.path)
+        device = view.device_for(path)
+        kind = request.kind or DEFAULT_KIND
+        ours = view.marked(self.vdev, request.name)
+        if device is None and not ours:
+            return self._offline().abort(request)
+        if kind is SnapshotKind.INTERNAL:
+            if device is not None and request.name in device.top.tags:
+                self._step("abort", f"delete internal snapshot {request.name!r} of {path}")
+                self.qmp.execute(
+                    "blockdev-snapshot-delete-internal-sync",
+                    {"device": device.top.name, "name": request.name},
+                )
+        elif kind is SnapshotKind.EXTERNAL:
+            target = request.target or default_target(path, request.name)
+            if os.path.isabs(target):  # create refuses a relative target before anything
+                self._abort_external(view, device, ours, path, target)
+        return True
+
+    def _abort_external(
+        self, view: BlockView, device: Device | None, ours: list[int], path: str, target: str
+    ) -> None:
+        qmp = self.qmp
+        top = device.top if device is not None else None
+        if (
+            device is not None
+            and top is not None
+            and top.fdset in ours
+            and top.backing_filename is not None
+            and _real(top.backing_filename) == _real(target)
+        ):
+            self._unswitch(device, path, target)
+            view = BlockView(qmp)
+        in_use = view.in_chains()
+        for fdset in ours:
+            node = view.fdset_nodes.get(fdset)
+            if node is not None and node in in_use:
+                continue  # an older snapshot's overlay of the same name, still in use
+            if node is not None:
+                try:
+                    qmp.execute("blockdev-del", {"node-name": node})
+                except QMPCommandError as exc:
+                    self.log.warning("disk %s: cannot close node %s: %s", self.vdev, node, exc)
+                    continue
+            with contextlib.suppress(QMPCommandError):
+                qmp.execute("remove-fd", {"fdset-id": fdset})
+        _remove(tmp_path(path))
+        if not os.path.lexists(target):
+            return
+        if _same_file(path, target):
+            self._step("abort", f"unlink {target}, a second name of {path}")
+            _remove(target)
+            return
+        if self.img.info(path, force_share=True).backing_filename == target:
+            raise self._error(
+                f"{path} is an overlay of {target} that this QEMU did not open through "
+                "snapcore (was QEMU restarted?); stop the domain and run 'snapcore recover'"
+            )
+
+    def _unswitch(self, device: Device, path: str, target: str) -> None:
+        """Make the old image the active one again, keeping what was written since."""
+        if len(device.chain) < 2:
+            raise self._error(f"QEMU's overlay {device.top.name} has no backing node")
+        new, base = device.chain[0], device.chain[1]
+        scratch = tmp_path(path)
+        if os.path.lexists(target) and not _same_file(path, target):
+            # P is the overlay and T the old image: the overlay keeps a second name (QEMU
+            # reads it by descriptor), and the old image gets its name P back, the name by
+            # which QEMU may reopen the old node.
+            if not _same_file(path, scratch):
+                _remove(scratch)
+                os.link(path, scratch)
+                _fsync_dir(scratch)
+            self._step("abort", f"move {target} back to {path}")
+            os.replace(target, path)
+            _fsync_dir(path)
+        if _same_file(path, scratch):
+            raise self._error(f"{path} is still the overlay; the image under it is not found")
+        self._step("abort", f"commit {new.name} into {base.name}")
+        job = job_id("abort", self.vdev, new.name)
+        self._run_job(
+            job,
+            lambda: self.qmp.execute(
+                "block-commit",
+                {"job-id": job, "device": new.name, "base-node": base.name, "auto-dismiss": False},
+            ),
+            step="abort",
+            complete=True,
+        )
+
+    # -- block jobs -------------------------------------------------------------------------
+
+    def _run_job(
+        self, job: str, start: Callable[[], object], *, step: str, complete: bool = False
+    ) -> None:
+        """Start a block job (unless one of that id runs already, from an interrupted run),
+        report its progress, complete it when *complete* and it is ready, wait until it
+        concludes, and dismiss it.
+
+        :raises BackendError: when the job ends with an error.
+        """
+        qmp = self.qmp
+        with _job_lock(qmp.address), qmp.events("JOB_STATUS_CHANGE") as waiter:
+            if _find_job(qmp, job) is None:
+                start()
+            completing = False
+            while True:
+                found = _find_job(qmp, job)
+                if found is None:
+                    raise self._error(f"QEMU's job {job} disappeared before it concluded")
+                status = found.get("status")
+                kind = found.get("type", "block")
+                self.ctx.progress(
+                    ProgressEvent(
+                        step=step,
+                        vdev=self.vdev,
+                        done=int(found.get("current-progress", 0)),
+                        total=int(found.get("total-progress", 0)),
+                        message=f"{kind} job {status}",
+                        unit="bytes",
+                    )
+                )
+                if status == "ready" and complete and not completing:
+                    qmp.execute("job-complete", {"id": job})
+                    completing = True
+                elif status == "concluded":
+                    error = found.get("error")
+                    qmp.execute("job-dismiss", {"id": job})
+                    if error:
+                        raise self._error(f"QEMU's {kind} job failed: {error}")
+                    return
+                with contextlib.suppress(DomainUnreachableError):  # no event in time: look
+                    waiter.get(JOB_POLL, match=lambda e: e.get("data", {}).get("id") == job)
+
+    # -- delete -----------------------------------------------------------------------------
+
+    def delete_check(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> list[str]:
+        """Blockers for a live delete; changes nothing."""
+        if self.ctx.qmp is None:
+            return [
+                f"the domain is {self.ctx.state} but its domain file names no QMP socket "
+                "([qemu] qmp); a running disk's snapshots are deleted through QEMU"
+            ]
+        try:
+            return self._delete_plan(snapshot, others).blockers
+        except (BackendError, OSError) as exc:
+            return [f"cannot read the snapshot's images: {exc}"]
+
+    def delete(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> bool:
+        """Delete *snapshot* while QEMU runs; idempotent.
+
+        Internal, in the active image: ``blockdev-snapshot-delete-internal-sync``; in a file
+        QEMU does not have open: ``qemu-img snapshot -d``. External ``T`` in QEMU's chain:
+        ``block-stream`` copies ``T``'s data into the image above it (the child), which then
+        reads through ``T``'s backing file; ``T``'s node is closed and ``T`` unlinked. ``T``
+        not in use: as offline (unlinked, or merged with qemu-img when images not in use
+        depend on it).
+        """
+        plan = self._delete_plan(snapshot, others)
+        if plan.blockers:
+            raise self._error("; ".join(plan.blockers))
+        plan.run()
+        return True
+
+    def _delete_plan(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> _LivePlan:
+        qmp = self.qmp
+        view = BlockView(qmp)
+        device = view.device_for(snapshot.path)
+        if device is None:
+            offline = self._offline()
+            return _LivePlan(
+                offline.delete_check(snapshot, others, DomainState.SHUTOFF),
+                lambda: offline.delete(snapshot, others),
+            )
+        if snapshot.kind is SnapshotKind.INTERNAL:
+            return self._delete_internal_plan(snapshot, others, device)
+        if snapshot.kind is not SnapshotKind.EXTERNAL:
+            raise self._error(f"qcow2 has no {snapshot.kind} snapshots")
+        return self._delete_external_plan(snapshot, others, view, device)
+
+    def _delete_internal_plan(
+        self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], device: Device
+    ) -> _LivePlan:
+        tag = _tag(snapshot)
+        holders = [i for i, node in enumerate(device.chain) if tag in node.tags]
+        if holders and holders[0] > 0:
+            return _LivePlan(
+                [
+                    f"internal snapshot {tag!r} is held in a backing image of the running "
+                    f"disk (QEMU node {device.chain[holders[0]].name}); QEMU deletes internal "
+                    "snapshots only from the active image: delete it while the domain is "
+                    "stopped"
+                ]
+            )
+        if holders:
+            top = device.top.name
+
+            def drop() -> None:
+                self._step("delete", f"delete internal snapshot {tag!r} of {top}")
+                self.qmp.execute(
+                    "blockdev-snapshot-delete-internal-sync", {"device": top, "name": tag}
+                )
+
+            return _LivePlan([], drop)
+        found = self.files._find_tag(tag, snapshot, others)
+        if found is None:
+            return _LivePlan([])  # already gone
+        file = found.file
+
+        def drop_offline() -> None:
+            self._step("delete", f"delete internal snapshot {tag!r} from {file}")
+            self.img.snapshot_delete(file, tag)
+
+        return _LivePlan([], drop_offline)
+
+    def _delete_external_plan(
+        self,
+        snapshot: DiskSnapshot,
+        others: Sequence[DiskSnapshot],
+        view: BlockView,
+        device: Device,
+    ) -> _LivePlan:
+        target = os.path.abspath(snapshot.locator)
+        path = os.path.abspath(snapshot.path)
+        if not os.path.lexists(target):
+            return _LivePlan([])
+        if _same_file(target, path):
+            return _LivePlan([], lambda: _remove(target))
+        files = self.files._chain(path)
+        chain = device.chain
+        if len(files) != len(chain):
+            return _LivePlan(
+                [
+                    f"QEMU's backing chain of {path} has {len(chain)} images but the files "
+                    f"have {len(files)}; they disagree, so nothing is merged while it runs"
+                ]
+            )
+        reals = [_real(f.filename) for f in files]
+        real_t = _real(target)
+        offline = self.files._delete_plan(snapshot, others)
+        if real_t not in reals:
+            return self._delete_unused_plan(snapshot, others, offline, files, chain)
+        j = reals.index(real_t)
+        if j == 0:
+            raise self._error(f"{target} is the disk's active image")
+        blockers = self._stream_blockers(target, files, chain, j, offline)
+        if blockers:
+            return _LivePlan(blockers)
+        t_image, child_image = files[j], files[j - 1]
+        child, t_node = chain[j - 1], chain[j]
+        base = chain[j + 1] if j + 1 < len(chain) else None
+        backing: str | None = None
+        if base is not None:
+            backing = t_image.backing_filename or files[j + 1].filename
+            if not os.path.isabs(backing) and _real(os.path.dirname(target)) != _real(
+                os.path.dirname(child_image.filename)
+            ):
+                backing = t_image.backing_path or backing
+
+        def stream() -> None:
+            self._stream(target, child, base, backing, t_node)
+
+        return _LivePlan([], stream)
+
+    @staticmethod
+    def _stream_blockers(
+        target: str,
+        files: Sequence[ImageInfo],
+        chain: Sequence[Node],
+        j: int,
+        offline: _DeletePlan,
+    ) -> list[str]:
+        """What stops streaming ``T`` (``files[j]``, QEMU's ``chain[j]``) into the image
+        above it."""
+        t_image, child_image, child = files[j], files[j - 1], chain[j - 1]
+        child_real = _real(child_image.filename)
+        blockers: list[str] = []
+        if t_image.tags:
+            blockers.append(
+                f"{target} holds internal snapshots {_names(t_image.tags)}, which a live merge "
+                "would lose; delete them first, or delete this snapshot while the domain is "
+                "stopped (the offline merge keeps them)"
+            )
+        if child_image.tags:
+            blockers.append(
+                f"{child_image.filename} holds internal snapshots {_names(child_image.tags)} "
+                f"that read data through {target}; merging it away would change them; delete "
+                "them first"
+            )
+        strays = [c.filename for c in offline.children if _real(c.filename) != child_real]
+        if strays:
+            blockers.append(
+                f"{', '.join(strays)} also read through {target} (snapshots of a branch left "
+                "by a revert); delete those snapshots first, or delete this one while the "
+                "domain is stopped"
+            )
+        if child.fdset is None and child.read_only and _real(child.filename) != child_real:
+            blockers.append(
+                f"QEMU opened {child_image.filename} as {child.filename}, a name that now "
+                f"belongs to another image, and would reopen it by that name to merge "
+                f"{target} into it; delete this snapshot while the domain is stopped (or "
+                "after it was restarted)"
+            )
+        if any(n.driver != QCOW2 for n in (child, chain[j])):
+            blockers.append(f"QEMU's nodes for {target} and the image above it are not qcow2")
+        return blockers
+
+    def _delete_unused_plan(
+        self,
+        snapshot: DiskSnapshot,
+        others: Sequence[DiskSnapshot],
+        offline: _DeletePlan,
+        files: Sequence[ImageInfo],
+        chain: Sequence[Node],
+    ) -> _LivePlan:
+        """``T`` is not in QEMU's chain: qemu-img can work on it and on what depends on it,
+        as long as it can read ``T``'s backing file beside QEMU."""
+        target = os.path.abspath(snapshot.locator)
+        blockers = list(offline.blockers)
+        backing = offline.target.backing_path
+        if offline.how != "unlink" and backing is not None:
+            reals = [_real(f.filename) for f in files]
+            if _real(backing) in reals and not chain[reals.index(_real(backing))].read_only:
+                blockers.append(
+                    f"merging {target} needs its backing file {backing}, which the running "
+                    "QEMU holds open for writing; delete this snapshot while the domain is "
+                    "stopped"
+                )
+        if blockers:
+            return _LivePlan(blockers)
+        # the offline merge, reading the images QEMU holds with -U; it writes only to files
+        # QEMU does not have open
+        return _LivePlan([], lambda: self.files.delete(snapshot, others))
+
+    def _stream(
+        self, target: str, child: Node, base: Node | None, backing: str | None, t_node: Node
+    ) -> None:
+        qmp = self.qmp
+        job = job_id("delete", self.vdev, target)
+        args: dict[str, Any] = {"job-id": job, "device": child.name, "auto-dismiss": False}
+        if base is not None and backing is not None:
+            args["base-node"] = base.name
+            args["backing-file"] = backing
+        self._step(
+            "delete",
+            f"stream {target} into {child.name}"
+            + (f" (it then reads through {backing})" if backing else ""),
+        )
+        self._run_job(job, lambda: qmp.execute("block-stream", args), step="delete")
+        view = BlockView(qmp)
+        if t_node.name in view.nodes and t_node.name not in view.in_chains():
+            try:
+                qmp.execute("blockdev-del", {"node-name": t_node.name})
+            except QMPCommandError as exc:  # QEMU's own node: it goes away by itself
+                self.log.debug("disk %s: blockdev-del %s: %s", self.vdev, t_node.name, exc)
+        if t_node.fdset is not None:
+            with contextlib.suppress(QMPCommandError):
+                qmp.execute("remove-fd", {"fdset-id": t_node.fdset})
+        self._step("delete", f"unlink {target}")
+        _remove(target)
+
+    # -- revert -----------------------------------------------------------------------------
+
+    def revert_check(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> list[str]:
+        """Blockers for the revert that follows once the domain is stopped; reads with -U."""
+        return self.files.revert_check(snapshot, others)
+
+
+def create_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> list[DiskSnapshot]:
+    """Snapshot every disk of *requests* at one instant, in one QMP ``transaction``.
+
+    Every external overlay is prepared first (files and QEMU nodes); one transaction then
+    switches every disk (and makes every internal snapshot), all or none, and finally the
+    overlays are renamed onto the disks' paths.
+
+    Failure guarantee: when it raises, no disk has a snapshot of this checkpoint: before
+    the switch, what was prepared is removed; after it, every disk is aborted (the overlays
+    committed back), and an abort that fails is logged and noted on the exception.
+    """
+    vdevs = ", ".join(r.disk.vdev for r in requests)
+    qmp = require_qmp(ctx, vdevs)
+    disks = [LiveDisk(vdev=r.disk.vdev, ctx=ctx) for r in requests]
+    view = BlockView(qmp)
+    taken = set(view.nodes)
+    planned = [disk.plan(r, view) for disk, r in zip(disks, requests, strict=True)]
+    tops = [device.top.name for device, _ in planned]
+    if len(set(tops)) != len(tops):
+        raise BackendError(
+            f"two disks of {vdevs} are one QEMU device; check the domain file", driver=DRIVER
+        )
+    prepared = _switch(disks, requests, planned, qmp, taken)
+    try:
+        by_request = {id(p.request): p for p in prepared}
+        snaps: list[DiskSnapshot] = []
+        for disk, request, (device, kind) in zip(disks, requests, planned, strict=True):
+            if kind is SnapshotKind.INTERNAL:
+                snaps.append(disk.internal_snapshot(request, device))
+            else:
+                snaps.append(disk.finish_external(by_request[id(request)]))
+        return snaps
+    except BaseException as exc:
+        for disk, request in reversed(list(zip(disks, requests, strict=True))):
+            try:
+                disk.abort(request)
+            except Exception as undo:
+                log.exception("disk %s: undoing the switched snapshot failed", disk.vdev)
+                exc.add_note(f"disk {disk.vdev}: undoing it failed too: {undo}")
+        raise
+
+
+def _switch(
+    disks: Sequence[LiveDisk],
+    requests: Sequence[SnapshotRequest],
+    planned: Sequence[tuple[Device, SnapshotKind]],
+    qmp: QMPSession,
+    taken: set[str],
+) -> list[_Prepared]:
+    """Prepare every external snapshot, then run the one transaction; on failure, remove
+    what was prepared (the transaction itself changes all disks or none)."""
+    prepared: list[_Prepared] = []
+    actions: list[dict[str, Any]] = []
+    try:
+        for disk, request, (device, kind) in zip(disks, requests, planned, strict=True):
+            if kind is SnapshotKind.INTERNAL:
+                disk._step("create", f"internal snapshot {request.name!r} of {device.top.name}")
+                actions.append(
+                    {
+                        "type": "blockdev-snapshot-internal-sync",
+                        "data": {"device": device.top.name, "name": request.name},
+                    }
+                )
+            else:
+                actions.append(disk.prepare_external(request, device, taken, prepared))
+        qmp.execute("transaction", {"actions": actions})
+    except BaseException as exc:
+        by_vdev = {d.vdev: d for d in disks}
+        for prep in reversed(prepared):
+            vdev = prep.request.disk.vdev
+            try:
+                by_vdev[vdev].unprepare(prep)
+            except Exception as undo:
+                log.exception("disk %s: undoing a prepared snapshot failed", vdev)
+                exc.add_note(f"disk {vdev}: undoing it failed too: {undo}")
+        raise
+    return prepared
