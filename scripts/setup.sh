@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(qemu-utils qemu-system-x86 python3-venv python3-pip hyperfine)
+APT_PACKAGES=(qemu-utils qemu-system-x86 python3-venv python3-pip hyperfine libvhdi-utils fuse3)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

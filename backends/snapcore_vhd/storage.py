@@ -1,0 +1,719 @@
+"""VHD chains with XAPI's snapshot semantics: the algorithms of the vhd backend.
+
+**Layout.** A disk's path ``P`` always holds the *leaf*, the VHD the domain writes. Taking
+snapshot *name* turns the leaf into a hidden, read-only *base* at the target ``B`` (default
+``<dir>/<stem>.<name>.vhd``) and puts a new, empty leaf over ``B`` at ``P``, so the domain's
+configuration never changes (XAPI's storage manager does the same: hard-link the leaf to the
+base's name, create the child, rename it onto the leaf's name, ``set -f hidden``). A snapshot is
+its base: reverting makes a fresh leaf over the base, whichever snapshot it is, and keeps every
+other snapshot; deleting merges the base away without breaking any chain:
+
+* a base no file depends on is unlinked;
+* a base with one child ``C`` absorbs ``C`` (``coalesce -n C``) and takes its place at ``C``'s
+  path, and ``C``'s children are relinked to it (``modify -p``), journaled in
+  ``<base>.snapcore-merge`` so that an interrupted delete is finished by running it again;
+* a base with several children (the disk was reverted to it and written since) keeps its data
+  for them under a new name, ``<stem>.base-<uuid>.vhd`` (hard link, relink the children,
+  unlink); once one child or none is left, a later delete merges or unlinks it.
+
+A chain is never deeper than ``max_depth`` files (30 by default, XAPI's ``MAX_CHAIN_SIZE``):
+a snapshot of a leaf at that depth is refused in preflight.
+
+**Engines.** Files are changed through :mod:`snapcore_vhd.engine`: vhd-util when installed, the
+native engine otherwise. Which file is whose parent is read natively, read-only.
+
+**Live disks.** When the domain runs (Xen), the leaf is switched inside the coordinator's pause:
+``tap-ctl pause`` the tapdisk serving ``P``, change the files, ``tap-ctl unpause -a vhd:P``; the
+tapdisk reopens ``P``, now the new leaf. A delete whose base is in the running leaf's chain holds
+the tapdisk paused while it merges.
+
+**Crash safety.** Create writes ``B`` as a second name of the leaf (``link``), builds the new
+leaf at ``P.snapcore-new`` and renames it onto ``P``: each step atomic, so :meth:`VhdDisk.abort`
+undoes any prefix of it. Revert builds the new leaf beside ``P`` and renames it. Delete is
+journaled as above; every step can run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from snapcore.context import ProgressCallback
+from snapcore.errors import BackendError, UnsupportedOperationError
+from snapcore.model import (
+    Disk,
+    DiskSnapshot,
+    DomainState,
+    ProgressEvent,
+    SnapshotKind,
+    SnapshotRequest,
+)
+from snapcore_vhd import ops
+from snapcore_vhd.chain import Chain, find_parent
+from snapcore_vhd.engine import Engine
+from snapcore_vhd.errors import VhdError
+from snapcore_vhd.image import VhdImage
+from snapcore_vhd.tap_ctl import PROGRAM as TAP_CTL
+from snapcore_vhd.tap_ctl import TapCtl, Tapdisk
+
+DRIVER: Final = "vhd"
+#: The format name a request may ask for.
+FORMAT: Final = "vhd"
+#: XAPI's ``MAX_CHAIN_SIZE``: the deepest chain a snapshot may make.
+DEFAULT_MAX_DEPTH: Final = 30
+#: The new leaf is built here, beside the disk, then renamed onto it.
+TMP_SUFFIX: Final = ".snapcore-new"
+#: The journal of a merge, beside the base being merged away.
+JOURNAL_SUFFIX: Final = ".snapcore-merge"
+#: Infix of the name a base with several children is kept under once its snapshot is deleted.
+RETIRED_INFIX: Final = ".base-"
+#: File names that may reach vhd-util and tap-ctl: ASCII (blktap converts names to ASCII),
+#: not an option, no separators or spaces.
+_SAFE_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
+_MAX_GC_ROUNDS: Final = 64
+
+
+def default_target(path: str, name: str) -> str:
+    """Where the base of snapshot *name* of leaf *path* goes when no target is given."""
+    path = os.path.abspath(path)
+    stem = os.path.basename(path).removesuffix(".vhd")
+    return os.path.join(os.path.dirname(path), f"{stem}.{name}.vhd")
+
+
+def tmp_path(path: str) -> str:
+    """The scratch leaf written before it replaces the leaf at *path*."""
+    return os.path.abspath(path) + TMP_SUFFIX
+
+
+def path_problem(path: str, what: str) -> str | None:
+    """Why *path* may not reach a vhd-util or tap-ctl command line, or ``None``."""
+    if not path or "\0" in path or "\n" in path:
+        return f"{what} {path!r} is empty or holds a control character"
+    if not os.path.isabs(path):
+        return f"{what} {path} is not an absolute path"
+    name = os.path.basename(path)
+    if not _SAFE_NAME.fullmatch(name):
+        return (
+            f"{what} {path}: its file name must be ASCII letters, digits and '._+-', "
+            "not starting with '-' or '.' (blktap stores parent names in ASCII)"
+        )
+    return None
+
+
+def _key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _same_file(a: str, b: str) -> bool:
+    ka = _key(a)
+    return ka is not None and ka == _key(b)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    _fsync_dir(path)
+
+
+def _copy_mode(source: str, dest: str) -> None:
+    st = os.stat(source)
+    os.chmod(dest, st.st_mode & 0o7777)
+    dst = os.stat(dest)
+    if (dst.st_uid, dst.st_gid) != (st.st_uid, st.st_gid):
+        os.chown(dest, st.st_uid, st.st_gid)
+
+
+# -- the tree of a disk ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One VHD file of a disk's tree."""
+
+    path: str
+    key: tuple[int, int]
+    parent: tuple[int, int] | None
+    parent_path: str | None
+    hidden: bool
+    #: the file's size on disk
+    size: int
+    uuid: str
+    #: why the file (or the way to its parent) cannot be read, if it cannot
+    error: str | None = None
+
+
+class Tree:
+    """The VHD files reachable from some seeds (and found in some directories), with their
+    parents: enough to tell which files depend on which. Read-only.
+
+    Files are identified by inode, so the two names of a hard-linked base are one node.
+    """
+
+    def __init__(self, seeds: Iterable[str], scan_dirs: Iterable[str] = ()):
+        self.nodes: dict[tuple[int, int], Node] = {}
+        queue = [os.path.abspath(p) for p in seeds]
+        for folder in dict.fromkeys(scan_dirs):
+            with contextlib.suppress(OSError):
+                queue += sorted(
+                    os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".vhd")
+                )
+        while queue:
+            path = queue.pop(0)
+            key = _key(path)
+            if key is None or key in self.nodes:
+                continue
+            node = self._read(path, key)
+            self.nodes[key] = node
+            if node.parent_path is not None:
+                queue.append(node.parent_path)
+
+    @staticmethod
+    def _read(path: str, key: tuple[int, int]) -> Node:
+        try:
+            with VhdImage(path, headers_only=True) as image:
+                parent_path = None
+                if image.differencing:
+                    header = image.header
+                    assert header is not None
+                    parent_path = os.path.abspath(find_parent(image))
+                return Node(
+                    path=path,
+                    key=key,
+                    parent=_key(parent_path) if parent_path else None,
+                    parent_path=parent_path,
+                    hidden=image.hidden,
+                    size=os.path.getsize(path),
+                    uuid=image.footer.uuid_str,
+                )
+        except (VhdError, OSError) as exc:
+            message = str(exc) if isinstance(exc, VhdError) else f"{path}: {exc.strerror}"
+            return Node(path, key, None, None, False, 0, "", error=message)
+
+    def node(self, path: str) -> Node | None:
+        key = _key(path)
+        return self.nodes.get(key) if key else None
+
+    def children(self, node: Node) -> list[Node]:
+        return sorted(
+            (n for n in self.nodes.values() if n.parent == node.key), key=lambda n: n.path
+        )
+
+    def ancestors(self, path: str) -> list[Node]:
+        """The parents of *path*, nearest first."""
+        out: list[Node] = []
+        node = self.node(path)
+        seen: set[tuple[int, int]] = set()
+        while node is not None and node.parent is not None and node.parent not in seen:
+            seen.add(node.parent)
+            node = self.nodes.get(node.parent)
+            if node is not None:
+                out.append(node)
+        return out
+
+
+# -- the disk -------------------------------------------------------------------------------
+
+
+class VhdDisk:
+    """The vhd operations on one disk (``vdev``) of a domain.
+
+    Every method may raise :class:`~snapcore.errors.CommandError` (a tool failed),
+    :class:`~snapcore_vhd.errors.VhdError` (a file the native engine cannot use), :class:`OSError`
+    or :class:`~snapcore.errors.BackendError`; the plugin attributes them to the disk. The
+    ``*_check`` methods change nothing and report problems as blockers instead of raising.
+    """
+
+    def __init__(
+        self,
+        *,
+        vdev: str,
+        engine: Engine,
+        tap: TapCtl,
+        hypervisor: str,
+        state: DomainState,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        log: logging.Logger,
+        progress: ProgressCallback,
+    ):
+        self.vdev = vdev
+        self.engine = engine
+        self.tap = tap
+        self.hypervisor = hypervisor
+        self.state = state
+        self.max_depth = max_depth
+        self.log = log
+        self._progress = progress
+
+    @property
+    def live(self) -> bool:
+        return self.state is not DomainState.SHUTOFF
+
+    def _error(self, message: str) -> BackendError:
+        return BackendError(message, driver=DRIVER, vdev=self.vdev)
+
+    def _step(self, step: str, message: str) -> None:
+        self.log.info("disk %s: %s", self.vdev, message)
+        self._progress(ProgressEvent(step=step, vdev=self.vdev, message=message))
+
+    # -- live switching ---------------------------------------------------------------------
+
+    def _live_blockers(self, path: str) -> list[str]:
+        if not self.live:
+            return []
+        if self.hypervisor != "xen":
+            return [
+                f"the domain is {self.state} under {self.hypervisor!r}; a running VHD disk can "
+                "only be switched by tapdisk, in a Xen domain"
+            ]
+        if shutil.which(TAP_CTL) is None:
+            return [f"the domain is {self.state} and {TAP_CTL} is not installed (blktap)"]
+        if self.tap.find(path) is None:
+            return [
+                f"the domain is {self.state} but no tapdisk serves {path} "
+                f"({TAP_CTL} list -f {path} shows none)"
+            ]
+        return []
+
+    @contextlib.contextmanager
+    def _held(self, path: str, hold: bool = True) -> Iterator[None]:
+        """With the domain running: the tapdisk serving *path* paused, and on exit unpaused
+        on *path* (``-a vhd:PATH``), whatever *path* holds by then."""
+        if not (self.live and hold):
+            yield
+            return
+        tap: Tapdisk | None = self.tap.find(path)
+        if tap is None:
+            raise self._error(f"no tapdisk serves {path}; cannot switch a running disk")
+        self._step("tapdisk", f"pause tapdisk {tap.pid} minor {tap.minor}")
+        self.tap.pause(tap)
+        try:
+            yield
+        finally:
+            self._step("tapdisk", f"unpause tapdisk {tap.pid} minor {tap.minor} on {path}")
+            self.tap.unpause(tap, path)
+
+    # -- checks shared by the operations ------------------------------------------------------
+
+    def _chain_blockers(self, path: str) -> tuple[list[str], int]:
+        """What is wrong with the chain of *path*, and its depth (0 when unreadable)."""
+        try:
+            with Chain(path) as chain:
+                depth = chain.depth
+        except VhdError as exc:
+            return [str(exc)], 0
+        except OSError as exc:
+            return [f"{path}: {exc.strerror}"], 0
+        problems = self.engine.check(path)
+        return [f"{path}: {p}" for p in problems], depth
+
+    # -- create -----------------------------------------------------------------------------
+
+    def target(self, request: SnapshotRequest) -> str:
+        return request.target or default_target(request.disk.path, request.name)
+
+    def create_check(self, request: SnapshotRequest) -> list[str]:
+        """Blockers for :meth:`create`; changes nothing."""
+        blockers: list[str] = []
+        path = os.path.abspath(request.disk.path)
+        if request.kind not in (None, SnapshotKind.EXTERNAL):
+            blockers.append(
+                f"a VHD snapshot is a base file under the new leaf (external), not {request.kind}"
+            )
+        if request.format not in (None, FORMAT):
+            blockers.append(f"a VHD disk's snapshot is a VHD, not {request.format}")
+        blockers += [p for p in (path_problem(path, "the disk"),) if p]
+        if blockers:
+            return blockers
+        if not os.path.isfile(path):
+            return [f"{path} does not exist or is not a file"]
+        problems, depth = self._chain_blockers(path)
+        if problems:
+            return problems
+        info = self.engine.query(path)
+        if info.hidden:
+            blockers.append(f"{path} is marked hidden: it is a base, not a disk's leaf")
+        if depth >= self.max_depth:
+            blockers.append(
+                f"the VHD chain of {path} is {depth} files deep and the limit is "
+                f"{self.max_depth} (as XAPI's); delete a snapshot of this disk first"
+            )
+        blockers += self._target_blockers(path, self.target(request))
+        blockers += self._live_blockers(path)
+        return blockers
+
+    def _target_blockers(self, path: str, target: str) -> list[str]:
+        problem = path_problem(target, "the snapshot target")
+        if problem:
+            return [problem]
+        blockers: list[str] = []
+        folder = os.path.dirname(target)
+        if os.path.lexists(target):
+            blockers.append(f"the snapshot target {target} already exists")
+        if not os.path.isdir(folder):
+            return [*blockers, f"the directory of the snapshot target {target} does not exist"]
+        if os.stat(folder).st_dev != os.stat(path).st_dev:
+            blockers.append(
+                f"the snapshot target {target} is on another file system than {path}; the "
+                "leaf becomes the base by a hard link, which needs one file system"
+            )
+        for d in sorted({folder, os.path.dirname(path)}):
+            if not os.access(d, os.W_OK | os.X_OK):
+                blockers.append(f"the directory {d} is not writable")
+        if os.path.lexists(tmp_path(path)):
+            blockers.append(f"{tmp_path(path)} exists (left by an interrupted command?)")
+        return blockers
+
+    def create(self, request: SnapshotRequest) -> DiskSnapshot:
+        """Turn the leaf into base ``B`` and put a new leaf over it at the disk's path.
+
+        Failure guarantee: when it raises, :meth:`abort` has run, so the disk is as before.
+        """
+        path = os.path.abspath(request.disk.path)
+        target = self.target(request)
+        for problem in (path_problem(path, "the disk"), path_problem(target, "the target")):
+            if problem:
+                raise self._error(problem)
+        if os.path.lexists(target):
+            raise self._error(f"the snapshot target {target} already exists")
+        with self._held(path):
+            try:
+                self._step("create", f"{path} becomes base {target}; a new leaf takes its place")
+                os.link(path, target)
+                _fsync_dir(target)
+                tmp = tmp_path(path)
+                _remove(tmp)
+                self.engine.snapshot(tmp, target)
+                _copy_mode(path, tmp)
+                os.replace(tmp, path)
+                _fsync_dir(path)
+                self.engine.set_hidden(target, True)
+            except BaseException:
+                try:
+                    self._abort(path, target)
+                except Exception:
+                    self.log.exception("disk %s: undoing the failed create failed", self.vdev)
+                raise
+        info = self.engine.query(target)
+        return DiskSnapshot(
+            vdev=self.vdev,
+            path=request.disk.path,
+            driver=DRIVER,
+            kind=SnapshotKind.EXTERNAL,
+            name=request.name,
+            locator=target,
+            size=info.physical_size,
+            extra={"engine": self.engine.name},
+        )
+
+    def abort(self, request: SnapshotRequest) -> bool:
+        """Undo :meth:`create` from whatever point it reached; idempotent."""
+        path = os.path.abspath(request.disk.path)
+        target = self.target(request)
+        with self._held(path, hold=os.path.lexists(target) and not _same_file(path, target)):
+            self._abort(path, target)
+        return True
+
+    def _abort(self, path: str, target: str) -> None:
+        _remove(tmp_path(path))
+        if not os.path.lexists(target):
+            return
+        if _same_file(path, target):
+            self._step("abort", f"remove {target}, a second name of {path}")
+            _remove(target)
+            return
+        tree = Tree([path, target])
+        leaf, base = tree.node(path), tree.node(target)
+        if leaf is None or base is None or leaf.parent != base.key:
+            raise self._error(
+                f"cannot undo the snapshot: {path} is not a child of {target}, so {target} "
+                "was not made by this create; left as it is"
+            )
+        if tree.children(base) != [leaf]:
+            raise self._error(f"cannot undo the snapshot: other files depend on {target}")
+        if ops.query(path, depth=False).allocated:
+            self._step("abort", f"merge {path} back into {target}")
+            self.engine.coalesce(path)
+        self.engine.set_hidden(target, False)
+        _copy_mode(path, target)
+        os.replace(target, path)
+        _fsync_dir(path)
+        self._step("abort", f"{target} is the leaf {path} again")
+
+    # -- revert -----------------------------------------------------------------------------
+
+    def revert_check(self, snapshot: DiskSnapshot) -> list[str]:
+        """Blockers for :meth:`revert`; changes nothing."""
+        base = os.path.abspath(snapshot.locator)
+        path = os.path.abspath(snapshot.path)
+        blockers = [p for p in (path_problem(path, "the disk"),) if p]
+        if blockers:
+            return blockers
+        if not os.path.isfile(base):
+            return [f"the snapshot's base {base} is gone"]
+        problems, depth = self._chain_blockers(base)
+        if problems:
+            return problems
+        if depth + 1 > self.max_depth:
+            blockers.append(
+                f"a leaf over {base} would make a chain {depth + 1} files deep; the limit is "
+                f"{self.max_depth}"
+            )
+        if os.path.exists(path):
+            tree = Tree([path], [os.path.dirname(path)])
+            leaf = tree.node(path)
+            if leaf is not None and tree.children(leaf):
+                names = ", ".join(c.path for c in tree.children(leaf))
+                blockers.append(f"{path} has children ({names}); replacing it would orphan them")
+        folder = os.path.dirname(path)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            blockers.append(f"the directory {folder} is not writable")
+        return blockers
+
+    def revert(self, snapshot: DiskSnapshot) -> bool:
+        """A fresh leaf over the snapshot's base replaces the leaf; every base is kept."""
+        base = os.path.abspath(snapshot.locator)
+        path = os.path.abspath(snapshot.path)
+        problem = path_problem(path, "the disk")
+        if problem:
+            raise self._error(problem)
+        if not os.path.isfile(base):
+            raise self._error(f"the snapshot's base {base} is gone")
+        tmp = tmp_path(path)
+        _remove(tmp)
+        self._step("revert", f"new leaf over {base} at {path}")
+        try:
+            self.engine.snapshot(tmp, base)
+            if os.path.exists(path):
+                _copy_mode(path, tmp)
+            os.replace(tmp, path)
+            _fsync_dir(path)
+        except BaseException:
+            _remove(tmp)
+            raise
+        return True
+
+    # -- delete -----------------------------------------------------------------------------
+
+    def _tree(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> Tree:
+        seeds = [snapshot.path, snapshot.locator] + [o.locator for o in others]
+        dirs = [os.path.dirname(os.path.abspath(p)) for p in seeds]
+        return Tree(seeds, dirs)
+
+    @staticmethod
+    def _mine(
+        tree: Tree, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]
+    ) -> set[tuple[int, int]]:
+        """The files of this disk: its leaf, its snapshots' bases, and their ancestors. Files
+        of other disks in the same directories (another disk cloned from a snapshot, say) are
+        never merged, relinked or collected by this disk's deletes."""
+        mine: set[tuple[int, int]] = set()
+        for path in (snapshot.path, snapshot.locator, *(o.locator for o in others)):
+            node = tree.node(path)
+            if node is not None:
+                mine.add(node.key)
+                mine.update(n.key for n in tree.ancestors(path))
+        return mine
+
+    def _foreign_children(
+        self, tree: Tree, node: Node, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]
+    ) -> list[str]:
+        mine = self._mine(tree, snapshot, others)
+        return [
+            f"{child.path} is based on {node.path} but is not a file of this disk (another "
+            "disk made from this snapshot?); delete refused so as not to change it"
+            for child in tree.children(node)
+            if child.key not in mine
+        ]
+
+    def delete_check(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> list[str]:
+        """Blockers for :meth:`delete`; changes nothing. A snapshot already gone is none."""
+        base = os.path.abspath(snapshot.locator)
+        if not os.path.lexists(base) or os.path.exists(base + JOURNAL_SUFFIX):
+            return []
+        tree = self._tree(snapshot, others)
+        node = tree.node(base)
+        if node is None:
+            return []
+        if node.error:
+            return [node.error]
+        blockers = self._foreign_children(tree, node, snapshot, others)
+        for child in tree.children(node):
+            if child.error:
+                blockers.append(f"{child.path} depends on {base} but cannot be read: {child.error}")
+            problem = path_problem(child.path, "a file depending on the snapshot")
+            if problem:
+                blockers.append(problem)
+        leaf = os.path.abspath(snapshot.path)
+        if self.live and node in tree.ancestors(leaf):
+            blockers += self._live_blockers(leaf)
+        return blockers
+
+    def delete(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> bool:
+        """Merge the snapshot's base away; every other snapshot and the current data are kept.
+        Idempotent: an interrupted delete is finished by running it again."""
+        base = os.path.abspath(snapshot.locator)
+        leaf = os.path.abspath(snapshot.path)
+        journal = base + JOURNAL_SUFFIX
+        hold = self.live and os.path.exists(leaf)
+        if os.path.exists(journal):
+            with self._held(leaf, hold):
+                self._resume(journal)
+        if os.path.lexists(base):
+            tree = self._tree(snapshot, others)
+            node = tree.node(base)
+            if node is not None:
+                if node.error:
+                    raise self._error(node.error)
+                foreign = self._foreign_children(tree, node, snapshot, others)
+                if foreign:
+                    raise self._error("; ".join(foreign))
+                in_chain = node in tree.ancestors(leaf)
+                with self._held(leaf, hold and in_chain):
+                    self._delete_node(tree, node)
+        self._collect(snapshot, others)
+        return True
+
+    def _delete_node(self, tree: Tree, node: Node) -> None:
+        children = tree.children(node)
+        if not children:
+            self._step("delete", f"unlink {node.path}: no file depends on it")
+            _remove(node.path)
+        elif len(children) == 1:
+            child = children[0]
+            grandchildren = [g.path for g in tree.children(child)]
+            self._merge(node.path, child.path, grandchildren, child.hidden)
+        else:
+            self._retire(node, children)
+
+    def _merge(self, node: str, child: str, grandchildren: list[str], hidden: bool) -> None:
+        journal = node + JOURNAL_SUFFIX
+        data = {"node": node, "child": child, "grandchildren": grandchildren, "hidden": hidden}
+        tmp = journal + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, journal)
+        _fsync_dir(journal)
+        self._resume(journal)
+
+    def _resume(self, journal: str) -> None:
+        """Carry out (or finish) the merge journaled in *journal*, then remove it."""
+        with open(journal, encoding="utf-8") as f:
+            data = json.load(f)
+        node, child = str(data["node"]), str(data["child"])
+        grandchildren = [str(g) for g in data["grandchildren"]]
+        for p in (node, child, *grandchildren):
+            problem = path_problem(p, "a file of the merge")
+            if problem:
+                raise self._error(f"journal {journal}: {problem}")
+        if os.path.exists(node) and not _same_file(node, child):
+            self._step("delete", f"merge {child} into {node}, which then takes its place")
+            self.engine.coalesce(child)
+            self.engine.set_hidden(node, bool(data["hidden"]))
+            _copy_mode(child, node)
+            os.replace(node, child)
+            _fsync_dir(child)
+        for grandchild in grandchildren:
+            if os.path.exists(grandchild):
+                self._step("delete", f"relink {grandchild} to {child}")
+                self.engine.set_parent(grandchild, child)
+        _remove(journal)
+
+    def _retire(self, node: Node, children: list[Node]) -> None:
+        folder = os.path.dirname(node.path)
+        stem = os.path.basename(node.path).removesuffix(".vhd").split(RETIRED_INFIX)[0]
+        keep = os.path.join(folder, f"{stem}{RETIRED_INFIX}{node.uuid}.vhd")
+        self._step("delete", f"{node.path} is needed by {len(children)} files: kept as {keep}")
+        if not os.path.lexists(keep):
+            os.link(node.path, keep)
+            _fsync_dir(keep)
+        elif not _same_file(keep, node.path):
+            raise self._error(f"{keep} exists and is another file")
+        for child in children:
+            self.engine.set_parent(child.path, keep)
+        _remove(node.path)
+
+    def _collect(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> None:
+        """Merge or unlink kept bases (``*.base-UUID.vhd``) left with one child or none."""
+        leaf = os.path.abspath(snapshot.path)
+        for _ in range(_MAX_GC_ROUNDS):
+            tree = self._tree(snapshot, others)
+            mine = self._mine(tree, snapshot, others)
+            retired = [
+                n
+                for n in tree.nodes.values()
+                if n.key in mine
+                and RETIRED_INFIX in os.path.basename(n.path)
+                and n.error is None
+                and n.hidden
+                and all(c.key in mine for c in tree.children(n))
+            ]
+            for journal in {n.path + JOURNAL_SUFFIX for n in retired}:
+                if os.path.exists(journal):
+                    self._resume(journal)
+            done = False
+            for node in retired:
+                if len(tree.children(node)) <= 1 and os.path.exists(node.path):
+                    in_chain = node in tree.ancestors(leaf)
+                    with self._held(leaf, self.live and in_chain and os.path.exists(leaf)):
+                        self._delete_node(tree, node)
+                    done = True
+                    break
+            if not done:
+                return
+
+    # -- list -------------------------------------------------------------------------------
+
+    def list_snapshots(self, disk: Disk, known: Sequence[DiskSnapshot]) -> list[DiskSnapshot]:
+        """The bases in the leaf's chain, and the recorded snapshots whose base exists."""
+        leaf = os.path.abspath(disk.path)
+        recorded = {_key(k.locator): k for k in known if _key(k.locator) is not None}
+        tree = Tree([leaf, *(k.locator for k in known)])
+        out: list[DiskSnapshot] = []
+        seen: set[tuple[int, int]] = set()
+        candidates = tree.ancestors(leaf) + [
+            n for k in known if (n := tree.node(k.locator)) is not None
+        ]
+        for node in candidates:
+            if node.key in seen or node.error or node.key == _key(leaf):
+                continue
+            seen.add(node.key)
+            record = recorded.get(node.key)
+            out.append(
+                DiskSnapshot(
+                    vdev=disk.vdev,
+                    path=disk.path,
+                    driver=DRIVER,
+                    kind=SnapshotKind.EXTERNAL,
+                    name=record.name if record else os.path.basename(node.path),
+                    locator=record.locator if record else node.path,
+                    size=node.size,
+                )
+            )
+        return out
+
+
+def unsupported(message: str, vdev: str) -> UnsupportedOperationError:
+    return UnsupportedOperationError(message, driver=DRIVER, vdev=vdev)

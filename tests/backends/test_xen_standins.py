@@ -1,0 +1,399 @@
+"""The xen hypervisor plugin and the vhd backend's live path, through stand-ins.
+
+Xen's ``xl`` and blktap's ``vhd-util`` and ``tap-ctl`` cannot run on this machine (not packaged
+for Debian 12), so these tests put the stand-in executables of ``tests/standins`` first on
+``PATH``: they reproduce the real tools' command lines and output formats, keep the domains and
+tapdisks they pretend to run in JSON files, work on the real VHD files, and record every argv.
+The tests assert the exact command sequences snapcore runs, and the files and states left.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import snapcore_vhd.plugin
+import snapcore_xen.plugin
+from snapcore import cli
+from snapcore.context import HookContext
+from snapcore.errors import ConfigError, DomainStateError
+from snapcore.model import Disk, Domain, DomainState, SnapshotRequest
+from snapcore.plugins import load_plugins
+from snapcore_vhd import ops
+from snapcore_vhd.chain import Chain
+from snapcore_xen.xl import DomainConfig, ListedDomain
+from tests.standins import StandIns
+
+MiB = 1024 * 1024
+
+
+def put(path: Path | str, offset: int, data: bytes) -> None:
+    with Chain(str(path), writable=True) as chain:
+        chain.write(offset, data)
+
+
+def get(path: Path | str, offset: int, length: int) -> bytes:
+    with Chain(str(path)) as chain:
+        return chain.read(offset, length)
+
+
+def libxl_config(name: str, disks: list[tuple[str, str, str]]) -> dict[str, object]:
+    """A libxl domain configuration as ``xl list -l`` shows it (trimmed to what matters)."""
+    return {
+        "c_info": {"type": "hvm", "name": name, "uuid": "4e0a8f4c-6b53-4a6e-9d43-2a1b2c3d4e5f"},
+        "b_info": {"max_vcpus": 2, "target_memkb": 524288, "max_memkb": 524288},
+        "disks": [
+            {
+                "backend_domid": 0,
+                "pdev_path": path,
+                "vdev": vdev,
+                "backend": "tap",
+                "format": fmt,
+                "script": None,
+                "removable": 0,
+                "readwrite": 1,
+                "is_cdrom": 0,
+            }
+            for path, vdev, fmt in disks
+        ],
+        "on_reboot": "restart",
+    }
+
+
+class XenHost:
+    """A host with the stand-ins: one running Xen domain ``vm1`` with one VHD disk served by
+    a tapdisk, and its domain file."""
+
+    def __init__(self, tmp_path: Path, standins: StandIns):
+        self.tmp = tmp_path
+        self.standins = standins
+        self.state = tmp_path / "state"
+        self.disk = tmp_path / "xvda.vhd"
+        ops.create_dynamic(str(self.disk), 8 * MiB)
+        put(self.disk, 0, b"A" * 4096)
+        self.domain = tmp_path / "vm1.toml"
+        self.domain.write_text(
+            'name = "vm1"\nhypervisor = "xen"\n'
+            f'[[disk]]\nvdev = "xvda"\npath = "{self.disk}"\ndriver = "vhd"\n'
+        )
+        standins.write_state(
+            "xl.json",
+            {
+                "next_domid": 8,
+                "domains": {
+                    "vm1": {
+                        "domid": 7,
+                        "paused": False,
+                        "config": libxl_config("vm1", [(str(self.disk), "xvda", "vhd")]),
+                    }
+                },
+            },
+        )
+        standins.add_tapdisk(str(self.disk))
+
+    def cli(self, *args: str) -> int:
+        return cli.main(["--state-dir", str(self.state), *args])
+
+    def xl_domains(self) -> dict[str, dict[str, object]]:
+        data = self.standins.read_state("xl.json")
+        return dict(data["domains"])
+
+
+@pytest.fixture
+def standins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StandIns:
+    return StandIns.install(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def host(tmp_path: Path, standins: StandIns) -> XenHost:
+    return XenHost(tmp_path, standins)
+
+
+def test_live_disk_only_checkpoint_argv(host: XenHost, capsys: pytest.CaptureFixture[str]) -> None:
+    """The exact commands of a disk-only checkpoint of a running Xen domain: xl pause, tap-ctl
+    pause, vhd-util snapshot (and hidden flag), tap-ctl unpause -a onto the new leaf, xl
+    unpause."""
+    assert host.cli("snapshot-create", "-D", "-n", "s1", str(host.domain)) == 0, (
+        capsys.readouterr().err
+    )
+    disk, base = str(host.disk), str(host.tmp / "xvda.s1.vhd")
+    new = disk + ".snapcore-new"
+    pause = ("tap-ctl", "pause", "-p", "4242", "-m", "0")
+    unpause = ("tap-ctl", "unpause", "-p", "4242", "-m", "0", "-a", f"vhd:{disk}")
+    assert host.standins.calls() == [
+        ("xl", "list", "vm1"),
+        ("xl", "list", "-l", "vm1"),
+        ("vhd-util", "check", "-n", disk, "-p"),
+        ("vhd-util", "query", "-n", disk, "-v", "-s", "-p", "-f", "-d"),
+        ("tap-ctl", "list", "-f", disk),
+        ("xl", "pause", "vm1"),
+        ("tap-ctl", "list", "-f", disk),
+        pause,
+        ("vhd-util", "snapshot", "-n", new, "-p", base, "-e"),
+        ("vhd-util", "set", "-n", base, "-f", "hidden", "-v", "1"),
+        unpause,
+        ("vhd-util", "query", "-n", base, "-v", "-s", "-p", "-f", "-d"),
+        ("xl", "unpause", "vm1"),
+    ]
+    changes = [c for c in host.standins.calls() if c[1] in ("pause", "unpause", "snapshot", "set")]
+    assert changes == [
+        ("xl", "pause", "vm1"),
+        pause,
+        ("vhd-util", "snapshot", "-n", new, "-p", base, "-e"),
+        ("vhd-util", "set", "-n", base, "-f", "hidden", "-v", "1"),
+        unpause,
+        ("xl", "unpause", "vm1"),
+    ]
+    assert host.standins.tapdisks() == [
+        {"pid": 4242, "minor": 0, "state": 0, "type": "vhd", "path": disk}
+    ]
+    assert host.xl_domains()["vm1"]["paused"] is False
+    assert ops.query(disk).parent == base
+    assert ops.query(base).hidden
+    assert get(disk, 0, 4096) == b"A" * 4096
+
+
+def test_live_checkpoint_with_memory_and_revert(
+    host: XenHost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With memory (hook API 1.1 order): xl pause, the disk switch, xl save -p, xl unpause.
+    Reverting to it: xl destroy, a fresh leaf over the base, xl restore (running, as saved)."""
+    assert host.cli("snapshot-create", "-n", "m1", str(host.domain)) == 0, capsys.readouterr().err
+    calls = host.standins.calls()
+    memory = next(c for c in calls if c[:2] == ("xl", "save"))
+    image = memory[4]
+    assert memory == ("xl", "save", "-p", "vm1", image)
+    order = [c[:2] for c in calls if c[1] in ("save", "pause", "snapshot", "unpause")]
+    assert order == [
+        ("xl", "pause"),
+        ("tap-ctl", "pause"),
+        ("vhd-util", "snapshot"),
+        ("tap-ctl", "unpause"),
+        ("xl", "save"),
+        ("xl", "unpause"),
+    ]
+    assert Path(image).read_bytes().startswith(b"Xen saved domain, xl format")
+    assert host.xl_domains()["vm1"]["paused"] is False
+    put(host.disk, 0, b"B" * 4096)
+    host.standins.clear()
+    assert host.cli("snapshot-revert", "-n", "m1", str(host.domain)) == 0, capsys.readouterr().err
+    calls = host.standins.calls()
+    destroy = calls.index(("xl", "destroy", "vm1"))
+    snapshot = next(i for i, c in enumerate(calls) if c[:2] == ("vhd-util", "snapshot"))
+    assert destroy < snapshot
+    assert calls[-1] == ("xl", "restore", image)
+    assert get(host.disk, 0, 4096) == b"A" * 4096
+    assert host.xl_domains()["vm1"]["paused"] is False
+    assert [t["path"] for t in host.standins.tapdisks()] == [str(host.disk)]
+
+
+def test_memory_of_a_paused_pvh_guest_fails_cleanly(
+    host: XenHost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """libxl cannot suspend a paused PVH guest (it must answer the request itself): the save
+    fails, the disk snapshot is undone, the domain runs again. The limit docs/vhd.md names."""
+    data = host.standins.read_state("xl.json")
+    data["domains"]["vm1"]["config"]["c_info"]["type"] = "pvh"
+    host.standins.write_state("xl.json", data)
+    before = host.disk.read_bytes()
+    assert host.cli("snapshot-create", "-n", "m1", str(host.domain)) == 1
+    err = capsys.readouterr().err
+    assert "guest did not suspend" in err or "Failed to save domain" in err
+    assert host.disk.read_bytes() == before
+    assert not (host.tmp / "xvda.m1.vhd").exists()
+    assert not list((host.state).rglob("m1.img"))
+    assert host.xl_domains()["vm1"]["paused"] is False
+    assert host.standins.tapdisks()[0]["state"] == 0
+
+
+def test_preflight_compares_the_domain_file_with_xl(
+    host: XenHost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = host.tmp / "other.vhd"
+    ops.create_dynamic(str(other), 8 * MiB)
+    host.domain.write_text(
+        'name = "vm1"\nhypervisor = "xen"\n'
+        f'[[disk]]\nvdev = "xvda"\npath = "{other}"\ndriver = "vhd"\n'
+    )
+    assert host.cli("snapshot-create", "-D", "-n", "s1", str(host.domain)) == 2
+    err = capsys.readouterr().err
+    assert f"the domain file says {other} but xl has {host.disk} open" in err
+    assert not any(c[1] in ("pause", "snapshot") for c in host.standins.calls())
+
+
+def test_failed_snapshot_unpauses_everything_and_keeps_the_disk(
+    host: XenHost, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = host.disk.read_bytes()
+    monkeypatch.setenv("SNAPCORE_STANDIN_FAIL", "vhd-util snapshot")
+    assert host.cli("snapshot-create", "-D", "-n", "s1", str(host.domain)) == 1
+    err = capsys.readouterr().err
+    assert "failed and was undone" in err
+    calls = host.standins.calls()
+    assert calls[-2:] == [
+        ("tap-ctl", "unpause", "-p", "4242", "-m", "0", "-a", f"vhd:{host.disk}"),
+        ("xl", "unpause", "vm1"),
+    ]
+    assert host.disk.read_bytes() == before
+    assert not (host.tmp / "xvda.s1.vhd").exists()
+    assert host.standins.tapdisks()[0]["state"] == 0
+    assert host.xl_domains()["vm1"]["paused"] is False
+
+
+def test_running_disk_without_tapdisk_is_refused(
+    host: XenHost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host.standins.write_state("tapdisks.json", [])
+    before = host.disk.read_bytes()
+    assert host.cli("snapshot-create", "-D", "-n", "s1", str(host.domain)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "no tapdisk serves" in err
+    assert host.disk.read_bytes() == before
+    assert not any(c[1] in ("pause", "snapshot") for c in host.standins.calls())
+
+
+def test_a_running_qemu_domain_cannot_switch_a_vhd(tmp_path: Path) -> None:
+    path = tmp_path / "xvda.vhd"
+    ops.create_dynamic(str(path), 4 * MiB)
+    disk = Disk(vdev="xvda", path=str(path), driver="vhd", options={"engine": "native"})
+    ctx = HookContext(
+        domain=Domain(name="q1", disks=(disk,), hypervisor="qemu"), state=DomainState.RUNNING
+    )
+    blockers = snapcore_vhd.plugin.disk_snapshot_create_check(
+        request=SnapshotRequest(disk=disk, name="s"), ctx=ctx
+    )
+    assert blockers is not None
+    assert any("only be switched by tapdisk, in a Xen domain" in b for b in blockers)
+
+
+# -- the xen plugin's hooks -------------------------------------------------------------------
+
+
+def _ctx(host: XenHost) -> HookContext:
+    disk = Disk(vdev="xvda", path=str(host.disk), driver="vhd")
+    return HookContext(domain=Domain(name="vm1", disks=(disk,), hypervisor="xen"))
+
+
+def test_state_from_xl_list(host: XenHost, standins: StandIns) -> None:
+    ctx = _ctx(host)
+    assert snapcore_xen.plugin.domain_state(ctx=ctx) is DomainState.RUNNING
+    assert snapcore_xen.plugin.domain_pause(ctx=ctx) is True
+    assert snapcore_xen.plugin.domain_state(ctx=ctx) is DomainState.PAUSED
+    assert snapcore_xen.plugin.domain_resume(ctx=ctx) is True
+    assert snapcore_xen.plugin.domain_state(ctx=ctx) is DomainState.RUNNING
+    assert snapcore_xen.plugin.domain_stop(ctx=ctx) is True
+    assert snapcore_xen.plugin.domain_state(ctx=ctx) is DomainState.SHUTOFF
+    assert snapcore_xen.plugin.domain_stop(ctx=ctx) is True, "stopping a stopped domain is fine"
+    assert standins.calls("xl") == [
+        ("xl", "list", "vm1"),
+        ("xl", "pause", "vm1"),
+        ("xl", "list", "vm1"),
+        ("xl", "unpause", "vm1"),
+        ("xl", "list", "vm1"),
+        ("xl", "list", "vm1"),
+        ("xl", "destroy", "vm1"),
+        ("xl", "list", "vm1"),
+        ("xl", "list", "vm1"),
+    ]
+    assert standins.tapdisks() == [], "destroying the domain closed its tapdisk"
+
+
+def test_other_hypervisors_are_not_answered(host: XenHost) -> None:
+    ctx = HookContext(domain=Domain(name="vm1", disks=(Disk(vdev="a", path="/x"),)))
+    p = snapcore_xen.plugin
+    assert p.domain_state(ctx=ctx) is None
+    assert p.domain_pause(ctx=ctx) is None
+    assert p.domain_resume(ctx=ctx) is None
+    assert p.domain_stop(ctx=ctx) is None
+    assert p.domain_quiesce(ctx=ctx) is None
+    assert p.domain_thaw(ctx=ctx) is None
+    assert p.domain_memory_save(path="/nonexistent/x", ctx=ctx) is None
+    assert p.domain_disks(ctx=ctx) is None
+    assert host.standins.calls() == []
+
+
+def test_crashed_domain_is_a_state_error(host: XenHost) -> None:
+    with pytest.raises(DomainStateError, match="shutting down, crashed or dying") as info:
+        snapcore_xen.plugin.domain_state(
+            ctx=HookContext(
+                domain=Domain(name="vm1", disks=(Disk(vdev="a", path="/x"),), hypervisor="xen"),
+                run=_fake_list(f"{'vm1':<40} {7:5d} {512:5d} {2:5d}     ---c--  {1.0:8.1f}\n"),
+            )
+        )
+    assert info.value.exit_code == 2
+
+
+def _fake_list(row: str):  # type: ignore[no-untyped-def]
+    from snapcore.testing import RecordingRunner
+
+    runner = RecordingRunner()
+    runner.on(["xl", "list", "vm1"], stdout="Name  ID   Mem VCPUs\tState\tTime(s)\n" + row)
+    return runner
+
+
+def test_missing_xl_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    ctx = HookContext(
+        domain=Domain(name="vm1", disks=(Disk(vdev="a", path="/x"),), hypervisor="xen")
+    )
+    with pytest.raises(ConfigError, match="xl cannot be run"):
+        snapcore_xen.plugin.domain_state(ctx=ctx)
+
+
+def test_memory_save_failure_removes_the_image(
+    host: XenHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SNAPCORE_STANDIN_FAIL", "xl save")
+    image = host.tmp / "mem.img"
+    image_path = str(image)
+    with pytest.raises(Exception, match="xl"):
+        snapcore_xen.plugin.domain_memory_save(path=image_path, ctx=_ctx(host))
+    assert not image.exists()
+
+
+def test_disks_from_libxl_json(host: XenHost) -> None:
+    """xl list -l gives the disks: pdev_path, vdev, and the driver from format."""
+    cfg = libxl_config(
+        "vm1",
+        [
+            (str(host.disk), "xvda", "vhd"),
+            ("/srv/b.qcow2", "xvdb", "qcow2"),
+            ("/dev/x", "xvdc", "raw"),
+        ],
+    )
+    cfg["disks"].append(  # type: ignore[attr-defined]
+        {"pdev_path": "/srv/cd.iso", "vdev": "xvdd", "format": "raw", "readwrite": 0, "is_cdrom": 1}
+    )
+    host.standins.write_state(
+        "xl.json",
+        {"next_domid": 8, "domains": {"vm1": {"domid": 7, "paused": False, "config": cfg}}},
+    )
+    disks = snapcore_xen.plugin.domain_disks(ctx=_ctx(host))
+    assert disks == [
+        Disk(vdev="xvda", path=str(host.disk), driver="vhd"),
+        Disk(vdev="xvdb", path="/srv/b.qcow2", driver="qcow2"),
+        Disk(vdev="xvdc", path="/dev/x", driver=None),
+        Disk(vdev="xvdd", path="/srv/cd.iso", driver=None, readonly=True),
+    ]
+    out = json.loads(json.dumps([{"domid": 7, "config": cfg}]))
+    assert DomainConfig.from_json(out[0]).domid == 7
+
+
+def test_list_table_parsing() -> None:
+    out = (
+        "Name                                        ID   Mem VCPUs\tState\tTime(s)\n"
+        "Domain-0                                     0  4096     4     r-----     120.3\n"
+        "vm1                                          7   512     2     --p---       1.0\n"
+    )
+    row = ListedDomain.parse(out, "vm1")
+    assert row is not None
+    assert (row.domid, row.flags, row.state) == (7, "--p---", DomainState.PAUSED)
+    assert ListedDomain.parse(out, "vm2") is None
+
+
+def test_plugins_load_with_the_stand_ins(standins: StandIns) -> None:
+    plugins = load_plugins(entry_points=False, extra=[("xen", snapcore_xen.plugin)])
+    assert plugins.hypervisor("xen").memory
