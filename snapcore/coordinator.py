@@ -176,14 +176,20 @@ class _GuestHold:
         self.frozen = False
         self.paused = False
 
-    def hold(self, with_memory: bool) -> None:
+    def hold(self, memory_path: str | None) -> MemoryImage | None:
+        """Stop the guest; for a ``memory_first`` hypervisor by saving its memory (returned)."""
+        co = self.co
+        if memory_path and co.plugins.hypervisor(self.ctx.domain.hypervisor).memory_first:
+            memory = co._save_memory(self.ctx, memory_path)
+            self.paused = self.state is DomainState.RUNNING  # the save left it paused
+            return memory
         if self.state is not DomainState.RUNNING:
-            return
-        hook = self.co.hook
-        if not with_memory and self.ctx.domain.qemu.guest_agent:
-            self.frozen = bool(hook.domain_quiesce(ctx=self.ctx))
+            return None
+        if not memory_path and self.ctx.domain.qemu.guest_agent:
+            self.frozen = bool(co.hook.domain_quiesce(ctx=self.ctx))
         self.paused = True  # set first: a pause that fails half-way is still resumed
-        hook.domain_pause(ctx=self.ctx)
+        co.hook.domain_pause(ctx=self.ctx)
+        return None
 
     def _gone(self) -> bool:
         try:
@@ -544,11 +550,11 @@ class Coordinator:
         for req in work.requests:
             groups.setdefault(req.disk.driver or "", []).append(req)
         try:
-            guest.hold(work.memory_path is not None)
+            memory = guest.hold(work.memory_path)
             done_groups, failed = _parallel(list(groups.values()), driver_group)
             if failed:
                 raise _first_error(failed)
-            if work.memory_path:
+            if work.memory_path and memory is None:
                 memory = self._save_memory(ctx, work.memory_path)
         except BaseException as exc:
             leftovers = self._undo_create(ctx, work, started, work.memory_path)

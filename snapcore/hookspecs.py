@@ -353,7 +353,12 @@ def domain_memory_save(path: str, ctx: HookContext) -> MemoryImage | None:
     paused must stay paused. The coordinator calls :func:`domain_resume` afterwards anyway.
     Failure guarantee: when it raises, *path* does not exist.
 
-    .. versionchanged:: 1.1 called after the disk snapshots, with the domain paused.
+    A hypervisor whose :class:`~snapcore.model.HypervisorInfo` sets ``memory_first`` (a guest
+    that must run to be suspended, as Xen PV guests) is called before the disk snapshots
+    instead, with the domain running, and must leave it paused.
+
+    .. versionchanged:: 1.1 called after the disk snapshots, with the domain paused, unless
+       the hypervisor sets ``memory_first``.
 
     :returns: ``None`` if the domain is not yours; otherwise the
         :class:`~snapcore.model.MemoryImage` written.

@@ -430,6 +430,10 @@ class HypervisorInfo:
     name: str
     description: str = ""
     memory: bool = False
+    #: memory must be saved before the disks are snapshotted, with the guest still running
+    #: (Xen PV guests suspend themselves when asked and cannot answer while paused);
+    #: ``domain_memory_save`` then leaves the guest paused for the disk snapshots.
+    memory_first: bool = False
     tools: tuple[str, ...] = ()
     available: bool = True
     unavailable_reason: str | None = None
@@ -439,6 +443,7 @@ class HypervisorInfo:
             "name": self.name,
             "description": self.description,
             "memory": self.memory,
+            "memory_first": self.memory_first,
             "tools": list(self.tools),
             "available": self.available,
             "unavailable_reason": self.unavailable_reason,

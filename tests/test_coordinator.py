@@ -29,7 +29,7 @@ from snapcore.errors import (
     SnapshotNotFoundError,
 )
 from snapcore.hookspecs import hookimpl
-from snapcore.model import Disk, DiskSnapshot, QemuSettings, SnapshotRequest
+from snapcore.model import Disk, DiskSnapshot, HypervisorInfo, QemuSettings, SnapshotRequest
 
 from .fakes import FakeHypervisor, FileBackend
 
@@ -614,3 +614,34 @@ def test_group_hook_takes_every_disk_of_a_driver_in_one_call(
         dom.create(CreateOptions(name="h"))
     assert sorted(v for h, v in backend.calls if h == "abort") == ["vda", "vdb"]
     assert [v.checkpoint.name for v in dom.list()] == ["g"]
+
+
+class MemoryFirstHypervisor(FakeHypervisor):
+    """Like Xen with PV guests: memory is saved first, with the guest running."""
+
+    @hookimpl
+    def hypervisor_info(self) -> HypervisorInfo:
+        return HypervisorInfo(name="fakehv", memory=True, memory_first=True)
+
+
+def test_memory_first_hypervisor_saves_memory_before_the_disks(
+    tmp_path: Path, backend: FileBackend
+) -> None:
+    hv = MemoryFirstHypervisor(timeline=backend.timeline)
+    domain = Domain(
+        name="pv",
+        hypervisor="fakehv",
+        disks=(_disk(tmp_path, "vda", b"A0"), _disk(tmp_path, "vdb", b"B0")),
+    )
+    dom = _handle(tmp_path, domain, ("files", backend), ("fakehv", hv))
+    cp = dom.create(CreateOptions(name="m"))
+    assert cp.memory is not None
+    assert backend.timeline[0] == "memory_save"
+    assert sorted(backend.timeline[1:3]) == ["create vda", "create vdb"]
+    assert backend.timeline[3:] == ["resume"]
+    backend.timeline.clear()
+    backend.fail["create", "vdb"] = "no space"
+    with pytest.raises(OperationFailedError):
+        dom.create(CreateOptions(name="n"))
+    assert backend.timeline[-1] == "resume"
+    assert not any(p.name == "n.img" for p in dom.store.memory_dir.iterdir())

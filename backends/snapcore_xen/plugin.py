@@ -42,6 +42,7 @@ MEMORY_FORMAT: Final = "xl-save"
 def hypervisor_info() -> HypervisorInfo:
     found = shutil.which(PROGRAM) is not None
     return HypervisorInfo(
+        memory_first=True,  # PV guests suspend themselves: they must be running
         name=NAME,
         description=f"Xen domains through xl (snapcore {__version__})",
         memory=True,
@@ -186,8 +187,9 @@ def domain_stop(ctx: HookContext) -> bool | None:
 
 @hookimpl
 def domain_memory_save(path: str, ctx: HookContext) -> MemoryImage | None:
-    """``xl save -p``: the domain is suspended while its memory is written (xl has no live
-    save) and left paused; the coordinator resumes it afterwards."""
+    """``xl save -p``: called with the domain running (``memory_first``: PV guests suspend
+    themselves when asked), it is suspended while its memory is written (xl has no live save)
+    and left paused for the disk snapshots; the coordinator resumes it afterwards."""
     if not _mine(ctx):
         return None
     if os.path.lexists(path):
