@@ -39,6 +39,8 @@ MANAGED_OPTIONS: Final = ("-qmp", "-daemonize", "-pidfile", "-incoming", "-S")
 #: Bandwidth for memory saves (bytes/s): high enough never to be the limit.
 SAVE_BANDWIDTH: Final = 64 << 30
 MEMORY_FORMAT: Final = "qemu-migration"
+#: Room kept for device state on top of the guest's RAM in a memory image.
+IMAGE_OVERHEAD: Final = 64 << 20
 START_TIMEOUT: Final = 30.0
 STOP_TIMEOUT: Final = 30.0
 _PAUSED_STATES: Final = frozenset(
@@ -283,7 +285,30 @@ class QemuDomain:
         caps = self.qmp.execute("query-migrate-capabilities")
         return any(c.get("capability") == "background-snapshot" for c in caps)
 
-    def memory_plan(self, state: DomainState) -> str:
+    def check_space(self, path: str) -> None:
+        """Refuse a memory image that might not fit where it is to go.
+
+        The image holds at most the guest's RAM plus device state. A save that runs out of
+        space fails, and QEMU 7.2 was seen to hang for good when a background snapshot hit
+        ENOSPC, so the space is checked before anything starts.
+
+        :raises ConfigError: (exit 2) when the filesystem has less free space than the RAM.
+        """
+        ram = int(self.qmp.execute("query-memory-size-summary").get("base-memory", 0))
+        need = ram + IMAGE_OVERHEAD
+        try:
+            st = os.statvfs(os.path.dirname(path) or ".")
+        except OSError as exc:
+            raise ConfigError(f"memory image {path}: {exc.strerror or exc}") from exc
+        free = st.f_bavail * st.f_frsize
+        if free < need:
+            raise ConfigError(
+                f"memory image {path}: {free >> 20} MiB free on its filesystem, but the guest's "
+                f"{ram >> 20} MiB of RAM may need up to {need >> 20} MiB"
+            )
+
+    def memory_plan(self, path: str, state: DomainState) -> str:
+        self.check_space(path)
         if state is DomainState.RUNNING and self.background_supported():
             return "live (background snapshot): the guest runs again while memory is written"
         return "paused save: the guest stays stopped until memory is written"
@@ -300,6 +325,7 @@ class QemuDomain:
         :raises BackendError: QEMU reported the migration failed.
         """
         qmp = self.qmp
+        self.check_space(path)
         mode = "paused"
         if live and self.background_supported():
             try:

@@ -104,7 +104,7 @@ def domain_stop(ctx: HookContext) -> bool | None:
 @hookimpl
 def domain_memory_plan(path: str, ctx: HookContext) -> str | None:
     dom = _mine(ctx)
-    return dom.memory_plan(ctx.state) if dom else None
+    return dom.memory_plan(path, ctx.state) if dom else None
 
 
 @hookimpl
