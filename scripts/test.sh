@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set everything up, then run every check: ruff (lint and format), mypy (strict), and the whole
-# pytest suite, real-tool integration tests included. Extra arguments go to pytest.
+# Set everything up, then run every check: ruff (lint and format), mypy (strict), the whole
+# pytest suite, real-tool integration tests included (extra arguments go to this pytest run),
+# then the LVM suite inside a virtme-ng guest booted with Debian's kernel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -11,4 +12,6 @@ echo "test: mypy"
 .venv/bin/mypy
 .venv/bin/mypy --strict examples/snapcore-rawcopy/snapcore_rawcopy
 echo "test: pytest"
-exec .venv/bin/pytest "$@"
+.venv/bin/pytest "$@"
+echo "test: lvm (real device-mapper in a virtme-ng guest)"
+scripts/lvm-guest.sh
