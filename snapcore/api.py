@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,10 +25,10 @@ from typing import Final
 from snapcore.config import load_domain, resolve_domain_path
 from snapcore.context import ProgressCallback
 from snapcore.coordinator import Coordinator
-from snapcore.errors import SnapshotNotFoundError
+from snapcore.errors import ConfigError, SnapshotNotFoundError
 from snapcore.model import Checkpoint, CheckpointView, CreateOptions, Domain, DomainState, Plan
 from snapcore.plugins import PluginRecord, Plugins, load_plugins
-from snapcore.process import CommandRunner
+from snapcore.process import CommandRunner, default_runner
 from snapcore.store import DEFAULT_STATE_DIR, CheckpointStore
 
 DEFAULT_DOMAINS_DIR: Final = "/etc/snapcore/domains"
@@ -113,7 +114,27 @@ class Host:
             model = domain
         else:
             model = load_domain(self.domain_path(os.fspath(domain)))
+        if not model.disks:
+            model = self._disks_from_hypervisor(model)
         return DomainHandle(self, model)
+
+    def _disks_from_hypervisor(self, domain: Domain) -> Domain:
+        """Ask the domain's hypervisor plugin for the disks its file leaves out.
+
+        :raises ConfigError: when it knows of none.
+        """
+        from snapcore.context import HookContext
+
+        self.plugins.hypervisor(domain.hypervisor)
+        found = self.plugins.hook.domain_disks(
+            ctx=HookContext(domain=domain, run=self.runner or default_runner())
+        )
+        if not found:
+            raise ConfigError(
+                f"domain {domain.name!r}: its file lists no [[disk]] and hypervisor "
+                f"{domain.hypervisor!r} reports none"
+            )
+        return dataclasses.replace(domain, disks=tuple(found))
 
 
 class DomainHandle:

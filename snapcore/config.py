@@ -204,11 +204,13 @@ def _build_domain(doc: Mapping[str, Any], base: Path, source: str) -> Domain:
     qemu = _build_qemu(doc.get("qemu"))
 
     raw_disks = doc.get("disk")
+    if raw_disks is None and hypervisor != "none":
+        raw_disks = []  # the hypervisor plugin says which disks the domain has (domain_disks)
     if raw_disks is None:
         raise ConfigError("no disks: a domain file needs at least one [[disk]] table")
     if not isinstance(raw_disks, list):
         raise ConfigError("'disk' must be an array of tables ([[disk]])")
-    if not raw_disks:
+    if not raw_disks and hypervisor == "none":
         raise ConfigError("no disks: a domain file needs at least one [[disk]] table")
     disks: list[Disk] = []
     first_seen: dict[str, int] = {}

@@ -262,6 +262,21 @@ def domain_state(ctx: HookContext) -> DomainState | None:
 
 
 @hookspec(firstresult=True)
+def domain_disks(ctx: HookContext) -> list[Disk] | None:
+    """The disks of ``ctx.domain``, whose domain file lists none, as the hypervisor has them
+    (for Xen: ``pdev_path``, ``vdev`` and ``format`` from ``xl list -l``).
+
+    Called once when the domain is opened. Set ``driver`` when the hypervisor knows the
+    format; leave it ``None`` for the backends to claim the disk. Must not change anything.
+
+    .. versionadded:: 1.1
+
+    :returns: ``None`` if the domain is not yours; otherwise its disks (an empty list when the
+        hypervisor does not know the domain).
+    """
+
+
+@hookspec(firstresult=True)
 def domain_preflight(ctx: HookContext) -> list[str] | None:
     """List the reasons the running domain cannot be checkpointed or reverted now.
 

@@ -138,6 +138,8 @@ class QemuSettings:
 class Domain:
     """A virtual machine as its domain file describes it.
 
+    :ivar disks: its disks; empty when the domain file leaves them to the hypervisor plugin
+        (``domain_disks``), which :meth:`snapcore.Host.open_domain` then asks.
     :ivar uuid: identifies the domain in the state dir; derived from the name when not given.
     :ivar hypervisor: the plugin that controls it when running (``none``: never running).
     :ivar source: the domain file it came from, if any.
@@ -164,8 +166,6 @@ class Domain:
             if disk.vdev in seen:
                 raise ConfigError(f"duplicate vdev {disk.vdev!r}")
             seen.add(disk.vdev)
-        if not self.disks:
-            raise ConfigError(f"domain {self.name!r} has no disks")
 
     def disk(self, vdev: str) -> Disk:
         """Return the disk named *vdev*.

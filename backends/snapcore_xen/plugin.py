@@ -217,11 +217,11 @@ def domain_memory_restore(image: MemoryImage, state: DomainState, ctx: HookConte
     return True
 
 
-@hookimpl(optionalhook=True)
+@hookimpl
 def domain_disks(ctx: HookContext) -> list[Disk] | None:
-    """The running domain's disks from its libxl configuration (``xl list -l``): ``pdev_path``,
-    ``vdev`` and ``format`` (vhd and qcow2 name their driver). Not a hook of API 1.0 yet: the
-    lead's proposed ``domain_disks`` hookspec would let a domain file leave its disks out."""
+    """The domain's disks from its libxl configuration (``xl list -l``): ``pdev_path``,
+    ``vdev`` and ``format`` (vhd and qcow2 name their driver), for a domain file that lists
+    none."""
     if not _mine(ctx):
         return None
     with _translate(ctx):

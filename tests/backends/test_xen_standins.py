@@ -393,3 +393,29 @@ def test_list_table_parsing() -> None:
 def test_plugins_load_with_the_stand_ins(standins: StandIns) -> None:
     plugins = load_plugins(entry_points=False, extra=[("xen", snapcore_xen.plugin)])
     assert plugins.hypervisor("xen").memory
+
+
+def test_domain_file_without_disks_takes_them_from_xl(
+    host: XenHost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Xen domain file may leave its disks out: xl list -l says which disks the domain has
+    (pdev_path, vdev, format), and the checkpoint covers them."""
+    host.domain.write_text('name = "vm1"\nhypervisor = "xen"\n')
+    assert host.cli("snapshot-create", "-D", "-n", "s1", str(host.domain)) == 0, (
+        capsys.readouterr().err
+    )
+    capsys.readouterr()
+    assert host.cli("snapshot-list", "--json", str(host.domain)) == 0
+    (cp,) = json.loads(capsys.readouterr().out)
+    assert [(d["vdev"], d["driver"], d["path"]) for d in cp["disks"]] == [
+        ("xvda", "vhd", str(host.disk))
+    ]
+    assert (host.tmp / "xvda.s1.vhd").exists()
+
+
+def test_domain_without_disks_anywhere_is_exit_2(
+    host: XenHost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host.domain.write_text('name = "ghost"\nhypervisor = "xen"\n')
+    assert host.cli("snapshot-create", "-D", "-n", "s1", str(host.domain)) == 2
+    assert "lists no [[disk]] and hypervisor 'xen' reports none" in capsys.readouterr().err
