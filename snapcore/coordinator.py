@@ -183,6 +183,9 @@ class _GuestHold:
             memory = co._save_memory(self.ctx, memory_path)
             self.paused = self.state is DomainState.RUNNING  # the save left it paused
             return memory
+        if memory_path:
+            # Everything the save can do beforehand happens now, outside the guest's pause.
+            co.hook.domain_memory_prepare(path=memory_path, ctx=self.ctx)
         if self.state is not DomainState.RUNNING:
             return None
         if not memory_path and self.ctx.domain.qemu.guest_agent:

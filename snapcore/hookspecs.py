@@ -358,6 +358,23 @@ def domain_memory_plan(path: str, ctx: HookContext) -> str | None:
 
 
 @hookspec(firstresult=True)
+def domain_memory_prepare(path: str, ctx: HookContext) -> bool | None:
+    """Do, before the guest is paused, what :func:`domain_memory_save` can do in advance
+    (check the space, set the hypervisor up, create *path* and hand it over), so the pause
+    that follows stays short.
+
+    Optional. Called with the domain as it was (running), right before the disk snapshots'
+    pause, for a hypervisor without ``memory_first``. If the checkpoint is abandoned
+    afterwards, snapcore removes *path*; nothing else may be left that matters. Failure
+    guarantee: when it raises, *path* does not exist.
+
+    .. versionadded:: 1.1
+
+    :returns: ``None`` if the domain is not yours; ``True`` once prepared.
+    """
+
+
+@hookspec(firstresult=True)
 def domain_memory_save(path: str, ctx: HookContext) -> MemoryImage | None:
     """Save the domain's memory and device state, as they are at this call, to *path*.
 

@@ -108,6 +108,15 @@ def domain_memory_plan(path: str, ctx: HookContext) -> str | None:
 
 
 @hookimpl
+def domain_memory_prepare(path: str, ctx: HookContext) -> bool | None:
+    dom = _mine(ctx)
+    if dom is None:
+        return None
+    dom.prepare_memory(path, live=ctx.state is DomainState.RUNNING)
+    return True
+
+
+@hookimpl
 def domain_memory_save(path: str, ctx: HookContext) -> MemoryImage | None:
     dom = _mine(ctx)
     if dom is None:

@@ -1,0 +1,1108 @@
+"""Checkpoints with memory of a running QEMU domain: snapcore against libvirt, in one run.
+
+Run (as root): ``.venv/bin/python benchmarks/live_checkpoint.py [--runs 5]``
+
+One QEMU domain for snapcore and three for libvirt (internal snapshots; external; external
+``--live``), all the same machine: TCG, q35, 1 GiB RAM of which 512 MiB hold random data
+preloaded with ``-device loader``, two qcow2 disks as virtio-blk. No guest OS. The runs of the
+four sides alternate in one loop so machine noise hits them alike; figures are medians.
+
+Measured per checkpoint with memory:
+
+* guest downtime: the time between QEMU's ``STOP`` and ``RESUME`` events (their QEMU
+  timestamps), read on a second QMP monitor each domain carries for the purpose
+  (``-chardev socket,... -mon mode=control``; the main monitor belongs to snapcore or libvirt),
+  plus QEMU's own migration ``downtime`` (``query-migrate``) and libvirt's
+  (``virsh domjobinfo --completed``);
+* wall time of the command (``snapcore snapshot-create``, ``virsh snapshot-create-as``);
+* memory image size against the guest RAM in use (non-zero pages, counted from ``pmemsave``);
+* peak RSS of the snapcore process (``/usr/bin/time -f %M``);
+* then revert-with-memory wall time (``snapcore snapshot-revert`` against ``virsh
+  snapshot-revert`` of libvirt's internal snapshots), each checked by a RAM marker written
+  through QEMU's qtest socket before the checkpoint and overwritten after it.
+
+Sets up what it needs: installs ``libvirt-daemon-system libvirt-clients`` if virsh or libvirtd
+is missing, starts ``virtlogd -d`` and ``libvirtd -d`` if they are not running (and stops them
+at the end only then), and removes every domain, process and file it made. snapcore runs with
+its bytecode cached in the scratch directory, as an installed package has it, even where the
+environment sets ``PYTHONDONTWRITEBYTECODE``. Before each timed command it runs ``sync`` and
+drops the page cache of its scratch files (``--keep-cache`` not to; see ``PageCache``).
+
+Targets (issue 3): downtime under 50 ms and at least 10x below libvirt's best non-live figure;
+wall time no slower than libvirt's external non-live; memory image at most 1.05x the guest RAM
+in use; snapcore peak RSS under 100 MiB. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+from xml.sax.saxutils import quoteattr
+
+from snapcore.errors import DomainUnreachableError
+from snapcore.qmp import QMPSession
+
+VENV_BIN = Path(sys.executable).parent
+SNAPCORE = str(VENV_BIN / "snapcore")
+QEMU = "qemu-system-x86_64"
+VIRSH = ["virsh", "-c", "qemu:///system"]
+TIME = "/usr/bin/time"
+SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+
+RAM_MIB = 1024
+DATA_MIB = 512
+LOADER_ADDR = 0x1000000  # the random data: 16 MiB .. 528 MiB of guest-physical memory
+MARK_ADDR = 0x100000  # a RAM word outside the data, changed around every checkpoint
+DISK_SIZE = "1G"
+DISK_DATA = "64M"  # written into each disk before the domains start
+DOMAIN_PREFIX = "snapcore-bench-"
+
+CMD_TIMEOUT = 300.0  # any one snapshot, revert or setup command
+APT_TIMEOUT = 1200.0
+DAEMON_TIMEOUT = 30.0
+SOCKET_TIMEOUT = 30.0
+EVENT_SETTLE = 0.2  # seconds without a new event after the command before events are read
+EVENT_LIMIT = 15.0  # at most this long waiting for the guest to be resumed
+
+MIB = 1 << 20
+
+
+# ------------------------------------------------------------------------------------------
+# small helpers
+# ------------------------------------------------------------------------------------------
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float = CMD_TIMEOUT,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run *argv* (no shell), capture its output; on failure raise with its stderr."""
+    proc = subprocess.run(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+    )
+    if check and proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(argv)} exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()}"
+        )
+    return proc
+
+
+@dataclass
+class Timed:
+    seconds: float
+    started: float  # time.time() at the start, to compare with QEMU's event timestamps
+    proc: subprocess.CompletedProcess[str]
+
+
+class PageCache:
+    """What happens to the page cache between timed commands.
+
+    Every command is preceded by ``sync``, so that the previous command's image is on disk and
+    not being written back meanwhile. Then, unless told to keep it, the clean cached pages of
+    every file under the scratch directory are dropped (``posix_fadvise(DONTNEED)``). On the
+    machines this was written on, once about 1.5 GB of written files stay cached, further
+    writes fall from several GB/s to about 0.4 GB/s, even right after a ``sync``, and dropping
+    the cache of files already written brings the speed back. Without this, every 512 MiB save
+    after the third would pay about 1.2 s that belongs to the machine, not to the tool
+    (docs/performance.md).
+    """
+
+    def __init__(self) -> None:
+        self.scratch: Path | None = None
+        self.keep = False
+
+    def settle(self) -> None:
+        os.sync()
+        if self.keep or self.scratch is None:
+            return
+        for root, _dirs, files in os.walk(self.scratch):
+            for name in files:
+                path = os.path.join(root, name)
+                with contextlib.suppress(OSError):
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                    try:
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    finally:
+                        os.close(fd)
+
+
+CACHE = PageCache()
+
+
+def timed(
+    argv: Sequence[str], *, timeout: float = CMD_TIMEOUT, env: dict[str, str] | None = None
+) -> Timed:
+    CACHE.settle()
+    started = time.time()
+    start = time.perf_counter()
+    proc = run(argv, timeout=timeout, env=env)
+    return Timed(time.perf_counter() - start, started, proc)
+
+
+def wait_for(what: str, ready: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def terminate(pid: int, timeout: float = 15.0) -> None:
+    """SIGTERM the process *pid* (one we started), SIGKILL it if it lingers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return statistics.median(got) if got else None
+
+
+# ------------------------------------------------------------------------------------------
+# host setup: libvirt packages and daemons
+# ------------------------------------------------------------------------------------------
+
+
+class LibvirtHost:
+    """libvirt's tools and daemons; remembers which daemons it started, to stop only those."""
+
+    DAEMONS = ("virtlogd", "libvirtd")  # libvirtd's QEMU driver logs through virtlogd
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, int]] = []
+        self.installed: list[str] = []
+
+    def setup(self) -> None:
+        missing = [
+            tool
+            for tool in ("virsh", "libvirtd", "virtlogd")
+            if shutil.which(tool, path=SBIN_PATH) is None
+        ]
+        if missing:
+            self._install(missing)
+        for daemon in self.DAEMONS:
+            if run(["pgrep", "-x", daemon], check=False).returncode == 0:
+                print(f"  {daemon}: already running (left running at the end)")
+                continue
+            exe = shutil.which(daemon, path=SBIN_PATH) or daemon
+            pidfile = Path(f"/run/{daemon}.pid")
+            with contextlib.suppress(FileNotFoundError):
+                pidfile.unlink()  # stale: the daemon is not running
+            run([exe, "-d"], timeout=DAEMON_TIMEOUT)
+            pid = _read_pidfile(pidfile)
+            self.started.append((daemon, pid))
+            print(f"  {daemon}: started ({exe} -d, pid {pid}; stopped at the end)")
+        wait_for(
+            "libvirtd to answer",
+            lambda: run([*VIRSH, "version"], check=False, timeout=10).returncode == 0,
+            DAEMON_TIMEOUT,
+        )
+
+    def _install(self, missing: list[str]) -> None:
+        argv = ["apt-get", "install", "-y", "libvirt-daemon-system", "libvirt-clients"]
+        print(f"  missing {', '.join(missing)}: {' '.join(argv)}")
+        before = set(_installed_packages())
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        proc = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=APT_TIMEOUT,
+            env=env,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"apt-get install failed: {proc.stderr.strip()[-2000:]}")
+        self.installed = sorted(set(_installed_packages()) - before)
+        print(f"  installed {len(self.installed)} packages: {' '.join(self.installed)}")
+
+    def teardown(self) -> None:
+        for daemon, pid in reversed(self.started):
+            terminate(pid)
+            print(f"  stopped {daemon} (pid {pid})")
+        self.started.clear()
+
+    @staticmethod
+    def version() -> str:
+        out = run([*VIRSH, "version", "--daemon"], check=False).stdout
+        found = re.search(r"Running against daemon: (\S+)", out) or re.search(
+            r"Using library: libvirt (\S+)", out
+        )
+        return found.group(1) if found else "?"
+
+
+def _read_pidfile(pidfile: Path) -> int:
+    deadline = time.monotonic() + DAEMON_TIMEOUT
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            return int(pidfile.read_text().strip())
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no pid in {pidfile} after {DAEMON_TIMEOUT:g} s")
+        time.sleep(0.05)
+
+
+def _installed_packages() -> list[str]:
+    out = run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${Package}\n"], check=False).stdout
+    return [line.split()[-1] for line in out.splitlines() if line.startswith("ii")]
+
+
+# ------------------------------------------------------------------------------------------
+# the guest: disks, QEMU command line, libvirt XML, the benchmark's own monitor
+# ------------------------------------------------------------------------------------------
+
+
+def make_disks(work: Path, tag: str) -> dict[str, Path]:
+    disks = {}
+    for vdev, byte in (("vda", 0x5A), ("vdb", 0xA5)):
+        path = work / f"{tag}-{vdev}.qcow2"
+        run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), DISK_SIZE])
+        run(["qemu-io", "-f", "qcow2", "-c", f"write -P {byte:#x} 0 {DISK_DATA}", str(path)])
+        disks[vdev] = path
+    return disks
+
+
+def snapcore_argv(disks: dict[str, Path], random_bin: Path, mon: Path, qtest: Path) -> list[str]:
+    """The QEMU command line given to snapcore as ``[qemu] argv``: the machine libvirt builds
+    for our XML (see ``libvirt_xml``), same CPU, memory, root ports and disk devices."""
+    argv = [
+        QEMU, "-accel", "tcg", "-machine", "q35", "-cpu", "qemu64",
+        "-m", f"{RAM_MIB}M", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
+        "-device", "pcie-root-port,port=8,chassis=1,id=pci.1,bus=pcie.0,multifunction=on,addr=0x1",
+        "-device", "pcie-root-port,port=9,chassis=2,id=pci.2,bus=pcie.0,addr=0x1.0x1",
+        "-device", "pcie-root-port,port=10,chassis=3,id=pci.3,bus=pcie.0,addr=0x1.0x2",
+    ]  # fmt: skip
+    for index, (vdev, path) in enumerate(disks.items(), start=1):
+        argv += [
+            "-blockdev",
+            f"driver=qcow2,node-name={vdev},file.driver=file,file.filename={path}",
+            "-device",
+            f"virtio-blk-pci,bus=pci.{index},addr=0x0,drive={vdev},id={vdev}-dev"
+            + (",bootindex=1" if index == 1 else ""),
+        ]
+    return argv + bench_args(random_bin, mon, qtest)
+
+
+def bench_args(random_bin: Path, mon: Path, qtest: Path) -> list[str]:
+    """What both sides get on top of their machine: the RAM preload, the benchmark's monitor
+    (a second QMP monitor: QEMU's first belongs to snapcore or libvirt), the qtest socket."""
+    return [
+        "-device", f"loader,file={random_bin},addr={LOADER_ADDR:#x}",
+        "-chardev", f"socket,id=benchmon,path={mon},server=on,wait=off",
+        "-mon", "chardev=benchmon,mode=control",
+        "-qtest", f"unix:{qtest},server=on,wait=off",
+    ]  # fmt: skip
+
+
+def libvirt_xml(name: str, disks: dict[str, Path], random_bin: Path, mon: Path, qtest: Path) -> str:
+    """A ``<domain type="qemu">`` (TCG) of the same machine.
+
+    ``<seclabel type='static' model='dac' relabel='no'>`` with label ``+0:+0`` runs QEMU as
+    root, as snapcore's QEMU runs, and leaves file ownership alone. Debian's default runs it as
+    ``libvirt-qemu``, which cannot create the extra sockets in the root-owned scratch dir; and
+    ``<seclabel type='none'/>`` turns off relabelling but still runs QEMU as that user.
+    """
+    disk_xml = "".join(
+        f"""
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file={quoteattr(str(path))}/>
+      <target dev='{vdev}' bus='virtio'/>
+    </disk>"""
+        for vdev, path in disks.items()
+    )
+    args = "".join(
+        f"\n    <qemu:arg value={quoteattr(arg)}/>" for arg in bench_args(random_bin, mon, qtest)
+    )
+    return f"""<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>{name}</name>
+  <memory unit='MiB'>{RAM_MIB}</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <features><acpi/></features>
+  <cpu mode='custom' match='exact'><model fallback='forbid'>qemu64</model></cpu>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    <emulator>/usr/bin/{QEMU}</emulator>{disk_xml}
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+  <seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>
+  <qemu:commandline>{args}
+  </qemu:commandline>
+</domain>
+"""
+
+
+class BenchMonitor:
+    """The benchmark's own QMP monitor on a domain: STOP/RESUME events, query-migrate,
+    pmemsave. Reconnects after the domain's QEMU was restarted (by a revert)."""
+
+    def __init__(self, path: Path, name: str):
+        self.path = path
+        self.name = name
+        self.session: QMPSession | None = None
+        self._events: contextlib.ExitStack | None = None
+        self._waiter: Any = None
+
+    def connect(self) -> BenchMonitor:
+        self.close()
+        wait_for(f"socket {self.path}", self.path.exists, SOCKET_TIMEOUT)
+        session = QMPSession(str(self.path), domain=self.name, timeout=SOCKET_TIMEOUT)
+        deadline = time.monotonic() + SOCKET_TIMEOUT
+        while True:  # a restarted QEMU may not listen yet on a socket file it is recreating
+            try:
+                session.connect()
+                break
+            except DomainUnreachableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.session = session
+        self._events = contextlib.ExitStack()
+        self._waiter = self._events.enter_context(session.events("STOP", "RESUME"))
+        return self
+
+    def execute(
+        self, command: str, arguments: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Any:
+        assert self.session is not None
+        return self.session.execute(command, arguments, timeout=timeout)
+
+    def drain(self) -> None:
+        self.collect(settle=0.01, limit=1.0)
+
+    def collect(
+        self, settle: float = EVENT_SETTLE, limit: float = EVENT_LIMIT
+    ) -> list[dict[str, Any]]:
+        """The STOP/RESUME events received so far and until *settle* seconds pass without a new
+        one while the guest runs (waiting at most *limit* seconds for it to run again)."""
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            try:
+                events.append(self._waiter.get(settle))
+            except DomainUnreachableError:
+                if stopped_ms(events) is not None:
+                    break  # quiet, and not left stopped
+        return events
+
+    def query_status(self) -> str:
+        return str(self.execute("query-status").get("status"))
+
+    def close(self) -> None:
+        if self._events is not None:
+            with contextlib.suppress(Exception):
+                self._events.close()
+        if self.session is not None:
+            self.session.close()
+        self._events = self.session = None
+
+
+def stopped_ms(events: list[dict[str, Any]]) -> float | None:
+    """Total time between each STOP and the following RESUME (QEMU's timestamps), in ms;
+    ``None`` if the guest is still stopped after the last event."""
+    total = 0.0
+    stop: float | None = None
+    for event in events:
+        ts = event["timestamp"]["seconds"] + event["timestamp"]["microseconds"] / 1e6
+        if event["event"] == "STOP" and stop is None:
+            stop = ts
+        elif event["event"] == "RESUME" and stop is not None:
+            total += ts - stop
+            stop = None
+    return None if stop is not None else total * 1000
+
+
+def first_stop_ms(events: list[dict[str, Any]], started: float) -> float | None:
+    """Milliseconds from *started* (``time.time()``) to the first STOP event."""
+    for event in events:
+        if event["event"] == "STOP":
+            ts = event["timestamp"]["seconds"] + event["timestamp"]["microseconds"] / 1e6
+            return float(ts - started) * 1000
+    return None
+
+
+def qtest(path: Path, *commands: str) -> list[str]:
+    import socket
+
+    answers = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        reader = sock.makefile("r")
+        for command in commands:
+            sock.sendall(command.encode() + b"\n")
+            answers.append(reader.readline().strip())
+    return answers
+
+
+def write_mark(path: Path, value: int) -> None:
+    (answer,) = qtest(path, f"writel {MARK_ADDR:#x} {value:#x}")
+    if answer != "OK":
+        raise RuntimeError(f"qtest writel answered {answer!r}")
+
+
+def read_mark(path: Path) -> int:
+    (answer,) = qtest(path, f"readl {MARK_ADDR:#x}")
+    if not answer.startswith("OK "):
+        raise RuntimeError(f"qtest readl answered {answer!r}")
+    return int(answer.split()[1], 16)
+
+
+def check_preload(mon: BenchMonitor, work: Path, random_bin: Path) -> None:
+    """Check that the guest's RAM holds the preloaded data (its first MiB)."""
+    dump = work / f"{mon.name}-head.dump"
+    mon.execute("pmemsave", {"val": LOADER_ADDR, "size": MIB, "filename": str(dump)})
+    try:
+        with open(random_bin, "rb") as data:
+            if dump.read_bytes() != data.read(MIB):
+                raise RuntimeError(f"{mon.name}: guest RAM does not hold the preloaded data")
+    finally:
+        dump.unlink(missing_ok=True)
+
+
+def ram_in_use(mon: BenchMonitor, work: Path) -> int:
+    """Bytes of guest RAM in non-zero 4 KiB pages, from a ``pmemsave`` of the whole RAM.
+
+    Reading every page maps QEMU's untouched RAM, which changes what QEMU's first background
+    snapshot has to do: so this runs on a libvirt domain (whose migrations read every page
+    anyway), never on snapcore's; both hold the same data.
+    """
+    dump = work / f"{mon.name}-ram.dump"
+    mon.execute("pmemsave", {"val": 0, "size": RAM_MIB * MIB, "filename": str(dump)}, timeout=120)
+    zero = bytes(4096)
+    used = 0
+    try:
+        with open(dump, "rb") as fh:
+            while chunk := fh.read(4 * MIB):
+                used += sum(
+                    4096 for off in range(0, len(chunk), 4096) if chunk[off : off + 4096] != zero
+                )
+    finally:
+        dump.unlink(missing_ok=True)
+    return used
+
+
+# ------------------------------------------------------------------------------------------
+# the four sides
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Side:
+    """One column of the table and its per-run figures."""
+
+    label: str
+    create_wall: list[float] = field(default_factory=list)
+    downtime: list[float | None] = field(default_factory=list)
+    before_pause: list[float | None] = field(default_factory=list)
+    qemu_downtime: list[float | None] = field(default_factory=list)
+    libvirt_downtime: list[float | None] = field(default_factory=list)
+    image: list[int] = field(default_factory=list)
+    rss: list[int] = field(default_factory=list)
+    revert_wall: list[float] = field(default_factory=list)
+    revert_ok: list[bool] = field(default_factory=list)
+    note: str = ""
+    commands: list[str] = field(default_factory=list)
+    measured: bool = True
+
+
+class SnapcoreSide:
+    def __init__(self, work: Path, random_bin: Path):
+        self.work = work
+        self.state = work / "state"
+        self.disks = make_disks(work, "sc")
+        self.mon = BenchMonitor(work / "sc-mon.sock", "sc")
+        self.qtest = work / "sc-qtest.sock"
+        argv = snapcore_argv(self.disks, random_bin, self.mon.path, self.qtest)
+        self.domain = work / "sc.toml"
+        lines = [
+            'name = "snapcore-bench"', 'hypervisor = "qemu"', "", "[qemu]",
+            f'qmp = "{work / "sc-qmp.sock"}"',
+            "argv = [" + ", ".join(json.dumps(a) for a in argv) + "]",
+        ]  # fmt: skip
+        for vdev, path in self.disks.items():
+            lines += ["", "[[disk]]", f'vdev = "{vdev}"', f'path = "{path}"', 'driver = "qcow2"']
+        self.domain.write_text("\n".join(lines) + "\n")
+        self.base = [SNAPCORE, "--state-dir", str(self.state)]
+        # Bytecode cached as in any installed package, but outside the source tree: this
+        # environment sets PYTHONDONTWRITEBYTECODE=1, which would recompile every module of
+        # snapcore on each command (tens of ms).
+        self.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        self.env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+        self.result = Side("snapcore")
+        self.result.commands = [
+            f"{TIME} -f %M {' '.join(self.base)} snapshot-create --json -n cN DOMAIN.toml",
+            f"{' '.join(self.base)} snapshot-revert -n cN DOMAIN.toml",
+        ]
+
+    def start(self) -> None:
+        run([*self.base, "domain-start", str(self.domain)], timeout=60, env=self.env)
+        self.mon.connect()
+        # warm the bytecode cache (and check the plan) before anything is timed
+        run(
+            [*self.base, "snapshot-create", "--dry-run", "-n", "warm", str(self.domain)],
+            env=self.env,
+        )
+
+    def create(self, i: int) -> None:
+        r = self.result
+        write_mark(self.qtest, 0xC0DE0000 + i)
+        self.mon.drain()
+        rss_file = self.work / "rss.txt"
+        t = timed(
+            [TIME, "-f", "%M", "-o", str(rss_file), *self.base, "snapshot-create", "--json",
+             "-n", f"c{i}", str(self.domain)],
+            env=self.env,
+        )  # fmt: skip
+        events = self.mon.collect()
+        migrate = self.mon.execute("query-migrate")
+        write_mark(self.qtest, 0xDEAD0000 + i)
+        out = json.loads(t.proc.stdout)
+        r.create_wall.append(t.seconds)
+        r.downtime.append(stopped_ms(events))
+        r.before_pause.append(first_stop_ms(events, t.started))
+        r.qemu_downtime.append(migrate.get("downtime"))
+        r.libvirt_downtime.append(None)
+        r.image.append(os.path.getsize(out["memory_image"]["path"]))
+        r.rss.append(int(rss_file.read_text().split()[-1]) * 1024)
+
+    def revert(self, i: int) -> None:
+        wall = timed(
+            [*self.base, "snapshot-revert", "-n", f"c{i}", str(self.domain)], env=self.env
+        ).seconds
+        self.mon.connect()
+        ok = self.mon.query_status() == "running" and read_mark(self.qtest) == 0xC0DE0000 + i
+        self.result.revert_wall.append(wall)
+        self.result.revert_ok.append(ok)
+
+    def guarded(self, step: str, action: Callable[[], None]) -> None:
+        """Run *action*; if it fails, report snapcore as not measured and carry on with
+        libvirt's side."""
+        try:
+            action()
+        except Exception as exc:
+            self.result.measured = False
+            self.result.note = f"{step} failed: {exc}"
+            print(f"  snapcore: {self.result.note}")
+
+    def startup(self) -> float:
+        return statistics.median(
+            timed([SNAPCORE, "--version"], env=self.env).seconds for _ in range(5)
+        )
+
+    def cleanup(self) -> None:
+        self.mon.close()
+        if (self.work / "sc-qmp.sock").exists():
+            run(
+                [*self.base, "domain-stop", str(self.domain)], check=False, timeout=60, env=self.env
+            )
+        for pidfile in self.state.glob("domains/*/work/qemu.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(pidfile.read_text().strip())
+                if pid_alive(pid):
+                    terminate(pid)
+
+
+class LibvirtSide:
+    """A libvirt domain; *mode* is "internal", "external" or "live" (external --live)."""
+
+    LABELS: ClassVar[dict[str, str]] = {
+        "internal": "libvirt (internal)",
+        "external": "libvirt (external)",
+        "live": "libvirt (ext --live)",
+    }
+
+    def __init__(self, work: Path, random_bin: Path, mode: str):
+        self.work = work
+        self.mode = mode
+        self.tag = {"internal": "lvi", "external": "lve", "live": "lvl"}[mode]
+        self.name = DOMAIN_PREFIX + mode
+        self.disks = make_disks(work, self.tag)
+        self.mon = BenchMonitor(work / f"{self.tag}-mon.sock", self.tag)
+        self.qtest = work / f"{self.tag}-qtest.sock"
+        self.xml = work / f"{self.tag}.xml"
+        self.xml.write_text(
+            libvirt_xml(self.name, self.disks, random_bin, self.mon.path, self.qtest)
+        )
+        self.result = Side(self.LABELS[mode])
+        self.defined = False
+        if mode == "internal":
+            self.result.commands = [
+                f"virsh snapshot-create-as --domain {self.name} intN",
+                f"virsh snapshot-revert {self.name} intN",
+            ]
+        else:
+            self.result.commands = [
+                f"virsh snapshot-create-as {self.name} extN"
+                + (" --live" if mode == "live" else "")
+                + f" --memspec file=.../{self.tag}-extN.mem,snapshot=external"
+                + f" --diskspec vda,snapshot=external,file=.../{self.tag}-vda.extN.qcow2"
+                + f" --diskspec vdb,snapshot=external,file=.../{self.tag}-vdb.extN.qcow2"
+            ]
+
+    def virsh(
+        self, *args: str, check: bool = True, timeout: float = CMD_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        return run([*VIRSH, *args], check=check, timeout=timeout)
+
+    def start(self) -> None:
+        remove_libvirt_domain(self.name)  # left over from an interrupted run
+        self.virsh("define", str(self.xml))
+        self.defined = True
+        self.virsh("start", self.name, timeout=60)
+        self.mon.connect()
+
+    def create(self, i: int) -> None:
+        r = self.result
+        write_mark(self.qtest, 0xC0DE0000 + i)
+        self.mon.drain()
+        if self.mode == "internal":
+            argv = [*VIRSH, "snapshot-create-as", "--domain", self.name, f"int{i}"]
+        else:
+            mem = self.work / f"{self.tag}-ext{i}.mem"
+            argv = [*VIRSH, "snapshot-create-as", self.name, f"ext{i}"]
+            if self.mode == "live":
+                argv.append("--live")
+            argv += ["--memspec", f"file={mem},snapshot=external"]
+            for vdev in self.disks:
+                target = self.work / f"{self.tag}-{vdev}.ext{i}.qcow2"
+                argv += ["--diskspec", f"{vdev},snapshot=external,file={target}"]
+        t = timed(argv)
+        events = self.mon.collect()
+        migrate = self.mon.execute("query-migrate")
+        write_mark(self.qtest, 0xDEAD0000 + i)
+        jobinfo = self.virsh("domjobinfo", self.name, "--completed", check=False).stdout
+        found = re.search(r"Total downtime:\s+(\d+)\s*ms", jobinfo)
+        r.create_wall.append(t.seconds)
+        r.downtime.append(stopped_ms(events))
+        r.before_pause.append(first_stop_ms(events, t.started))
+        if self.mode == "internal":
+            # savevm runs as a migration in QEMU but reports no downtime of its own
+            r.qemu_downtime.append(None)
+            r.image.append(self._vmstate_size(f"int{i}"))
+        else:
+            r.qemu_downtime.append(migrate.get("downtime"))
+            r.image.append(os.path.getsize(self.work / f"{self.tag}-ext{i}.mem"))
+        r.libvirt_downtime.append(float(found.group(1)) if found else None)
+
+    def _vmstate_size(self, name: str) -> int:
+        info = json.loads(
+            run(["qemu-img", "info", "-U", "--output=json", str(self.disks["vda"])]).stdout
+        )
+        for snap in info.get("snapshots", []):
+            if snap.get("name") == name:
+                return int(snap["vm-state-size"])
+        raise RuntimeError(f"internal snapshot {name} not found in {self.disks['vda']}")
+
+    def revert(self, i: int) -> None:
+        wall = timed([*VIRSH, "snapshot-revert", self.name, f"int{i}"]).seconds
+        self.mon.connect()
+        ok = self.mon.query_status() == "running" and read_mark(self.qtest) == 0xC0DE0000 + i
+        self.result.revert_wall.append(wall)
+        self.result.revert_ok.append(ok)
+
+    def try_revert_external(self) -> None:
+        proc = self.virsh("snapshot-revert", self.name, "ext0", check=False)
+        message = (proc.stderr or proc.stdout).strip().splitlines()
+        self.result.note = f"virsh snapshot-revert {self.name} ext0: " + (
+            "reverted" if proc.returncode == 0 else message[-1] if message else "failed"
+        )
+
+    def cleanup(self) -> None:
+        self.mon.close()
+        if self.defined:
+            remove_libvirt_domain(self.name)
+            log = Path(f"/var/log/libvirt/qemu/{self.name}.log")
+            log.unlink(missing_ok=True)
+
+
+def remove_libvirt_domain(name: str) -> None:
+    state = run([*VIRSH, "domstate", name], check=False, timeout=30)
+    if state.returncode != 0:
+        return  # no such domain
+    if "shut off" not in state.stdout:
+        run([*VIRSH, "destroy", name], check=False, timeout=60)
+    run([*VIRSH, "undefine", name, "--snapshots-metadata"], check=False, timeout=60)
+
+
+# ------------------------------------------------------------------------------------------
+# report
+# ------------------------------------------------------------------------------------------
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def fmt_mib(value: float | None) -> str:
+    return "-" if value is None else f"{value / MIB:.1f} MiB"
+
+
+def ratio(ours: float | None, theirs: float | None, ref: str) -> str:
+    if ours is None or theirs is None or theirs == 0:
+        return "-"
+    r = ours / theirs
+    return f"{r:.2f}x {ref}" if r >= 0.1 else f"{r:.3f}x {ref}"
+
+
+@dataclass
+class Medians:
+    downtime: float | None
+    qemu_downtime: float | None
+    libvirt_downtime: float | None
+    wall: float | None  # ms
+    before_pause: float | None
+    image: float | None
+    revert: float | None  # ms
+    rss: float | None
+
+    @classmethod
+    def of(cls, side: Side) -> Medians:
+        if not side.measured:
+            return cls(None, None, None, None, None, None, None, None)
+
+        def ms(values: Sequence[float]) -> float | None:
+            m = median(values)
+            return None if m is None else m * 1000
+
+        return cls(
+            downtime=median(side.downtime),
+            qemu_downtime=median(side.qemu_downtime),
+            libvirt_downtime=median(side.libvirt_downtime),
+            wall=ms(side.create_wall),
+            before_pause=median(side.before_pause),
+            image=median(side.image),
+            revert=ms(side.revert_wall),
+            rss=median(side.rss),
+        )
+
+
+def report(sides: list[Side], ram_used: int, startup: float | None, runs: int) -> None:
+    sc, lvi, lve = sides[0], sides[1], sides[2]
+    m = {side.label: Medians.of(side) for side in sides}
+    ours, internal, external = m[sc.label], m[lvi.label], m[lve.label]
+    nonlive = [v for v in (internal.downtime, external.downtime) if v is not None]
+    best_nonlive = min(nonlive) if nonlive else None
+    dash = ["-"] * (len(sides) - 1)
+
+    def cells(get: Callable[[Medians], str]) -> list[str]:
+        return [get(m[side.label]) for side in sides]
+
+    rows: list[tuple[str, list[str], str]] = [
+        (
+            "guest downtime (STOP->RESUME)",
+            cells(lambda x: fmt_ms(x.downtime)),
+            ratio(ours.downtime, best_nonlive, "best non-live"),
+        ),
+        ("  QEMU migration 'downtime'", cells(lambda x: fmt_ms(x.qemu_downtime)), ""),
+        ("  libvirt domjobinfo downtime", cells(lambda x: fmt_ms(x.libvirt_downtime)), ""),
+        (
+            "checkpoint wall time",
+            cells(lambda x: fmt_ms(x.wall)),
+            ratio(ours.wall, external.wall, "ext"),
+        ),
+        ("  from start to the pause", cells(lambda x: fmt_ms(x.before_pause)), ""),
+        (
+            "  snapcore --version",
+            [fmt_ms(None if startup is None else startup * 1000), *dash],
+            "",
+        ),
+        (
+            "memory image",
+            cells(lambda x: fmt_mib(x.image)),
+            ratio(ours.image, external.image, "ext"),
+        ),
+        (
+            "  image / RAM in use",
+            cells(lambda x: "-" if x.image is None else f"{x.image / ram_used:.4f}x"),
+            "",
+        ),
+        (
+            "revert with memory, wall",
+            [fmt_ms(m[s.label].revert) if s.revert_wall else "n/a" for s in sides],
+            ratio(ours.revert, internal.revert, "int"),
+        ),
+        ("peak RSS of snapcore", [fmt_mib(ours.rss), *dash], ""),
+    ]
+    widths = [31] + [max(20, len(side.label) + 2) for side in sides]
+    header = ["metric", *(side.label for side in sides)]
+    print(
+        f"\nCheckpoint with memory of a running domain, {runs} runs each, medians "
+        f"(guest RAM in use {ram_used / MIB:.1f} MiB of {RAM_MIB} MiB):\n"
+    )
+    print("".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + "snapcore/ref")
+    print("-" * (sum(widths) + 24))
+    for name, row, rat in rows:
+        print("".join(c.ljust(w) for c, w in zip([name, *row], widths, strict=True)) + rat)
+    print_runs(sides)
+    print_targets(
+        ours=ours,
+        internal=internal,
+        external=external,
+        best_nonlive=best_nonlive,
+        ram_used=ram_used,
+        measured=sc.measured,
+    )
+
+
+def print_runs(sides: list[Side]) -> None:
+    def lst(values: Sequence[float | None], scale: float = 1.0) -> str:
+        return "[" + ", ".join("-" if v is None else f"{v * scale:.1f}" for v in values) + "]"
+
+    print("\nPer run (downtime, to-pause, wall and revert in ms; image and rss in MiB):")
+    for side in sides:
+        if side.measured:
+            print(
+                f"  {side.label}: downtime {lst(side.downtime)}"
+                f" to-pause {lst(side.before_pause)}"
+                f" wall {lst(side.create_wall, 1000)} image {lst(side.image, 1 / MIB)}"
+                + (f" revert {lst(side.revert_wall, 1000)}" if side.revert_wall else "")
+                + (f" rss {lst(side.rss, 1 / MIB)}" if side.rss else "")
+            )
+        if side.revert_ok:
+            print(
+                f"    reverts that brought back their checkpoint's RAM marker: "
+                f"{sum(side.revert_ok)}/{len(side.revert_ok)}"
+            )
+        if side.note:
+            print(f"    {side.label}: {side.note}")
+
+
+def print_targets(
+    *,
+    ours: Medians,
+    internal: Medians,
+    external: Medians,
+    best_nonlive: float | None,
+    ram_used: int,
+    measured: bool,
+) -> None:
+    print("\nTargets (issue 3):")
+    d, w, img, rss = ours.downtime, ours.wall, ours.image, ours.rss
+    if not measured or d is None or w is None or img is None or rss is None:
+        print("  not measured: snapcore did not checkpoint the running domain (see above)")
+        return
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    print(f"  {verdict(d < 50)}  guest downtime {fmt_ms(d)} < 50 ms")
+    if best_nonlive is not None:
+        times = best_nonlive / max(d, 1e-6)
+        print(
+            f"  {verdict(times >= 10)}  downtime {times:.0f}x below libvirt's best non-live "
+            f"({fmt_ms(best_nonlive)}); needs >= 10x"
+        )
+    if external.wall is not None:
+        print(
+            f"  {verdict(w <= external.wall)}  wall time {fmt_ms(w)} <= libvirt external "
+            f"non-live {fmt_ms(external.wall)}"
+        )
+    print(
+        f"  {verdict(img <= 1.05 * ram_used)}  memory image {img / ram_used:.4f}x "
+        "the RAM in use <= 1.05x"
+    )
+    print(f"  {verdict(rss < 100 * MIB)}  peak RSS {fmt_mib(rss)} < 100 MiB")
+    if ours.revert is not None and internal.revert is not None:
+        print(
+            f"  (no target)  revert {fmt_ms(ours.revert)} against libvirt internal "
+            f"{fmt_ms(internal.revert)}"
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# main
+# ------------------------------------------------------------------------------------------
+
+
+def snapcore_live_status() -> tuple[bool, str]:
+    """Whether snapcore's qcow2 backend can snapshot running disks (``plugins --json``)."""
+    proc = run([SNAPCORE, "plugins", "--json"], check=False, timeout=60)
+    try:
+        records = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        return False, f"snapcore plugins --json failed: {proc.stderr.strip()}"
+    for record in records:
+        backend = record.get("backend") or {}
+        if backend.get("driver") == "qcow2":
+            if backend.get("live"):
+                return True, "qcow2 backend reports live=true"
+            return False, "the qcow2 backend reports live=false (no live qcow2 snapshots yet)"
+    return False, "snapcore has no qcow2 backend"
+
+
+def machine_load() -> str:
+    """The load average, and how much runnable work waited for a CPU (Linux PSI), if known."""
+    load = "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    with contextlib.suppress(OSError):
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        avg = dict(kv.split("=") for kv in some.split()[1:])
+        load += f", cpu pressure {avg['avg10']}% (10 s) {avg['avg60']}% (60 s)"
+    return load
+
+
+def describe_machine() -> None:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    qemu = run([QEMU, "--version"], check=False).stdout.splitlines()[0]
+    snapcore = run([SNAPCORE, "--version"], check=False).stdout.strip()
+    print(f"machine: {os.cpu_count()} CPUs ({cpu}), kernel {platform.release()}, {machine_load()}")
+    print(f"         {qemu}; libvirt {LibvirtHost.version()}; {snapcore}; guests under TCG")
+
+
+def write_random(path: Path) -> None:
+    with open(path, "wb") as fh:
+        for _ in range(DATA_MIB):
+            fh.write(os.urandom(MIB))
+
+
+def measure(work: Path, runs: int, snapcore_ok: bool, why: str) -> None:
+    """Build the four domains in *work*, run the benchmark, print the report, clean up."""
+    random_bin = work / "random.bin"
+    write_random(random_bin)
+    sc: SnapcoreSide | None = None
+    libvirt: list[LibvirtSide] = []
+    try:
+        sc = SnapcoreSide(work, random_bin)
+        sc.result.measured = snapcore_ok
+        if not snapcore_ok:
+            sc.result.note = why
+        libvirt = [LibvirtSide(work, random_bin, mode) for mode in ("internal", "external", "live")]
+        if sc.result.measured:
+            sc.guarded("domain-start", sc.start)
+        for side in libvirt:
+            side.start()
+        for mon in [side.mon for side in libvirt] + ([sc.mon] if sc.result.measured else []):
+            check_preload(mon, work, random_bin)
+        ram_used = ram_in_use(libvirt[0].mon, work)
+        print(f"guest RAM in use: {ram_used / MIB:.1f} MiB in non-zero pages of {RAM_MIB} MiB")
+        time.sleep(2)  # let the firmware settle (it finds no boot disk and waits)
+        startup = sc.startup() if sc.result.measured else None
+        alternate(sc, libvirt, runs)
+        results = [sc.result, *(side.result for side in libvirt)]
+        report(results, ram_used, startup, runs)
+        print("\nCommands measured:")
+        for result in results:
+            for command in result.commands:
+                print(f"  {command}")
+        print(f"\nat the end: {machine_load()}")
+    finally:
+        for side in libvirt:
+            with contextlib.suppress(Exception):
+                side.cleanup()
+        if sc is not None:
+            with contextlib.suppress(Exception):
+                sc.cleanup()
+
+
+def alternate(sc: SnapcoreSide, libvirt: list[LibvirtSide], runs: int) -> None:
+    """The checkpoints, then the reverts, of the four sides in turn, *runs* times."""
+    for i in range(runs):
+        print(f"run {i + 1}/{runs}: checkpoints", flush=True)
+        if sc.result.measured:
+            sc.guarded("snapshot-create", functools.partial(sc.create, i))
+        for side in libvirt:
+            side.create(i)
+    for i in range(runs):
+        print(f"run {i + 1}/{runs}: reverts", flush=True)
+        if sc.result.measured:
+            sc.guarded("snapshot-revert", functools.partial(sc.revert, i))
+        libvirt[0].revert(i)
+    libvirt[1].try_revert_external()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--keep-cache",
+        action="store_true",
+        help="do not drop the scratch files' page cache before each timed command",
+    )
+    args = parser.parse_args()
+    CACHE.keep = args.keep_cache
+    if os.geteuid() != 0:
+        print("run as root: libvirt's system daemon and its domains are needed", file=sys.stderr)
+        return 2
+    if not os.path.exists(TIME):
+        print(f"{TIME} is needed (Debian package 'time')", file=sys.stderr)
+        return 2
+    snapcore_ok, why = snapcore_live_status()
+    print("setting up libvirt:")
+    host = LibvirtHost()
+    try:
+        host.setup()
+        describe_machine()
+        print(f"snapcore: {why}")
+        work = Path(tempfile.mkdtemp(prefix="snapcore-live-bench-", dir="/tmp"))
+        CACHE.scratch = work
+        print(
+            "page cache: "
+            + (
+                "kept (--keep-cache)"
+                if CACHE.keep
+                else "scratch files dropped before each timed command"
+            )
+        )
+        try:
+            measure(work, args.runs, snapcore_ok, why)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        host.teardown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
