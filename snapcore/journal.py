@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from snapcore.errors import StoreCorruptError
+from snapcore.files import fsync_dir
 from snapcore.model import JSON
-from snapcore.store import atomic_write, fsync_dir
+from snapcore.store import atomic_write
 
 JOURNAL_SCHEMA: Final = 1
 

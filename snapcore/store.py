@@ -34,6 +34,7 @@ from snapcore.errors import (
     StoreError,
     StoreLockedError,
 )
+from snapcore.files import fsync_dir
 from snapcore.model import Checkpoint, Domain, check_name
 
 #: Version of the record format; records with a higher version are refused.
@@ -66,15 +67,6 @@ def atomic_write(path: Path, data: bytes) -> None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush a directory's entries to disk (after a rename or unlink in it)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _dump(obj: Any) -> bytes:

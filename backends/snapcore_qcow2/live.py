@@ -45,6 +45,10 @@ from typing import Any, Final
 
 from snapcore.context import HookContext
 from snapcore.errors import BackendError, DomainUnreachableError, QMPCommandError
+from snapcore.files import copy_mode as _copy_mode
+from snapcore.files import fsync_file as _fsync_file
+from snapcore.files import fsync_parent as _fsync_dir
+from snapcore.files import remove as _remove
 from snapcore.model import (
     DiskSnapshot,
     DomainState,
@@ -57,13 +61,9 @@ from snapcore_qcow2.offline import (
     DEFAULT_KIND,
     DRIVER,
     OfflineDisk,
-    _copy_mode,
     _DeletePlan,
-    _fsync_dir,
-    _fsync_file,
     _names,
     _real,
-    _remove,
     _same_file,
     _tag,
     default_target,

@@ -31,6 +31,10 @@ from typing import Final, Literal
 
 from snapcore.context import ProgressCallback
 from snapcore.errors import BackendError, CommandError, UnsupportedOperationError
+from snapcore.files import copy_mode as _copy_mode
+from snapcore.files import fsync_file as _fsync_file
+from snapcore.files import fsync_parent as _fsync_dir
+from snapcore.files import remove as _remove
 from snapcore.model import (
     Disk,
     DiskSnapshot,
@@ -73,40 +77,6 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove(path: str) -> None:
-    """Remove *path* if it exists, and make that durable."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return
-    _fsync_dir(path)
-
-
-def _copy_mode(source: str, dest: str) -> None:
-    """Give *dest* the permission bits and owner of *source*."""
-    st = os.stat(source)
-    os.chmod(dest, st.st_mode & 0o7777)
-    dst = os.stat(dest)
-    if (dst.st_uid, dst.st_gid) != (st.st_uid, st.st_gid):
-        os.chown(dest, st.st_uid, st.st_gid)
 
 
 def _names(tags: Iterable[str]) -> str:

@@ -47,6 +47,9 @@ from typing import Final
 
 from snapcore.context import ProgressCallback
 from snapcore.errors import BackendError, UnsupportedOperationError
+from snapcore.files import copy_mode as _copy_mode
+from snapcore.files import fsync_parent as _fsync_dir
+from snapcore.files import remove as _remove
 from snapcore.model import (
     Disk,
     DiskSnapshot,
@@ -118,30 +121,6 @@ def _key(path: str) -> tuple[int, int] | None:
 def _same_file(a: str, b: str) -> bool:
     ka = _key(a)
     return ka is not None and ka == _key(b)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return
-    _fsync_dir(path)
-
-
-def _copy_mode(source: str, dest: str) -> None:
-    st = os.stat(source)
-    os.chmod(dest, st.st_mode & 0o7777)
-    dst = os.stat(dest)
-    if (dst.st_uid, dst.st_gid) != (st.st_uid, st.st_gid):
-        os.chown(dest, st.st_uid, st.st_gid)
 
 
 # -- the tree of a disk ---------------------------------------------------------------------
