@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import mmap
 import re
 import shutil
 import time
@@ -354,11 +355,18 @@ def tool_version(executable: str) -> str | None:
     """The LVM version of the ``lvm`` binary at *executable* (``2.03.16(2)``), read from the
     banner string the binary carries, so that no process runs; ``None`` if not found."""
     try:
-        with open(executable, "rb") as f:
-            found = _VERSION_RE.search(f.read())
-    except OSError:
+        with open(executable, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            # The banner reads "2.03.16(2) (2022-05-18)": look only around each ") (" rather
+            # than running the pattern over the whole 3 MB binary (20 ms on every command).
+            start = 0
+            while (i := m.find(b") (", start)) != -1:
+                found = _VERSION_RE.search(m[max(0, i - 40) : i + 16])
+                if found:
+                    return found.group(1).decode("ascii")
+                start = i + 1
+    except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
         return None
-    return found.group(1).decode("ascii") if found else None
+    return None
 
 
 def find_tools() -> tuple[str | None, str | None]:
