@@ -21,15 +21,14 @@ from typing import Final, Protocol
 
 from snapcore_vhd.errors import ChainError, NotVhdError
 from snapcore_vhd.format import (
-    FOOTER_COOKIE,
     PLAT_MACX,
     PLAT_W2KU,
     PLAT_W2RU,
-    SECTOR,
     SECTORS_PER_BLOCK,
     Footer,
 )
 from snapcore_vhd.image import Fault, VhdImage
+from snapcore_vhd.names import FOOTER_COOKIE, SECTOR
 
 #: Deepest chain the engine opens (a guard against loops through odd locators; the storage
 #: backend applies XAPI's limit of 30 itself).

@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-SECTOR: Final = 512
+from snapcore_vhd.names import FOOTER_COOKIE, SECTOR
+
 #: The only block size the engine reads or writes (blktap writes no other).
 BLOCK_SIZE: Final = 2 * 1024 * 1024
 SECTORS_PER_BLOCK: Final = BLOCK_SIZE // SECTOR
@@ -33,7 +34,6 @@ VHD_EPOCH: Final = 946684800
 #: ``vhd-util check`` accepts timestamps this far in the future (clock skew with NFS).
 TIMESTAMP_SLACK: Final = 1800
 
-FOOTER_COOKIE: Final = b"conectix"
 HEADER_COOKIE: Final = b"cxsparse"
 BATMAP_COOKIE: Final = b"tdbatmap"
 FEATURE_TEMPORARY: Final = 0x1

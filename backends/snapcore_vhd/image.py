@@ -47,11 +47,9 @@ from snapcore_vhd.format import (
     FEATURE_RESERVED,
     FEATURE_TEMPORARY,
     FILE_FORMAT_VERSION,
-    FOOTER_COOKIE,
     FOOTER_SIZE,
     HEADER_COOKIE,
     HEADER_SIZE,
-    SECTOR,
     SECTORS_PER_BLOCK,
     BatmapHeader,
     Footer,
@@ -60,6 +58,7 @@ from snapcore_vhd.format import (
     first_block_sector,
     pad_sectors,
 )
+from snapcore_vhd.names import FOOTER_COOKIE, SECTOR
 
 #: Called with a label before each write, fsync or truncate (tests inject crashes with it).
 Fault = Callable[[str], None]

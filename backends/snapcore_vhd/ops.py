@@ -41,7 +41,6 @@ from snapcore_vhd.format import (
     PLAT_W2KU,
     PLAT_W2RU,
     PLATFORM_CODES,
-    SECTOR,
     SECTORS_PER_BLOCK,
     TIMESTAMP_SLACK,
     BatmapHeader,
@@ -58,6 +57,7 @@ from snapcore_vhd.format import (
     to_vhd_time,
 )
 from snapcore_vhd.image import Fault, VhdImage, bit_runs
+from snapcore_vhd.names import SECTOR
 
 #: Called with (blocks done, blocks in all) during long operations.
 Progress = Callable[[int, int], None]

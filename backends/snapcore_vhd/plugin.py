@@ -16,20 +16,24 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from snapcore._version import __version__
 from snapcore.context import HookContext
 from snapcore.errors import BackendError, CommandError, ConfigError
 from snapcore.hookspecs import hookimpl
 from snapcore.model import BackendInfo, Disk, DiskSnapshot, SnapshotKind, SnapshotRequest
-from snapcore_vhd import engine as engines
 from snapcore_vhd.errors import VhdError
-from snapcore_vhd.format import FOOTER_COOKIE, SECTOR
-from snapcore_vhd.storage import DEFAULT_MAX_DEPTH, DRIVER, VhdDisk
+from snapcore_vhd.names import DEFAULT_MAX_DEPTH, DRIVER, FOOTER_COOKIE, SECTOR
 from snapcore_vhd.tap_ctl import PROGRAM as TAP_CTL
 from snapcore_vhd.tap_ctl import TapCtl
 from snapcore_vhd.vhd_util import PROGRAM as VHD_UTIL
+
+if TYPE_CHECKING:
+    from snapcore_vhd.storage import VhdDisk
+
+# The engine (snapcore_vhd.engine, .storage and what they import) is imported on first use:
+# this module is loaded by every snapcore command, most of which touch no VHD.
 
 #: The hook API this plugin was written for.
 SNAPCORE_HOOK_API: Final = (1, 0)
@@ -89,6 +93,8 @@ def settings(options: Mapping[str, str]) -> tuple[str, int]:
         raise ConfigError(
             f"unknown vhd disk option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}"
         )
+    from snapcore_vhd import engine as engines
+
     choice = str(options.get("engine", "auto"))
     if choice not in engines.ENGINE_CHOICES:
         raise ConfigError(
@@ -105,6 +111,9 @@ def settings(options: Mapping[str, str]) -> tuple[str, int]:
 
 
 def _disk(vdev: str, options: Mapping[str, str], ctx: HookContext) -> VhdDisk:
+    from snapcore_vhd import engine as engines
+    from snapcore_vhd.storage import VhdDisk
+
     choice, depth = settings(options)
     try:
         engine = engines.select(ctx.run, choice)

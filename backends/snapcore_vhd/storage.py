@@ -63,14 +63,12 @@ from snapcore_vhd.chain import Chain, find_parent
 from snapcore_vhd.engine import Engine
 from snapcore_vhd.errors import VhdError
 from snapcore_vhd.image import VhdImage
+from snapcore_vhd.names import DEFAULT_MAX_DEPTH, DRIVER
 from snapcore_vhd.tap_ctl import PROGRAM as TAP_CTL
 from snapcore_vhd.tap_ctl import TapCtl, Tapdisk
 
-DRIVER: Final = "vhd"
 #: The format name a request may ask for.
 FORMAT: Final = "vhd"
-#: XAPI's ``MAX_CHAIN_SIZE``: the deepest chain a snapshot may make.
-DEFAULT_MAX_DEPTH: Final = 30
 #: The new leaf is built here, beside the disk, then renamed onto it.
 TMP_SUFFIX: Final = ".snapcore-new"
 #: The journal of a merge, beside the base being merged away.

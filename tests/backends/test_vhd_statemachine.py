@@ -20,8 +20,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from snapcore_vhd import ops
 from snapcore_vhd.chain import Chain
-from snapcore_vhd.format import BAT_UNUSED, SECTOR, SECTORS_PER_BLOCK
+from snapcore_vhd.format import BAT_UNUSED, SECTORS_PER_BLOCK
 from snapcore_vhd.image import VhdImage, bit_runs
+from snapcore_vhd.names import SECTOR
 
 MiB = 1024 * 1024
 SIZE = 8 * MiB
