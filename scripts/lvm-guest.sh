@@ -148,9 +148,12 @@ fi
 log "booting $(basename "$KERNEL") under TCG (2 CPUs, 2 GiB)"
 start=$(date +%s)
 set +e
+# Through a pipe: QEMU reopens its stdout and stderr by path (/proc/self/fd/N) without
+# O_APPEND, so given a regular file it would write the guest's console over the start of it,
+# wiping what the test command printed before.
 PATH=$VENV/bin:$PATH timeout "$GUEST_TIMEOUT" vng --run "$KERNEL" --disable-kvm --cpus 2 --memory 2G \
-    --rwdir "$OUT" --cwd "$REPO" --exec "$guest_cmd"
-vng_rc=$?
+    --rwdir "$OUT" --cwd "$REPO" --exec "$guest_cmd" </dev/null 2>&1 | cat
+vng_rc=${PIPESTATUS[0]}
 set -e
 log "guest finished after $(($(date +%s) - start)) s (vng exit status $vng_rc)"
 
