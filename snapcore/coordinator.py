@@ -5,6 +5,13 @@ interrupted command left in the journal → plan and preflight every disk (nothi
 any disk objects; ``--dry-run`` stops here) → journal the intent → run the per-disk steps,
 disks in parallel → commit the records → clear the journal.
 
+A checkpoint of a running domain: memory save prepared while the guest runs
+(``domain_memory_prepare``) → quiesce (disk-only, with a guest agent) → pause → every disk's
+snapshot (each driver's disks in one ``disk_snapshot_create_group`` call when it can, drivers in
+parallel) → memory save (the memory as it is now; the guest may run again while it is written)
+→ resume. A ``memory_first`` hypervisor saves memory first instead, which leaves the guest
+paused (Xen PV guests must run to be suspended).
+
 Failure handling:
 
 * **create** is all-or-nothing: on any failure every disk's create is aborted (in reverse
@@ -14,7 +21,8 @@ Failure handling:
 * **delete** and **revert** are preflighted on every disk first; their per-disk steps are
   idempotent, so after a failure or a crash they are completed by running them again (``snapcore
   recover``, or the next command on the domain). A failure after some disks were changed raises
-  :class:`PartialCheckpointError` naming the disks done and not done.
+  :class:`PartialCheckpointError` naming the disks done and not done; for a delete the record
+  is kept and running the delete again finishes it.
 """
 
 from __future__ import annotations
