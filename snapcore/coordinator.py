@@ -108,8 +108,7 @@ def _call_guarded(driver: str, vdev: str, fn: Callable[[], T]) -> T:
     except SnapcoreError:
         raise
     except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
-        raise BackendError(f"{exc.strerror or exc}{where}", driver=driver, vdev=vdev) from exc
+        raise BackendError.from_os_error(exc, driver=driver, vdev=vdev) from exc
     except Exception as exc:
         raise BackendError(
             f"plugin for driver {driver!r} failed: {type(exc).__name__}: {exc}",

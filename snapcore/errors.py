@@ -147,6 +147,15 @@ class BackendError(SnapcoreError):
         prefix = f"disk {vdev}: " if vdev else ""
         super().__init__(f"{prefix}{message}")
 
+    @classmethod
+    def from_os_error(
+        cls, exc: OSError, *, driver: str | None = None, vdev: str | None = None
+    ) -> BackendError:
+        """The failed file operation *exc*, as one line naming the file(s) and the reason."""
+        names = " -> ".join(str(n) for n in (exc.filename, exc.filename2) if n is not None)
+        what = exc.strerror or str(exc)
+        return cls(f"{names}: {what}" if names else what, driver=driver, vdev=vdev)
+
 
 @final
 class CommandError(BackendError):

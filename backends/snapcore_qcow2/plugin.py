@@ -156,9 +156,7 @@ def _for_disk(vdev: str) -> Iterator[None]:
             exc.command, exc.error_class, exc.desc, vdev=vdev, driver=DRIVER
         ) from exc
     except OSError as exc:
-        names = " -> ".join(str(n) for n in (exc.filename, exc.filename2) if n is not None)
-        what = exc.strerror or str(exc)
-        raise BackendError(f"{names}: {what}" if names else what, driver=DRIVER, vdev=vdev) from exc
+        raise BackendError.from_os_error(exc, driver=DRIVER, vdev=vdev) from exc
 
 
 def _ours(snapshot: DiskSnapshot) -> bool:
