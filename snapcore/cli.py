@@ -455,6 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format=f"{PROG}: %(levelname)s: %(message)s")
     logging.getLogger("sh").setLevel(logging.WARNING)  # its per-process chatter is not ours
+    # qemu.qmp logs a lost connection at ERROR before our own error says it in one line
+    logging.getLogger("qemu.qmp").setLevel(logging.DEBUG if args.verbose >= 2 else logging.CRITICAL)
     progress = _Progress(sys.stderr)
     from snapcore.errors import SnapcoreError
 

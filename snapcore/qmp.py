@@ -192,7 +192,9 @@ class QMPSession:
         except ExecuteError as exc:
             raise QMPCommandError(command, exc.error_class, str(exc)) from exc
         except ExecInterruptedError as exc:
-            raise QMPCommandError(command, "Disconnected", f"connection lost: {exc}") from exc
+            raise QMPCommandError(
+                command, "Disconnected", f"connection lost ({exc}); did the QEMU process exit?"
+            ) from exc
         except QMPError as exc:
             raise DomainUnreachableError(self.domain, self.address, str(exc)) from exc
 

@@ -82,15 +82,17 @@ _FDSET_PREFIX: Final = "/dev/fdset/"
 NODE_NAME_MAX: Final = 31
 
 
-# One block job at a time per QEMU: QEMU 7.2 was seen to crash (segfault) when two disks'
-# block-stream jobs ran at once. Disks of one domain are merged one after the other.
-_JOB_LOCKS: dict[str, threading.Lock] = {}
+# One graph change at a time per QEMU: QEMU 7.2 was seen to crash (segfault) when one disk's
+# block-stream job ran while another disk's graph was read or changed. A live delete (its
+# queries, its job and the closing of its nodes) holds this lock from start to end, so the
+# disks of one domain are merged one after the other.
+_JOB_LOCKS: dict[str, threading.RLock] = {}
 _JOB_LOCKS_GUARD = threading.Lock()
 
 
-def _job_lock(address: str) -> threading.Lock:
+def _job_lock(address: str) -> threading.RLock:
     with _JOB_LOCKS_GUARD:
-        return _JOB_LOCKS.setdefault(address, threading.Lock())
+        return _JOB_LOCKS.setdefault(address, threading.RLock())
 
 
 def _digest(*parts: str) -> str:
@@ -670,10 +672,11 @@ class LiveDisk:
         not in use: as offline (unlinked, or merged with qemu-img when images not in use
         depend on it).
         """
-        plan = self._delete_plan(snapshot, others)
-        if plan.blockers:
-            raise self._error("; ".join(plan.blockers))
-        plan.run()
+        with _job_lock(self.qmp.address):
+            plan = self._delete_plan(snapshot, others)
+            if plan.blockers:
+                raise self._error("; ".join(plan.blockers))
+            plan.run()
         return True
 
     def _delete_plan(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> _LivePlan:
