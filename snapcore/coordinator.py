@@ -5,12 +5,13 @@ interrupted command left in the journal → plan and preflight every disk (nothi
 any disk objects; ``--dry-run`` stops here) → journal the intent → run the per-disk steps,
 disks in parallel → commit the records → clear the journal.
 
-A checkpoint of a running domain: memory save prepared while the guest runs
-(``domain_memory_prepare``) → quiesce (disk-only, with a guest agent) → pause → every disk's
-snapshot (each driver's disks in one ``disk_snapshot_create_group`` call when it can, drivers in
-parallel) → memory save (the memory as it is now; the guest may run again while it is written)
-→ resume. A ``memory_first`` hypervisor saves memory first instead, which leaves the guest
-paused (Xen PV guests must run to be suspended).
+A checkpoint of a running domain: every driver's snapshots and the memory save prepared while
+the guest runs (``disk_snapshot_prepare_group``, ``domain_memory_prepare``) → quiesce
+(disk-only, with a guest agent) → pause → every disk's snapshot (each driver's disks in one
+``disk_snapshot_create_group`` call when it can, drivers in parallel) → memory save (the
+memory as it is now; the guest may run again while it is written) → resume. A
+``memory_first`` hypervisor saves memory first instead, which leaves the guest paused (Xen PV
+guests must run to be suspended).
 
 Failure handling:
 
@@ -225,6 +226,72 @@ class _GuestHold:
             except Exception as exc:
                 problems.append(f"the guest's file systems are still frozen: {exc}")
         return problems
+
+
+class _DiskCreates:
+    """The disk snapshots of one checkpoint, per driver; :attr:`started` lists the requests
+    an undo must abort."""
+
+    def __init__(self, coordinator: Coordinator, ctx: HookContext, total: int):
+        self.co = coordinator
+        self.ctx = ctx
+        self.total = total
+        self.count = 0
+        self.started: list[SnapshotRequest] = []
+
+    def begin(self, reqs: Sequence[SnapshotRequest]) -> None:
+        """From here on, an undo aborts *reqs*."""
+        self.started.extend(r for r in reqs if r not in self.started)
+
+    def prepare_group(self, group: list[SnapshotRequest]) -> None:
+        """Before the pause: what the driver can do of its snapshots while the guest runs."""
+        driver = group[0].disk.driver
+        assert driver is not None
+        self.begin(group)
+        _call_guarded(
+            driver,
+            ", ".join(r.disk.vdev for r in group),
+            lambda: self.co.hook.disk_snapshot_prepare_group(requests=tuple(group), ctx=self.ctx),
+        )
+
+    def driver_group(self, group: list[SnapshotRequest]) -> list[DiskSnapshot]:
+        """The driver's snapshots, in one call when it takes them together."""
+        driver = group[0].disk.driver
+        assert driver is not None
+        self.begin(group)
+        snaps = _call_guarded(
+            driver,
+            ", ".join(r.disk.vdev for r in group),
+            lambda: self.co.hook.disk_snapshot_create_group(requests=tuple(group), ctx=self.ctx),
+        )
+        if snaps is None:  # the backend takes its disks one at a time
+            done, failed = _parallel(group, self.one)
+            if failed:
+                raise _first_error(failed)
+            return [snap for _, snap in done]
+        if len(snaps) != len(group):
+            raise BackendError(
+                f"plugin for driver {driver!r} returned {len(snaps)} snapshots "
+                f"for {len(group)} disks",
+                driver=driver,
+            )
+        self.count += len(group)
+        self.co._report("create", group[-1].disk.vdev, self.count, self.total)
+        return list(snaps)
+
+    def one(self, req: SnapshotRequest) -> DiskSnapshot:
+        self.begin([req])
+        assert req.disk.driver is not None
+        snap = _call_guarded(
+            req.disk.driver,
+            req.disk.vdev,
+            lambda: self.co.hook.disk_snapshot_create(request=req, ctx=self.ctx),
+        )
+        if snap is None:
+            raise NoBackendError(req.disk.vdev, req.disk.path, req.disk.driver)
+        self.count += 1
+        self.co._report("create", req.disk.vdev, self.count, self.total)
+        return snap  # type: ignore[no-any-return]
 
 
 class Coordinator:
@@ -512,56 +579,17 @@ class Coordinator:
         ctx = self._ctx(work.state)
         guest = _GuestHold(self, ctx, work.state)
         memory: MemoryImage | None = None
-        started: list[SnapshotRequest] = []
-        count = [0]
-        total = len(work.requests)
-
-        def one(req: SnapshotRequest) -> DiskSnapshot:
-            started.append(req)
-            assert req.disk.driver is not None
-            snap = _call_guarded(
-                req.disk.driver,
-                req.disk.vdev,
-                lambda: self.hook.disk_snapshot_create(request=req, ctx=ctx),
-            )
-            if snap is None:
-                raise NoBackendError(req.disk.vdev, req.disk.path, req.disk.driver)
-            count[0] += 1
-            self._report("create", req.disk.vdev, count[0], total)
-            return snap  # type: ignore[no-any-return]
-
-        def driver_group(group: list[SnapshotRequest]) -> list[DiskSnapshot]:
-            driver = group[0].disk.driver
-            assert driver is not None
-            started.extend(group)
-            snaps = _call_guarded(
-                driver,
-                ", ".join(r.disk.vdev for r in group),
-                lambda: self.hook.disk_snapshot_create_group(requests=tuple(group), ctx=ctx),
-            )
-            if snaps is None:  # the backend takes its disks one at a time
-                for req in group:
-                    started.remove(req)
-                done, failed = _parallel(group, one)
-                if failed:
-                    raise _first_error(failed)
-                return [snap for _, snap in done]
-            if len(snaps) != len(group):
-                raise BackendError(
-                    f"plugin for driver {driver!r} returned {len(snaps)} snapshots "
-                    f"for {len(group)} disks",
-                    driver=driver,
-                )
-            count[0] += len(group)
-            self._report("create", group[-1].disk.vdev, count[0], total)
-            return list(snaps)
-
+        disks = _DiskCreates(self, ctx, len(work.requests))
+        started = disks.started
         groups: dict[str, list[SnapshotRequest]] = {}
         for req in work.requests:
             groups.setdefault(req.disk.driver or "", []).append(req)
         try:
+            _, failed = _parallel(list(groups.values()), disks.prepare_group)
+            if failed:
+                raise _first_error(failed)
             memory = guest.hold(work.memory_path)
-            done_groups, failed = _parallel(list(groups.values()), driver_group)
+            done_groups, failed = _parallel(list(groups.values()), disks.driver_group)
             if failed:
                 raise _first_error(failed)
             if work.memory_path and memory is None:

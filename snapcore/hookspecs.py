@@ -50,7 +50,7 @@ PROJECT: Final = "snapcore"
 #: Major version of the hook API: plugins written for another major version are refused.
 HOOK_API_MAJOR: Final = 1
 #: Minor version: bumped for each backward-compatible change (a new hook or argument).
-HOOK_API_MINOR: Final = 1
+HOOK_API_MINOR: Final = 2
 HOOK_API_VERSION: Final = (HOOK_API_MAJOR, HOOK_API_MINOR)
 
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -119,6 +119,35 @@ def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnap
 
 
 @hookspec(firstresult=True)
+def disk_snapshot_prepare_group(
+    requests: Sequence[SnapshotRequest], ctx: HookContext
+) -> bool | None:
+    """Do in advance, while the guest still runs, whatever of these snapshots can be done
+    without changing what the guest sees, so that the guest's pause holds only the switch.
+
+    Optional. Called once per driver with all its disks of a checkpoint (``requests`` all have
+    the same ``disk.driver``), after every disk's :func:`disk_snapshot_create_check` passed and
+    the intent was journaled, before quiesce and pause; then, in the pause, the same requests
+    reach :func:`disk_snapshot_create_group` (or :func:`disk_snapshot_create`), which uses what
+    was prepared. The ``qcow2`` driver creates its external overlays here and opens them in
+    QEMU, so that the pause holds one QMP ``transaction``.
+
+    Whatever is prepared must be found again by :func:`disk_snapshot_abort`, which snapcore
+    calls for every request of a checkpoint that is undone, whether or not the create hook ran,
+    and by the create hook in the pause, which may find the domain changed in between: it
+    then raises, and the checkpoint is undone.
+
+    Failure guarantee: when it raises, snapcore calls :func:`disk_snapshot_abort` for each of
+    *requests*, which must remove what was prepared.
+
+    .. versionadded:: 1.2
+
+    :returns: ``None`` if the disks are not yours or there is nothing to prepare; ``True``
+        when something was prepared.
+    """
+
+
+@hookspec(firstresult=True)
 def disk_snapshot_create_group(
     requests: Sequence[SnapshotRequest], ctx: HookContext
 ) -> list[DiskSnapshot] | None:
@@ -142,8 +171,9 @@ def disk_snapshot_create_group(
 
 @hookspec(firstresult=True)
 def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool | None:
-    """Undo a :func:`disk_snapshot_create` of *request*, whether it finished, failed or was cut
-    short by a crash, and return the disk to its state before the create.
+    """Undo a :func:`disk_snapshot_create` of *request* (and its
+    :func:`disk_snapshot_prepare_group`), whether it finished, failed or was cut short by a
+    crash, and return the disk to its state before the create.
 
     Called to undo a checkpoint whose other disks failed, and by crash recovery, and only for
     requests whose :func:`disk_snapshot_create_check` found no blockers; so a snapshot called

@@ -616,6 +616,59 @@ def test_group_hook_takes_every_disk_of_a_driver_in_one_call(
     assert [v.checkpoint.name for v in dom.list()] == ["g"]
 
 
+class PreparingBackend(GroupBackend):
+    """Prepares its snapshots while the guest runs, as the qcow2 driver's overlays are."""
+
+    @hookimpl
+    def disk_snapshot_prepare_group(self, requests: Sequence[SnapshotRequest]) -> bool | None:
+        if requests[0].disk.driver != self.driver:
+            return None
+        self.timeline.append("prepare " + ",".join(r.disk.vdev for r in requests))
+        if ("prepare", "all") in self.fail:
+            raise BackendError(self.fail["prepare", "all"], driver=self.driver)
+        return True
+
+
+def test_snapshots_are_prepared_before_the_pause_and_aborted_if_it_fails(
+    tmp_path: Path,
+) -> None:
+    backend = PreparingBackend()
+    hv = FakeHypervisor(timeline=backend.timeline)
+    domain = Domain(
+        name="live",
+        hypervisor="fakehv",
+        disks=(_disk(tmp_path, "vda", b"A0"), _disk(tmp_path, "vdb", b"B0")),
+    )
+    dom = _handle(tmp_path, domain, ("files", backend), ("fakehv", hv))
+    dom.create(CreateOptions(name="p", memory="no"))
+    assert backend.timeline[:3] == ["prepare vda,vdb", "pause", "group vda,vdb"]
+    assert backend.timeline[-1] == "resume"
+
+    backend.timeline.clear()
+    hv.fail.add("pause")  # prepared, then the pause fails: the preparation is aborted
+    with pytest.raises(OperationFailedError, match="pause failed"):
+        dom.create(CreateOptions(name="q", memory="no"))
+    assert backend.timeline[:2] == ["prepare vda,vdb", "pause"]
+    assert sorted(t for t in backend.timeline if t.startswith("abort")) == [
+        "abort vda",
+        "abort vdb",
+    ]
+    assert not any(t.startswith(("group", "create")) for t in backend.timeline)
+
+    hv.fail.clear()
+    backend.timeline.clear()
+    backend.fail["prepare", "all"] = "no room for the overlay"
+    with pytest.raises(OperationFailedError, match="no room for the overlay"):
+        dom.create(CreateOptions(name="r", memory="no"))
+    assert "pause" not in backend.timeline  # the guest was never stopped
+    assert sorted(t for t in backend.timeline if t.startswith("abort")) == [
+        "abort vda",
+        "abort vdb",
+    ]
+    assert [v.checkpoint.name for v in dom.list()] == ["p"]
+    assert hv.state is DomainState.RUNNING
+
+
 class MemoryFirstHypervisor(FakeHypervisor):
     """Like Xen with PV guests: memory is saved first, with the guest running."""
 

@@ -513,6 +513,7 @@ class LiveDisk:
         ``block-commit``, so writes made since are kept) and closed. Not switched: the new
         node is closed, the scratch file removed and ``T``, a second name of ``P``, unlinked.
         """
+        forget_prepared(request, self.ctx)
         view = BlockView(self.qmp)
         path = os.path.abspath(request.disk.path)
         device = view.device_for(path)
@@ -883,12 +884,93 @@ class LiveDisk:
         return self.files.revert_check(snapshot, others)
 
 
+@dataclass(slots=True)
+class _Switch:
+    """A checkpoint's disks made ready for the one transaction that switches them."""
+
+    disks: list[LiveDisk]
+    requests: list[SnapshotRequest]
+    #: Per request: its QEMU device, the active node it snapshots, its kind.
+    planned: list[tuple[Device, SnapshotKind]]
+    actions: list[dict[str, Any]]
+    prepared: list[_Prepared]
+
+    def unprepare(self) -> list[str]:
+        """Undo every prepared external snapshot; return what could not be undone."""
+        by_vdev = {d.vdev: d for d in self.disks}
+        problems: list[str] = []
+        for prep in reversed(self.prepared):
+            vdev = prep.request.disk.vdev
+            try:
+                by_vdev[vdev].unprepare(prep)
+            except Exception as undo:
+                log.exception("disk %s: undoing a prepared snapshot failed", vdev)
+                problems.append(f"disk {vdev}: undoing it failed too: {undo}")
+        self.prepared.clear()
+        return problems
+
+
+# Switches prepared while the guest ran (``prepare_group``), waiting for the ``create_group``
+# of the same checkpoint in the pause; keyed by QEMU monitor, disk and checkpoint name.
+_PENDING: dict[tuple[str, str, str], _Switch] = {}
+_PENDING_GUARD = threading.Lock()
+
+
+def _key(qmp: QMPSession, request: SnapshotRequest) -> tuple[str, str, str]:
+    return (qmp.address, request.disk.vdev, request.name)
+
+
+def prepare_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> None:
+    """Prepare, while the guest runs, the switch of every disk of *requests*: plan each one
+    and make each external overlay (file, fd set, QEMU node), so that :func:`create_group` in
+    the pause has only the transaction left to run.
+
+    Failure guarantee: when it raises, what was prepared is removed again.
+    """
+    qmp = require_qmp(ctx, ", ".join(r.disk.vdev for r in requests))
+    switch = _prepare(requests, ctx, qmp)
+    with _PENDING_GUARD:
+        for request in requests:
+            _PENDING[_key(qmp, request)] = switch
+
+
+def forget_prepared(request: SnapshotRequest, ctx: HookContext) -> None:
+    """Drop what :func:`prepare_group` kept for *request* (its files and nodes are left to
+    :meth:`LiveDisk.abort`)."""
+    if ctx.qmp is not None:
+        with _PENDING_GUARD:
+            _PENDING.pop(_key(ctx.qmp, request), None)
+
+
+def _take_prepared(qmp: QMPSession, requests: Sequence[SnapshotRequest]) -> _Switch | None:
+    """The switch prepared for exactly *requests*, removed from the waiting ones; ``None``
+    when there is none. A switch prepared for other requests than these is undone."""
+    with _PENDING_GUARD:
+        found = [_PENDING.pop(_key(qmp, r), None) for r in requests]
+        switch = found[0]
+        if (
+            switch is not None
+            and all(f is switch for f in found)
+            and len(switch.requests) == len(requests)
+        ):
+            return switch
+        others = {id(f): f for f in found if f is not None}.values()
+        for other in others:
+            for request in other.requests:
+                _PENDING.pop(_key(qmp, request), None)
+    for other in others:
+        other.unprepare()
+    return None
+
+
 def create_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> list[DiskSnapshot]:
     """Snapshot every disk of *requests* at one instant, in one QMP ``transaction``.
 
-    Every external overlay is prepared first (files and QEMU nodes); one transaction then
-    switches every disk (and makes every internal snapshot), all or none, and finally the
-    overlays are renamed onto the disks' paths.
+    Every external overlay is prepared first (files and QEMU nodes), by
+    :func:`prepare_group` before the pause when the coordinator called it, here otherwise; one
+    transaction then switches every disk (and makes every internal snapshot), all or none, and
+    finally the overlays are renamed onto the disks' paths. A prepared switch is run only if
+    every disk's active node in QEMU is still the one it was prepared on.
 
     Failure guarantee: when it raises, no disk has a snapshot of this checkpoint: before
     the switch, what was prepared is removed; after it, every disk is aborted (the overlays
@@ -896,6 +978,43 @@ def create_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> list[
     """
     vdevs = ", ".join(r.disk.vdev for r in requests)
     qmp = require_qmp(ctx, vdevs)
+    switch = _take_prepared(qmp, requests)
+    try:
+        if switch is None:
+            switch = _prepare(requests, ctx, qmp)
+        else:
+            _check_unchanged(qmp, switch)
+        qmp.execute("transaction", {"actions": switch.actions})
+    except BaseException as exc:
+        if switch is not None:
+            for problem in switch.unprepare():
+                exc.add_note(problem)
+        raise
+    try:
+        by_request = {id(p.request): p for p in switch.prepared}
+        snaps: list[DiskSnapshot] = []
+        for disk, request, (device, kind) in zip(
+            switch.disks, switch.requests, switch.planned, strict=True
+        ):
+            if kind is SnapshotKind.INTERNAL:
+                snaps.append(disk.internal_snapshot(request, device))
+            else:
+                snaps.append(disk.finish_external(by_request[id(request)]))
+        return snaps
+    except BaseException as exc:
+        for disk, request in reversed(list(zip(switch.disks, switch.requests, strict=True))):
+            try:
+                disk.abort(request)
+            except Exception as undo:
+                log.exception("disk %s: undoing the switched snapshot failed", disk.vdev)
+                exc.add_note(f"disk {disk.vdev}: undoing it failed too: {undo}")
+        raise
+
+
+def _prepare(requests: Sequence[SnapshotRequest], ctx: HookContext, qmp: QMPSession) -> _Switch:
+    """Plan every disk of *requests* and prepare each external snapshot (the transaction's
+    actions); on failure, remove what was prepared."""
+    vdevs = ", ".join(r.disk.vdev for r in requests)
     disks = [LiveDisk(vdev=r.disk.vdev, ctx=ctx) for r in requests]
     view = BlockView(qmp)
     taken = set(view.nodes)
@@ -905,58 +1024,39 @@ def create_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> list[
         raise BackendError(
             f"two disks of {vdevs} are one QEMU device; check the domain file", driver=DRIVER
         )
-    prepared = _switch(disks, requests, planned, qmp, taken)
-    try:
-        by_request = {id(p.request): p for p in prepared}
-        snaps: list[DiskSnapshot] = []
-        for disk, request, (device, kind) in zip(disks, requests, planned, strict=True):
-            if kind is SnapshotKind.INTERNAL:
-                snaps.append(disk.internal_snapshot(request, device))
-            else:
-                snaps.append(disk.finish_external(by_request[id(request)]))
-        return snaps
-    except BaseException as exc:
-        for disk, request in reversed(list(zip(disks, requests, strict=True))):
-            try:
-                disk.abort(request)
-            except Exception as undo:
-                log.exception("disk %s: undoing the switched snapshot failed", disk.vdev)
-                exc.add_note(f"disk {disk.vdev}: undoing it failed too: {undo}")
-        raise
-
-
-def _switch(
-    disks: Sequence[LiveDisk],
-    requests: Sequence[SnapshotRequest],
-    planned: Sequence[tuple[Device, SnapshotKind]],
-    qmp: QMPSession,
-    taken: set[str],
-) -> list[_Prepared]:
-    """Prepare every external snapshot, then run the one transaction; on failure, remove
-    what was prepared (the transaction itself changes all disks or none)."""
-    prepared: list[_Prepared] = []
-    actions: list[dict[str, Any]] = []
+    switch = _Switch(disks, list(requests), planned, [], [])
     try:
         for disk, request, (device, kind) in zip(disks, requests, planned, strict=True):
             if kind is SnapshotKind.INTERNAL:
                 disk._step("create", f"internal snapshot {request.name!r} of {device.top.name}")
-                actions.append(
+                switch.actions.append(
                     {
                         "type": "blockdev-snapshot-internal-sync",
                         "data": {"device": device.top.name, "name": request.name},
                     }
                 )
             else:
-                actions.append(disk.prepare_external(request, device, taken, prepared))
-        qmp.execute("transaction", {"actions": actions})
+                switch.actions.append(
+                    disk.prepare_external(request, device, taken, switch.prepared)
+                )
     except BaseException as exc:
-        by_vdev = {d.vdev: d for d in disks}
-        for prep in reversed(prepared):
-            vdev = prep.request.disk.vdev
-            try:
-                by_vdev[vdev].unprepare(prep)
-            except Exception as undo:
-                log.exception("disk %s: undoing a prepared snapshot failed", vdev)
-                exc.add_note(f"disk {vdev}: undoing it failed too: {undo}")
+        for problem in switch.unprepare():
+            exc.add_note(problem)
         raise
-    return prepared
+    return switch
+
+
+def _check_unchanged(qmp: QMPSession, switch: _Switch) -> None:
+    """Refuse to run a prepared switch if a disk's active node changed since (one query)."""
+    active = {
+        str(b.get("device") or b.get("qdev", "")): (b.get("inserted") or {}).get("node-name")
+        for b in qmp.execute("query-block")
+    }
+    for disk, (device, _) in zip(switch.disks, switch.planned, strict=True):
+        if active.get(device.name) != device.top.name:
+            raise BackendError(
+                f"QEMU's active node for disk {disk.vdev} changed from {device.top.name} to "
+                f"{active.get(device.name)} while the checkpoint was being prepared",
+                driver=DRIVER,
+                vdev=disk.vdev,
+            )

@@ -44,8 +44,9 @@ from snapcore_qcow2.qemu_img import PROGRAM, QemuImg
 if TYPE_CHECKING:
     from snapcore_qcow2.live import LiveDisk
 
-#: The hook API this plugin was written for (1.1: ``disk_snapshot_create_group``).
-SNAPCORE_HOOK_API: Final = (1, 1)
+#: The hook API this plugin was written for (1.1: ``disk_snapshot_create_group``; 1.2:
+#: ``disk_snapshot_prepare_group``).
+SNAPCORE_HOOK_API: Final = (1, 2)
 
 #: The first bytes of every qcow2 image (``QFI\xfb``, docs/interop/qcow2.txt).
 QCOW2_MAGIC: Final = b"QFI\xfb"
@@ -182,6 +183,21 @@ def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnap
         return snap
     with _for_disk(request.disk.vdev):
         return _disk(request.disk.vdev, ctx).create(request, ctx.state)
+
+
+@hookimpl
+def disk_snapshot_prepare_group(
+    requests: Sequence[SnapshotRequest], ctx: HookContext
+) -> bool | None:
+    """On a running QEMU, plan the transaction and make the external overlays while the guest
+    still runs, so that its pause holds the transaction only."""
+    if not requests or requests[0].disk.driver != DRIVER or not _running(ctx):
+        return None
+    from snapcore_qcow2.live import prepare_group
+
+    with _for_disk(", ".join(r.disk.vdev for r in requests)):
+        prepare_group(requests, ctx)
+    return True
 
 
 @hookimpl

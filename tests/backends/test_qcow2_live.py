@@ -296,6 +296,76 @@ def test_failure_after_the_switch_is_undone(
         assert qemu.holds(p, 0x11)
 
 
+def test_prepared_overlays_wait_while_the_guest_writes_then_switch(
+    live: Live, qemu: QemuTools
+) -> None:
+    """prepare_group makes the external overlay and its node while the guest runs; the guest
+    keeps writing to its image until create_group's transaction, whose instant the snapshot
+    holds."""
+    live.write("vda", 0x11)
+    requests = (live.request("vda", "s1", EXTERNAL), live.request("vdb", "s1", INTERNAL))
+    for request in requests:
+        assert live.check(request) == []
+    nodes = live.node_names()
+    assert live.plugins.hook.disk_snapshot_prepare_group(requests=requests, ctx=live.ctx())
+    [overlay] = [n for n in live.node_names() - nodes if not n.startswith("#")]  # not in use yet
+    assert live.block()["vda"]["node-name"] == "vda"
+    assert live.tags("vdb") == []
+    live.write("vda", 0x22)  # after the preparation, before the switch: in the snapshot
+    ext, internal = live.plugins.hook.disk_snapshot_create_group(requests=requests, ctx=live.ctx())
+    assert live.block()["vda"]["node-name"] == ext.extra["node"] == overlay
+    assert live.tags("vdb") == ["s1"]
+    assert internal.kind is INTERNAL
+    live.write("vda", 0x33)
+    live.stop()
+    assert qemu.holds(ext.locator, 0x22)
+    assert qemu.holds(live.paths["vda"], 0x33)
+    assert qemu.backing(live.paths["vda"]) == ext.locator
+
+
+def test_prepared_then_aborted_leaves_nothing(live: Live, qemu: QemuTools) -> None:
+    """The coordinator aborts a prepared checkpoint that never reached its pause (another
+    driver failed): no node, fd set or file is left and the next checkpoint starts afresh."""
+    live.write("vda", 0x11)
+    before = (live.device("vda"), live.node_names(), files(live.images))
+    requests = (live.request("vda", "s1", EXTERNAL), live.request("vdb", "s1", EXTERNAL))
+    assert live.plugins.hook.disk_snapshot_prepare_group(requests=requests, ctx=live.ctx())
+    assert files(live.images) != before[2]
+    for request in reversed(requests):
+        assert live.plugins.hook.disk_snapshot_abort(request=request, ctx=live.ctx()) is True
+    assert (live.device("vda"), live.node_names(), files(live.images)) == before
+    assert live.session.execute("query-fdsets") == []
+    [snap] = live.create(live.request("vda", "s1", EXTERNAL))  # not the aborted preparation
+    live.write("vda", 0x22)
+    live.stop()
+    assert qemu.holds(snap.locator, 0x11)
+    assert qemu.holds(live.paths["vda"], 0x22)
+
+
+def test_prepared_switch_refused_when_the_disk_changed_meanwhile(
+    live: Live, qemu: QemuTools, images: Path
+) -> None:
+    """Someone else switched vda to an overlay between the preparation and the pause: the
+    prepared internal snapshot would land on the wrong image, so nothing is switched."""
+    requests = (live.request("vda", "s1", INTERNAL), live.request("vdb", "s1", EXTERNAL))
+    vdb_before, files_before = live.device("vdb"), files(live.images)
+    assert live.plugins.hook.disk_snapshot_prepare_group(requests=requests, ctx=live.ctx())
+    theirs = str(images / "theirs.qcow2")
+    live.session.execute(
+        "blockdev-snapshot-sync",
+        {"node-name": "vda", "snapshot-file": theirs, "snapshot-node-name": "theirs"},
+    )
+    with pytest.raises(BackendError, match="vda changed from vda to theirs"):
+        live.plugins.hook.disk_snapshot_create_group(requests=requests, ctx=live.ctx())
+    assert live.block()["vda"]["node-name"] == "theirs"
+    assert live.tags("vda") == []
+    assert qemu.tags(live.paths["vda"]) == []
+    assert live.device("vdb") == vdb_before
+    assert files(live.images) == sorted([*files_before, "theirs.qcow2"])
+    assert live.session.execute("query-fdsets") == []
+    assert not any(n.startswith("snap-") for n in live.node_names())
+
+
 def test_create_check_blockers(live: Live, images: Path, qemu: QemuTools) -> None:
     other = qemu.create(images / "other.qcow2")
     stray = Disk(vdev="vdc", path=str(other), driver="qcow2")
