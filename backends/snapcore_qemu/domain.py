@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from snapcore.context import HookContext
-from snapcore.errors import BackendError, ConfigError, DomainUnreachableError
+from snapcore.errors import BackendError, ConfigError, DomainUnreachableError, QMPCommandError
 from snapcore.model import DomainState, MemoryImage, ProgressEvent
 from snapcore.qmp import QMPSession
 
@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 NAME: Final = "qemu"
 #: Options snapcore adds to ``[qemu] argv`` itself; a domain file must not carry them.
 MANAGED_OPTIONS: Final = ("-qmp", "-daemonize", "-pidfile", "-incoming", "-S")
+#: Seconds between two looks at a running migration (its end event wakes the wait earlier).
+MIGRATION_POLL: Final = 0.1
+#: The states a migration ends in.
+MIGRATION_ENDS: Final = frozenset({"completed", "failed", "cancelled"})
 #: Bandwidth for memory saves (bytes/s): high enough never to be the limit.
 SAVE_BANDWIDTH: Final = 64 << 30
 MEMORY_FORMAT: Final = "qemu-migration"
@@ -362,8 +366,7 @@ class QemuDomain:
         if not (os.path.exists(path) and os.path.getsize(path) == 0):
             self.prepare_memory(path, live=live)
         try:
-            qmp.execute("migrate", {"uri": f"fd:{MEMORY_FD}"})
-            info = self._wait_migration("save memory")
+            info = self._migrate("migrate", f"fd:{MEMORY_FD}", "save memory")
         except BaseException:
             with contextlib.suppress(Exception):
                 qmp.execute("migrate_cancel")
@@ -379,34 +382,53 @@ class QemuDomain:
         return MemoryImage(path=path, size=os.path.getsize(path), format=MEMORY_FORMAT)
 
     def _set_background(self, on: bool) -> None:
+        """Set ``background-snapshot`` (and ``events``, so that the end of a migration wakes
+        :meth:`_migrate` at once instead of at its next look)."""
         self.qmp.execute(
             "migrate-set-capabilities",
-            {"capabilities": [{"capability": "background-snapshot", "state": on}]},
+            {
+                "capabilities": [
+                    {"capability": "background-snapshot", "state": on},
+                    {"capability": "events", "state": True},
+                ]
+            },
         )
 
-    def _wait_migration(self, step: str) -> dict[str, Any]:
-        """Poll ``query-migrate`` until it ends, reporting progress; return its last answer."""
-        delay = 0.005
-        while True:
-            info: dict[str, Any] = self.qmp.execute("query-migrate")
-            status = info.get("status")
-            if status == "completed":
-                return info
-            if status in ("failed", "cancelled"):
-                raise BackendError(
-                    f"{step} failed: {info.get('error-desc') or status}", driver=NAME
+    def _migrate(self, command: str, uri: str, step: str) -> dict[str, Any]:
+        """Run migration *command* (``migrate``, ``migrate-incoming``) to or from *uri* and
+        wait until it ends, reporting progress; return ``query-migrate``'s last answer.
+
+        A ``MIGRATION`` event (sent when the ``events`` capability is on) ends each wait at
+        once; without it, ``query-migrate`` is asked every :data:`MIGRATION_POLL` seconds.
+
+        :raises BackendError: the migration failed or was cancelled.
+        """
+        qmp = self.qmp
+        with qmp.events("MIGRATION") as waiter:
+            qmp.execute(command, {"uri": uri})
+            while True:
+                info: dict[str, Any] = qmp.execute("query-migrate")
+                status = info.get("status")
+                if status == "completed":
+                    return info
+                if status in ("failed", "cancelled"):
+                    raise BackendError(
+                        f"{step} failed: {info.get('error-desc') or status}", driver=NAME
+                    )
+                ram = info.get("ram") or {}
+                self.ctx.progress(
+                    ProgressEvent(
+                        step=step,
+                        done=int(ram.get("transferred", 0)),
+                        total=int(ram.get("total", 0)),
+                        unit="bytes",
+                    )
                 )
-            ram = info.get("ram") or {}
-            self.ctx.progress(
-                ProgressEvent(
-                    step=step,
-                    done=int(ram.get("transferred", 0)),
-                    total=int(ram.get("total", 0)),
-                    unit="bytes",
-                )
-            )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+                with contextlib.suppress(DomainUnreachableError):  # no end yet: look again
+                    waiter.get(
+                        MIGRATION_POLL,
+                        match=lambda e: e.get("data", {}).get("status") in MIGRATION_ENDS,
+                    )
 
     def restore_memory(self, image: MemoryImage, state: DomainState) -> None:
         """Start QEMU from *image* (disks already reverted) and leave it *state*.
@@ -420,8 +442,12 @@ class QemuDomain:
             self.start(paused=True, incoming=True)
             try:
                 self.qmp.send_fd(fd, MEMORY_FD)
-                self.qmp.execute("migrate-incoming", {"uri": f"fd:{MEMORY_FD}"})
-                self._wait_migration("restore memory")
+                with contextlib.suppress(QMPCommandError):  # only wakes the wait earlier
+                    self.qmp.execute(
+                        "migrate-set-capabilities",
+                        {"capabilities": [{"capability": "events", "state": True}]},
+                    )
+                self._migrate("migrate-incoming", f"fd:{MEMORY_FD}", "restore memory")
                 if state is DomainState.RUNNING:
                     self.qmp.execute("cont")
             except BaseException:
