@@ -515,7 +515,18 @@ class Coordinator:
         blockers.extend(self._preflight_domain(ctx))
         if state is DomainState.RUNNING:
             steps.append(PlanStep(vdev="", driver=hypervisor, action="pause"))
-        steps.extend(self._preflight_disk(req, ctx, blockers) for req in requests)
+
+        def check(req: SnapshotRequest) -> tuple[PlanStep, list[str]]:
+            found: list[str] = []
+            return self._preflight_disk(req, ctx, found), found
+
+        # the disks' checks run side by side (each may read images or ask the hypervisor)
+        checked, failed = _parallel(requests, check)
+        if failed:
+            raise _first_error(failed)
+        for _, (step, found) in checked:
+            steps.append(step)
+            blockers.extend(found)
         if memory_path:
             how = self.hook.domain_memory_plan(path=memory_path, ctx=ctx)
             detail = f"{memory_path}: {how}" if how else memory_path
