@@ -35,6 +35,7 @@ active node reads an fd set marked (``opaque``) with ``P``. Its backing chain co
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -158,6 +159,8 @@ class Node:
     backing_filename: str | None = None
     cache: Mapping[str, Any] = field(default_factory=dict)
     detect_zeroes: str = "off"
+    #: QEMU's ``ImageInfo`` of the node's image (tags, corrupt flag, ...), if it gave one.
+    image: ImageInfo | None = None
 
     @property
     def fdset(self) -> int | None:
@@ -219,6 +222,7 @@ class BlockView:
                 backing_filename=image.get("backing-filename"),
                 cache=dict(info.get("cache") or {}),
                 detect_zeroes=str(info.get("detect_zeroes", "off")),
+                image=_image_info(image),
             )
         # the format node that reads each fd set
         self.fdset_nodes: dict[int, str] = {}
@@ -272,6 +276,13 @@ class BlockView:
             for fdset, opaques in self.fdsets.items()
             if any(o.startswith(prefix) for o in opaques)
         ]
+
+
+def _image_info(data: Mapping[str, Any]) -> ImageInfo | None:
+    try:
+        return ImageInfo.from_json(data) if data else None
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _find_job(qmp: QMPSession, job: str) -> dict[str, Any] | None:
@@ -362,7 +373,7 @@ class LiveDisk:
                 f"the domain is {self.ctx.state} but its domain file names no QMP socket "
                 "([qemu] qmp); a running disk is snapshotted through QEMU's monitor"
             ]
-        blockers = self.files.create_check(request, self.ctx.state)
+        blockers = self.files.request_blockers(request, self.ctx.state)
         path = request.disk.path
         view = BlockView(self.qmp)
         device = view.device_for(path)
@@ -377,7 +388,20 @@ class LiveDisk:
                 f"QEMU's active node for {path} is a {device.top.driver} node "
                 f"({device.top.name}), not {QCOW2}"
             )
-        return blockers
+            return blockers
+        # the images as the running QEMU has them (their tags, corrupt flags), which spares
+        # a qemu-img run per disk before the guest's pause
+        chain: list[ImageInfo] = []
+        filename = os.path.abspath(path)
+        for node in device.chain:
+            if node.image is None:
+                return self.files.create_check(request, self.ctx.state)  # ask qemu-img -U
+            # QEMU names a node by the path it was opened by, which a snapshot may have
+            # renamed since; the image above names the file that holds it now
+            chain.append(dataclasses.replace(node.image, filename=filename))
+            backing = node.image.backing_filename or ""
+            filename = os.path.join(os.path.dirname(filename), backing)
+        return blockers + self.files.chain_blockers(request, chain)
 
     def plan(self, request: SnapshotRequest, view: BlockView) -> tuple[Device, SnapshotKind]:
         """The device and kind of *request*, or why it cannot be made now."""

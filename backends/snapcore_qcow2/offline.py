@@ -232,8 +232,21 @@ class OfflineDisk:
 
     def create_check(self, request: SnapshotRequest, state: DomainState) -> list[str]:
         """Blockers for :meth:`create`; changes nothing."""
-        blockers: list[str] = []
+        blockers = self.request_blockers(request, state)
         path = request.disk.path
+        if not os.path.isfile(path):
+            blockers.append(f"{path} does not exist or is not a file")
+            return blockers
+        try:
+            chain = self.img.chain(path, force_share=self.force_share)
+        except CommandError as exc:
+            blockers.append(f"qemu-img cannot open {path} and its backing files: {exc.stderr}")
+            return blockers
+        return blockers + self.chain_blockers(request, chain)
+
+    def request_blockers(self, request: SnapshotRequest, state: DomainState) -> list[str]:
+        """What is wrong with *request* itself, whatever the images hold."""
+        blockers: list[str] = []
         kind = request.kind or DEFAULT_KIND
         if state is not DomainState.SHUTOFF and not self.force_share:
             blockers.append(
@@ -246,14 +259,14 @@ class OfflineDisk:
                 f"a qcow2 disk's snapshot is a qcow2 image, not {request.format}; "
                 f"use type={QCOW2} or none"
             )
-        if not os.path.isfile(path):
-            blockers.append(f"{path} does not exist or is not a file")
-            return blockers
-        try:
-            chain = self.img.chain(path, force_share=self.force_share)
-        except CommandError as exc:
-            blockers.append(f"qemu-img cannot open {path} and its backing files: {exc.stderr}")
-            return blockers
+        return blockers
+
+    def chain_blockers(self, request: SnapshotRequest, chain: Sequence[ImageInfo]) -> list[str]:
+        """What stops *request* on the disk whose images are *chain* (active image first, as
+        qemu-img or the running QEMU describe them)."""
+        blockers: list[str] = []
+        path = request.disk.path
+        kind = request.kind or DEFAULT_KIND
         top = chain[0]
         if top.format != QCOW2:
             blockers.append(f"{path} is a {top.format} image, not {QCOW2}")

@@ -388,6 +388,16 @@ def test_create_check_blockers(live: Live, images: Path, qemu: QemuTools) -> Non
     assert "running" in b
 
 
+def test_create_check_reads_the_chain_qemu_has_open(live: Live, qemu: QemuTools) -> None:
+    """A tag in a backing image of the running disk blocks a new internal snapshot of that
+    name (tags are unique along a chain), as QEMU's own view of the images shows."""
+    live.session.execute("blockdev-snapshot-internal-sync", {"device": "vdb", "name": "t0"})
+    [snap] = live.create(live.request("vdb", "e1", EXTERNAL))
+    [b] = live.check(live.request("vdb", "t0", INTERNAL))
+    assert f"its backing file {snap.locator} already has an internal snapshot 't0'" in b
+    assert live.check(live.request("vdb", "t1", INTERNAL)) == []
+
+
 # -- abort ------------------------------------------------------------------------------------
 
 
