@@ -222,6 +222,13 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def daemon_running(name: str) -> bool:
+    """Whether a live process (not a zombie: a daemon this script stopped in an earlier run may
+    linger as one until it is reaped) is called *name*."""
+    pids = run(["pgrep", "-x", name], check=False).stdout.split()
+    return any(pid_alive(int(pid)) for pid in pids if pid.isdigit())
+
+
 def terminate(pid: int, timeout: float = 15.0) -> None:
     """SIGTERM the process *pid* (one we started), SIGKILL it if it lingers."""
     with contextlib.suppress(ProcessLookupError):
@@ -262,7 +269,7 @@ class LibvirtHost:
         if missing:
             self._install(missing)
         for daemon in self.DAEMONS:
-            if run(["pgrep", "-x", daemon], check=False).returncode == 0:
+            if daemon_running(daemon):
                 print(f"  {daemon}: already running (left running at the end)")
                 continue
             exe, pid = self._start(daemon)
