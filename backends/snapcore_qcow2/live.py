@@ -1024,7 +1024,8 @@ def create_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> list[
                 snaps.append(disk.internal_snapshot(request, device))
             else:
                 snaps.append(disk.finish_external(by_request[id(request)]))
-        return snaps
+        by_vdev = {snap.vdev: snap for snap in snaps}
+        return [by_vdev[r.disk.vdev] for r in requests]  # in the caller's order
     except BaseException as exc:
         for disk, request in reversed(list(zip(switch.disks, switch.requests, strict=True))):
             try:

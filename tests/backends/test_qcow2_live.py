@@ -312,10 +312,13 @@ def test_prepared_overlays_wait_while_the_guest_writes_then_switch(
     assert live.block()["vda"]["node-name"] == "vda"
     assert live.tags("vdb") == []
     live.write("vda", 0x22)  # after the preparation, before the switch: in the snapshot
-    ext, internal = live.plugins.hook.disk_snapshot_create_group(requests=requests, ctx=live.ctx())
+    # the same requests, in another order: the snapshots come back in the caller's order
+    internal, ext = live.plugins.hook.disk_snapshot_create_group(
+        requests=requests[::-1], ctx=live.ctx()
+    )
     assert live.block()["vda"]["node-name"] == ext.extra["node"] == overlay
     assert live.tags("vdb") == ["s1"]
-    assert internal.kind is INTERNAL
+    assert (internal.vdev, internal.kind, ext.vdev, ext.kind) == ("vdb", INTERNAL, "vda", EXTERNAL)
     live.write("vda", 0x33)
     live.stop()
     assert qemu.holds(ext.locator, 0x22)
