@@ -27,6 +27,8 @@ T = TypeVar("T")
 
 #: Default seconds to wait for a connection or a command's answer.
 DEFAULT_TIMEOUT: Final = 30.0
+#: Connections tried when what QEMU sends first is not its greeting (see :meth:`connect`).
+GREETING_ATTEMPTS: Final = 3
 
 
 class EventWaiter:
@@ -96,6 +98,7 @@ class QMPSession:
         :raises DomainUnreachableError: the socket is missing, refuses, or does not greet us.
         """
         from qemu.qmp import QMPClient
+        from qemu.qmp.qmp_client import GreetingError
 
         with self._lock:
             if self._client is not None:
@@ -106,19 +109,28 @@ class QMPSession:
             )
             thread.start()
             self._loop, self._thread = loop, thread
-            client = QMPClient(self.domain or None)
-            if self.guest_agent:
-                client.await_greeting = False
-                client.negotiate = False
-            try:
-                self._run(client.connect(self.address), self.timeout, "connecting")
-            except DomainUnreachableError:
-                self._stop_loop()
-                raise
-            except Exception as exc:  # qemu.qmp ConnectError, OSError...
-                self._stop_loop()
-                reason = getattr(exc, "exc", None) or exc
-                raise DomainUnreachableError(self.domain, self.address, str(reason)) from exc
+            for attempt in range(1, GREETING_ATTEMPTS + 1):
+                client = QMPClient(self.domain or None)
+                if self.guest_agent:
+                    client.await_greeting = False
+                    client.negotiate = False
+                try:
+                    self._run(client.connect(self.address), self.timeout, "connecting")
+                except DomainUnreachableError:
+                    self._stop_loop()
+                    raise
+                except Exception as exc:  # qemu.qmp ConnectError, OSError...
+                    reason = getattr(exc, "exc", None) or exc
+                    if attempt < GREETING_ATTEMPTS and isinstance(reason, GreetingError):
+                        # QEMU 7.2 sends an event that happens while a client connects (the
+                        # RESUME of a QEMU that just started) before its greeting: try again
+                        log.debug("qmp %s: %s; connecting again", self.address, reason)
+                        with contextlib.suppress(Exception):
+                            self._run(client.disconnect(), 5.0, "disconnecting")
+                        continue
+                    self._stop_loop()
+                    raise DomainUnreachableError(self.domain, self.address, str(reason)) from exc
+                break
             self._client = client
             log.debug("qmp %s: connected", self.address)
             return self

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,3 +77,52 @@ def test_session_reconnects_after_qemu_restarts(vm: QemuVM) -> None:
         assert qmp.execute("query-status")["running"] is True
     finally:
         qmp.close()
+
+
+def test_an_event_before_the_greeting_is_met_by_connecting_again(tmp_path: Path) -> None:
+    """QEMU 7.2, just started, once sent its RESUME event to a connecting client before its
+    greeting (seen in this suite under load). The peer here replays that byte sequence on the
+    first connection and behaves like QEMU's monitor on the next one."""
+    path = tmp_path / "monitor.sock"
+    version = {"qemu": {"major": 7, "minor": 2, "micro": 0}, "package": ""}
+    greeting = {"QMP": {"version": version, "capabilities": []}}
+    resume = {"timestamp": {"seconds": 1, "microseconds": 0}, "event": "RESUME"}
+    connections: list[int] = []
+
+    def serve(server: socket.socket) -> None:
+        for n in (1, 2):
+            conn, _ = server.accept()
+            connections.append(n)
+            if n == 1:  # the event, then the greeting, on which the client has hung up
+                with conn, contextlib.suppress(OSError):
+                    conn.sendall(json.dumps(resume).encode() + b"\r\n")
+                    conn.sendall(json.dumps(greeting).encode() + b"\r\n")
+                    while conn.recv(4096):
+                        pass
+                continue
+            with conn:
+                conn.sendall(json.dumps(greeting).encode() + b"\r\n")
+                decoder, pending = json.JSONDecoder(), ""
+                while chunk := conn.recv(4096):  # JSON objects, one after the other
+                    pending += chunk.decode()
+                    while pending.strip():
+                        try:
+                            request, end = decoder.raw_decode(pending.lstrip())
+                        except json.JSONDecodeError:
+                            break  # the rest of the object is still to come
+                        pending = pending.lstrip()[end:]
+                        answer: dict[str, Any] = {"return": {}}
+                        if request["execute"] == "query-status":
+                            answer["return"] = {"status": "running", "running": True}
+                        if "id" in request:
+                            answer["id"] = request["id"]
+                        conn.sendall(json.dumps(answer).encode() + b"\r\n")
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen(1)
+        thread = threading.Thread(target=serve, args=(server,), daemon=True)
+        thread.start()
+        with QMPSession(str(path), domain="vm", timeout=10) as qmp:
+            assert qmp.execute("query-status")["status"] == "running"
+    assert connections == [1, 2]
