@@ -93,14 +93,24 @@ class QemuVM:
         argv = [*self.argv, "-qmp", f"unix:{self.qmp_path},server=on,wait=off", *extra]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
-        while not self.qmp_path.exists():
+        # QEMU binds its QMP socket (the file appears) a moment before it listens on it:
+        # wait until a connection is accepted, or a test's first command may be refused
+        while not self._listening():
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 raise RuntimeError(f"QEMU exited: {err}")
             if time.monotonic() > deadline:
-                raise RuntimeError("QEMU did not create its QMP socket")
+                raise RuntimeError("QEMU does not listen on its QMP socket")
             time.sleep(0.02)
         return self
+
+    def _listening(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(self.qmp_path))
+            except (FileNotFoundError, ConnectionRefusedError):
+                return False
+        return True
 
     def qmp(self) -> QMPSession:
         return QMPSession(str(self.qmp_path), domain=self.name).connect()
