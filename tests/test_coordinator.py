@@ -237,8 +237,15 @@ def hv(backend: FileBackend) -> FakeHypervisor:
 
 @pytest.fixture
 def live(tmp_path: Path, backend: FileBackend, hv: FakeHypervisor) -> DomainHandle:
+    return _running(tmp_path, backend, hv)
+
+
+def _running(
+    tmp_path: Path, backend: FileBackend, hv: FakeHypervisor, name: str = "live"
+) -> DomainHandle:
+    """A domain of two ``files`` disks that the ``fakehv`` hypervisor runs."""
     domain = Domain(
-        name="live",
+        name=name,
         hypervisor="fakehv",
         disks=(_disk(tmp_path, "vda", b"A0"), _disk(tmp_path, "vdb", b"B0")),
     )
@@ -634,12 +641,7 @@ def test_snapshots_are_prepared_before_the_pause_and_aborted_if_it_fails(
 ) -> None:
     backend = PreparingBackend()
     hv = FakeHypervisor(timeline=backend.timeline)
-    domain = Domain(
-        name="live",
-        hypervisor="fakehv",
-        disks=(_disk(tmp_path, "vda", b"A0"), _disk(tmp_path, "vdb", b"B0")),
-    )
-    dom = _handle(tmp_path, domain, ("files", backend), ("fakehv", hv))
+    dom = _running(tmp_path, backend, hv)
     dom.create(CreateOptions(name="p", memory="no"))
     assert backend.timeline[:3] == ["prepare vda,vdb", "pause", "group vda,vdb"]
     assert backend.timeline[-1] == "resume"
@@ -681,12 +683,7 @@ def test_memory_first_hypervisor_saves_memory_before_the_disks(
     tmp_path: Path, backend: FileBackend
 ) -> None:
     hv = MemoryFirstHypervisor(timeline=backend.timeline)
-    domain = Domain(
-        name="pv",
-        hypervisor="fakehv",
-        disks=(_disk(tmp_path, "vda", b"A0"), _disk(tmp_path, "vdb", b"B0")),
-    )
-    dom = _handle(tmp_path, domain, ("files", backend), ("fakehv", hv))
+    dom = _running(tmp_path, backend, hv, name="pv")
     cp = dom.create(CreateOptions(name="m"))
     assert cp.memory is not None
     assert backend.timeline[0] == "memory_save"
