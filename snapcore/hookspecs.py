@@ -127,10 +127,11 @@ def disk_snapshot_prepare_group(
 
     Optional. Called once per driver with all its disks of a checkpoint (``requests`` all have
     the same ``disk.driver``), after every disk's :func:`disk_snapshot_create_check` passed and
-    the intent was journaled, before quiesce and pause; then, in the pause, the same requests
-    reach :func:`disk_snapshot_create_group` (or :func:`disk_snapshot_create`), which uses what
-    was prepared. The ``qcow2`` driver creates its external overlays here and opens them in
-    QEMU, so that the pause holds one QMP ``transaction``.
+    the intent was journaled, before quiesce and pause (for a shut-off domain too, where no
+    pause follows: return ``None`` if there is nothing to gain); then, in the pause, the same
+    requests reach :func:`disk_snapshot_create_group` (or :func:`disk_snapshot_create`), which
+    uses what was prepared. The ``qcow2`` driver creates its external overlays here and opens
+    them in QEMU, so that the pause holds one QMP ``transaction``.
 
     Whatever is prepared must be found again by :func:`disk_snapshot_abort`, which snapcore
     calls for every request of a checkpoint that is undone, whether or not the create hook ran,
