@@ -6,10 +6,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from snapcore.model import Domain, DomainState, ProgressEvent
 from snapcore.process import CommandRunner, default_runner
-from snapcore.qmp import QMPSession
+
+if TYPE_CHECKING:  # imported where a session is made: asyncio costs ~20 ms of start-up
+    from snapcore.qmp import QMPSession
 
 ProgressCallback = Callable[[ProgressEvent], None]
 

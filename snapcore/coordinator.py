@@ -35,7 +35,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from snapcore.context import HookContext, ProgressCallback
 from snapcore.errors import (
@@ -73,8 +73,10 @@ from snapcore.model import (
 )
 from snapcore.plugins import Plugins
 from snapcore.process import CommandRunner, default_runner
-from snapcore.qmp import QMPSession
 from snapcore.store import CheckpointStore
+
+if TYPE_CHECKING:
+    from snapcore.qmp import QMPSession
 
 log = logging.getLogger(__name__)
 
@@ -324,11 +326,11 @@ class Coordinator:
         self._progress = progress
         self.lock_timeout = lock_timeout
         #: One monitor session per coordinator, connected on first use, closed after each call.
-        self.qmp = (
-            QMPSession(domain.qemu.qmp, domain=domain.name, timeout=domain.qemu.timeout)
-            if domain.qemu.qmp
-            else None
-        )
+        self.qmp: QMPSession | None = None
+        if domain.qemu.qmp:
+            from snapcore.qmp import QMPSession  # only for QEMU domains (asyncio: ~20 ms)
+
+            self.qmp = QMPSession(domain.qemu.qmp, domain=domain.name, timeout=domain.qemu.timeout)
 
     # -- helpers ------------------------------------------------------------------------------
 

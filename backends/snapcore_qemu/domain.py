@@ -30,10 +30,10 @@ from snapcore.context import HookContext
 from snapcore.errors import BackendError, ConfigError, DomainUnreachableError, QMPCommandError
 from snapcore.model import DomainState, MemoryImage, ProgressEvent
 from snapcore.qmp import QMPSession
+from snapcore_qemu import NAME
 
 log = logging.getLogger(__name__)
 
-NAME: Final = "qemu"
 #: Options snapcore adds to ``[qemu] argv`` itself; a domain file must not carry them.
 MANAGED_OPTIONS: Final = ("-qmp", "-daemonize", "-pidfile", "-incoming", "-S")
 #: Seconds between two looks at a running migration (its end event wakes the wait earlier).
