@@ -37,7 +37,8 @@ enter snapcore, with ``raise ... from exc``. The CLI maps each branch to an exit
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import final
 
 
@@ -390,3 +391,25 @@ class RecoveryNeededError(StoreError):
         super().__init__(
             f"domain {domain!r} has an interrupted operation that could not be recovered: {reason}"
         )
+
+
+@contextmanager
+def for_disk(vdev: str, driver: str) -> Iterator[None]:
+    """Attribute to disk *vdev* of *driver* what a backend's work on it raises.
+
+    For storage plugins, around each hook's work: a :class:`CommandError` comes out naming the
+    disk, a :class:`QMPCommandError` that names no disk yet too, and an ``OSError`` as a
+    :class:`BackendError` naming the file(s). Anything else passes unchanged.
+    """
+    try:
+        yield
+    except CommandError as exc:
+        raise exc.for_disk(vdev, driver) from exc
+    except QMPCommandError as exc:
+        if exc.vdev is not None:
+            raise
+        raise QMPCommandError(
+            exc.command, exc.error_class, exc.desc, vdev=vdev, driver=driver
+        ) from exc
+    except OSError as exc:
+        raise BackendError.from_os_error(exc, driver=driver, vdev=vdev) from exc

@@ -35,6 +35,7 @@ from snapcore.errors import (
     StoreError,
     StoreLockedError,
     UnsupportedOperationError,
+    for_disk,
 )
 
 ALL_ERRORS = [
@@ -201,3 +202,21 @@ def test_conflict_names_both_plugins_and_the_driver() -> None:
     err = BackendConflictError("lvm", ["lvm-a", "lvm-b"])
     for part in ("'lvm-a'", "'lvm-b'", "'lvm'"):
         assert part in str(err)
+
+
+def test_for_disk_names_the_disk_in_what_a_backend_raises() -> None:
+    with pytest.raises(CommandError) as cmd, for_disk("vdb", "qcow2"):
+        raise CommandError(["qemu-img", "info", "x"], 1, "Could not open 'x'")
+    assert (cmd.value.vdev, cmd.value.driver) == ("vdb", "qcow2")
+    assert "Could not open 'x'" in str(cmd.value)
+    with pytest.raises(BackendError) as os_error, for_disk("vdb", "qcow2"):
+        raise FileNotFoundError(2, "No such file or directory", "/img/vdb.qcow2")
+    assert (os_error.value.vdev, str(os_error.value)) == (
+        "vdb",
+        "disk vdb: /img/vdb.qcow2: No such file or directory",
+    )
+    with pytest.raises(QMPCommandError) as qmp, for_disk("vdb", "qcow2"):
+        raise QMPCommandError("transaction", "GenericError", "busy", vdev="vda")
+    assert qmp.value.vdev == "vda"  # already attributed: kept
+    with pytest.raises(ValueError, match="plugin bug"), for_disk("vdb", "qcow2"):
+        raise ValueError("plugin bug")  # not the backend's to translate

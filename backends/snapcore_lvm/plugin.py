@@ -10,13 +10,13 @@ to the disk: a failing LVM tool becomes a :class:`~snapcore.errors.CommandError`
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Final
 
 from snapcore._version import __version__
 from snapcore.context import HookContext
-from snapcore.errors import CommandError
+from snapcore.errors import for_disk
 from snapcore.hookspecs import hookimpl
 from snapcore.model import BackendInfo, Disk, DiskSnapshot, SnapshotKind, SnapshotRequest
 from snapcore_lvm import devices
@@ -82,13 +82,9 @@ def _disk(vdev: str, ctx: HookContext) -> LvmDisk:
     return LvmDisk(vdev=vdev, lvm=Lvm(ctx.run), log=ctx.log, progress=ctx.progress)
 
 
-@contextmanager
-def _for_disk(vdev: str) -> Iterator[None]:
+def _for_disk(vdev: str) -> AbstractContextManager[None]:
     """Attribute LVM failures to disk *vdev*."""
-    try:
-        yield
-    except CommandError as exc:
-        raise exc.for_disk(vdev, DRIVER) from exc
+    return for_disk(vdev, DRIVER)
 
 
 @hookimpl

@@ -16,18 +16,17 @@ from __future__ import annotations
 import functools
 import re
 import shutil
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Final
 
 from snapcore._version import __version__
 from snapcore.context import HookContext
 from snapcore.errors import (
     BackendError,
-    CommandError,
-    QMPCommandError,
     SnapcoreError,
     UnsupportedOperationError,
+    for_disk,
 )
 from snapcore.hookspecs import hookimpl
 from snapcore.model import (
@@ -143,21 +142,9 @@ def _live(vdev: str, ctx: HookContext) -> LiveDisk:
     return LiveDisk(vdev=vdev, ctx=ctx)
 
 
-@contextmanager
-def _for_disk(vdev: str) -> Iterator[None]:
+def _for_disk(vdev: str) -> AbstractContextManager[None]:
     """Attribute qemu-img, QMP and file-system failures to disk *vdev*."""
-    try:
-        yield
-    except CommandError as exc:
-        raise exc.for_disk(vdev, DRIVER) from exc
-    except QMPCommandError as exc:
-        if exc.vdev is not None:
-            raise
-        raise QMPCommandError(
-            exc.command, exc.error_class, exc.desc, vdev=vdev, driver=DRIVER
-        ) from exc
-    except OSError as exc:
-        raise BackendError.from_os_error(exc, driver=DRIVER, vdev=vdev) from exc
+    return for_disk(vdev, DRIVER)
 
 
 def _ours(snapshot: DiskSnapshot) -> bool:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final
 
 from snapcore._version import __version__
 from snapcore.context import HookContext
-from snapcore.errors import BackendError, CommandError, ConfigError
+from snapcore.errors import BackendError, ConfigError, for_disk
 from snapcore.hookspecs import hookimpl
 from snapcore.model import BackendInfo, Disk, DiskSnapshot, SnapshotKind, SnapshotRequest
 from snapcore_vhd.errors import VhdError
@@ -142,14 +142,11 @@ def _options(vdev: str, ctx: HookContext) -> Mapping[str, str]:
 @contextmanager
 def _for_disk(vdev: str) -> Iterator[None]:
     """Attribute tool, engine and file-system failures to disk *vdev*."""
-    try:
-        yield
-    except CommandError as exc:
-        raise exc.for_disk(vdev, DRIVER) from exc
-    except VhdError as exc:
-        raise BackendError(str(exc), driver=DRIVER, vdev=vdev) from exc
-    except OSError as exc:
-        raise BackendError.from_os_error(exc, driver=DRIVER, vdev=vdev) from exc
+    with for_disk(vdev, DRIVER):
+        try:
+            yield
+        except VhdError as exc:
+            raise BackendError(str(exc), driver=DRIVER, vdev=vdev) from exc
 
 
 def _ours(snapshot: DiskSnapshot) -> bool:
