@@ -125,8 +125,7 @@ class Host:
         """
         from snapcore.context import HookContext
 
-        self.plugins.hypervisor(domain.hypervisor)
-        found = self.plugins.hook.domain_disks(
+        found = self.plugins.controller(domain.hypervisor).domain_disks(
             ctx=HookContext(domain=domain, run=self.runner or default_runner())
         )
         if not found:

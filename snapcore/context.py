@@ -22,6 +22,19 @@ def _ignore_progress(event: ProgressEvent) -> None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InfoContext:
+    """Given to ``backend_info`` and ``hypervisor_info`` as ``ctx``: no domain yet, but the
+    runner to ask a tool its version with.
+
+    :ivar run: the command runner; run the plugin's tool through it (``tool --version``).
+    :ivar log: a logger for the plugin's messages.
+    """
+
+    run: CommandRunner = field(default_factory=default_runner)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("snapcore.plugin"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HookContext:
     """Given to every hook as ``ctx``.
 

@@ -29,23 +29,22 @@ Failure handling:
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+from snapcore.boundary import CallRegistry, Hypervisor, StorageBackend
 from snapcore.context import HookContext, ProgressCallback
 from snapcore.errors import (
-    BackendError,
     ConfigError,
     CreateBlockedError,
     DeleteBlockedError,
     DomainStateError,
     NoBackendError,
-    NoHypervisorError,
     OperationFailedError,
     PartialCheckpointError,
     RecoveryNeededError,
@@ -104,26 +103,16 @@ class _ChangeWork:
     others: dict[str, tuple[DiskSnapshot, ...]] = field(default_factory=dict)
 
 
-def _call_guarded(driver: str, vdev: str, fn: Callable[[], T]) -> T:
-    """Run a hook; a plugin's foreign exception becomes a BackendError naming the plugin."""
-    try:
-        return fn()
-    except SnapcoreError:
-        raise
-    except OSError as exc:
-        raise BackendError.from_os_error(exc, driver=driver, vdev=vdev) from exc
-    except Exception as exc:
-        raise BackendError(
-            f"plugin for driver {driver!r} failed: {type(exc).__name__}: {exc}",
-            driver=driver,
-            vdev=vdev,
-        ) from exc
-
-
 def _parallel(
-    items: Sequence[T], fn: Callable[[T], R]
+    items: Sequence[T], fn: Callable[[T], R], calls: CallRegistry | None = None
 ) -> tuple[list[tuple[T, R]], list[tuple[T, BaseException]]]:
-    """Run *fn* over *items*, in threads when there are several; never raises."""
+    """Run *fn* over *items*, in threads when there are several; never raises, but for
+    ``KeyboardInterrupt``.
+
+    On Ctrl-C it says which plugin calls of *calls* it waits for and waits for every item to
+    end (so that an undo does not race them); on a second Ctrl-C it abandons those calls
+    (:meth:`CallRegistry.abandon_running`) and raises ``KeyboardInterrupt`` at once.
+    """
     done: list[tuple[T, R]] = []
     failed: list[tuple[T, BaseException]] = []
     if len(items) <= 1:
@@ -133,16 +122,55 @@ def _parallel(
             except Exception as exc:
                 failed.append((item, exc))
         return done, failed
-    from concurrent.futures import ThreadPoolExecutor  # only needed for several disks
+    results: dict[int, tuple[bool, object]] = {}
+    slots = threading.Semaphore(MAX_PARALLEL)
 
-    with ThreadPoolExecutor(max_workers=min(len(items), MAX_PARALLEL)) as pool:
-        futures = [(item, pool.submit(fn, item)) for item in items]
-        for item, fut in futures:
+    def work(index: int, item: T) -> None:
+        with slots:
             try:
-                done.append((item, fut.result()))
-            except Exception as exc:
-                failed.append((item, exc))
+                results[index] = (True, fn(item))
+            except BaseException as exc:
+                results[index] = (False, exc)
+
+    threads = [
+        threading.Thread(target=work, args=(i, item), name=f"disk-{i}", daemon=True)
+        for i, item in enumerate(items)
+    ]
+    for thread in threads:
+        thread.start()
+    _join(threads, calls)
+    for index, item in enumerate(items):
+        ok, value = results[index]
+        if ok:
+            done.append((item, value))  # type: ignore[arg-type]
+        else:
+            assert isinstance(value, BaseException)
+            failed.append((item, value))
     return done, failed
+
+
+def _join(threads: Sequence[threading.Thread], calls: CallRegistry | None) -> None:
+    interrupted = False
+    for thread in threads:
+        while thread.is_alive():
+            try:
+                thread.join(0.5)
+            except KeyboardInterrupt:
+                running = calls.running() if calls is not None else []
+                if interrupted:
+                    if calls is not None:
+                        for call in calls.abandon_running():
+                            log.warning("stopped waiting for %s; it was left running", call)
+                    raise
+                interrupted = True
+                waiting = "; ".join(str(c) for c in running) or "the disks' steps"
+                log.warning(
+                    "interrupted: waiting for %s to return before undoing "
+                    "(press Ctrl-C again to stop waiting)",
+                    waiting,
+                )
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _oldest_first(checkpoints: Sequence[Checkpoint]) -> list[Checkpoint]:
@@ -195,13 +223,13 @@ class _GuestHold:
             return memory
         if memory_path:
             # Everything the save can do beforehand happens now, outside the guest's pause.
-            co.hook.domain_memory_prepare(path=memory_path, ctx=self.ctx)
+            co.hv.domain_memory_prepare(path=memory_path, ctx=self.ctx)
         if self.state is not DomainState.RUNNING:
             return None
-        if not memory_path and self.ctx.domain.qemu.guest_agent:
-            self.frozen = bool(co.hook.domain_quiesce(ctx=self.ctx))
+        if not memory_path:  # the hypervisor says whether it can (a guest agent, say)
+            self.frozen = co.hv.domain_quiesce(ctx=self.ctx)
         self.paused = True  # set first: a pause that fails half-way is still resumed
-        co.hook.domain_pause(ctx=self.ctx)
+        co.hv.domain_pause(ctx=self.ctx)
         return None
 
     def _gone(self) -> bool:
@@ -215,7 +243,7 @@ class _GuestHold:
         if self.paused:
             self.paused = False
             try:
-                self.co.hook.domain_resume(ctx=self.ctx)
+                self.co.hv.domain_resume(ctx=self.ctx)
             except Exception as exc:
                 if self._gone():
                     log.warning("domain %s is no longer running", self.ctx.domain.name)
@@ -224,7 +252,7 @@ class _GuestHold:
         if self.frozen:
             self.frozen = False
             try:
-                self.co.hook.domain_thaw(ctx=self.ctx)
+                self.co.hv.domain_thaw(ctx=self.ctx)
             except Exception as exc:
                 problems.append(f"the guest's file systems are still frozen: {exc}")
         return problems
@@ -232,7 +260,7 @@ class _GuestHold:
 
 class _DiskCreates:
     """The disk snapshots of one checkpoint, per driver; :attr:`started` lists the requests
-    an undo must abort."""
+    an undo must abort, :attr:`created` what each create returned."""
 
     def __init__(self, coordinator: Coordinator, ctx: HookContext, total: int):
         self.co = coordinator
@@ -240,60 +268,43 @@ class _DiskCreates:
         self.total = total
         self.count = 0
         self.started: list[SnapshotRequest] = []
+        self.created: dict[str, DiskSnapshot] = {}
 
     def begin(self, reqs: Sequence[SnapshotRequest]) -> None:
         """From here on, an undo aborts *reqs*."""
         self.started.extend(r for r in reqs if r not in self.started)
 
+    def _backend(self, group: Sequence[SnapshotRequest]) -> StorageBackend:
+        disk = group[0].disk
+        assert disk.driver is not None
+        return self.co.plugins.storage(disk.driver, vdev=disk.vdev, path=disk.path)
+
     def prepare_group(self, group: list[SnapshotRequest]) -> None:
         """Before the pause: what the driver can do of its snapshots while the guest runs."""
-        driver = group[0].disk.driver
-        assert driver is not None
         self.begin(group)
-        _call_guarded(
-            driver,
-            ", ".join(r.disk.vdev for r in group),
-            lambda: self.co.hook.disk_snapshot_prepare_group(requests=tuple(group), ctx=self.ctx),
-        )
+        self._backend(group).disk_snapshot_prepare_group(requests=group, ctx=self.ctx)
 
     def driver_group(self, group: list[SnapshotRequest]) -> list[DiskSnapshot]:
         """The driver's snapshots, in one call when it takes them together."""
-        driver = group[0].disk.driver
-        assert driver is not None
         self.begin(group)
-        snaps = _call_guarded(
-            driver,
-            ", ".join(r.disk.vdev for r in group),
-            lambda: self.co.hook.disk_snapshot_create_group(requests=tuple(group), ctx=self.ctx),
-        )
+        snaps = self._backend(group).disk_snapshot_create_group(requests=group, ctx=self.ctx)
         if snaps is None:  # the backend takes its disks one at a time
-            done, failed = _parallel(group, self.one)
+            done, failed = _parallel(group, self.one, self.co.plugins.calls)
             if failed:
                 raise _first_error(failed)
             return [snap for _, snap in done]
-        if len(snaps) != len(group):
-            raise BackendError(
-                f"plugin for driver {driver!r} returned {len(snaps)} snapshots "
-                f"for {len(group)} disks",
-                driver=driver,
-            )
+        self.created.update((s.vdev, s) for s in snaps)
         self.count += len(group)
         self.co._report("create", group[-1].disk.vdev, self.count, self.total)
-        return list(snaps)
+        return snaps
 
     def one(self, req: SnapshotRequest) -> DiskSnapshot:
         self.begin([req])
-        assert req.disk.driver is not None
-        snap = _call_guarded(
-            req.disk.driver,
-            req.disk.vdev,
-            lambda: self.co.hook.disk_snapshot_create(request=req, ctx=self.ctx),
-        )
-        if snap is None:
-            raise NoBackendError(req.disk.vdev, req.disk.path, req.disk.driver)
+        snap = self._backend([req]).disk_snapshot_create(request=req, ctx=self.ctx)
+        self.created[snap.vdev] = snap
         self.count += 1
         self.co._report("create", req.disk.vdev, self.count, self.total)
-        return snap  # type: ignore[no-any-return]
+        return snap
 
 
 class Coordinator:
@@ -319,7 +330,6 @@ class Coordinator:
     ):
         self.domain = domain
         self.plugins = plugins
-        self.hook = plugins.hook
         self.store = store
         self.journal = Journal(store.journal_path)
         self.runner = runner or default_runner()
@@ -333,6 +343,14 @@ class Coordinator:
             self.qmp = QMPSession(domain.qemu.qmp, domain=domain.name, timeout=domain.qemu.timeout)
 
     # -- helpers ------------------------------------------------------------------------------
+
+    @property
+    def hv(self) -> Hypervisor:
+        """The plugin controlling the domain's hypervisor.
+
+        :raises NoHypervisorError: none is loaded, or it is unavailable here.
+        """
+        return self.plugins.controller(self.domain.hypervisor)
 
     def _ctx(self, state: DomainState = DomainState.SHUTOFF) -> HookContext:
         kwargs: dict[str, object] = {}
@@ -375,11 +393,7 @@ class Coordinator:
 
         :raises NoHypervisorError: no plugin controls the domain's hypervisor.
         """
-        self.plugins.hypervisor(self.domain.hypervisor)
-        state = self.hook.domain_state(ctx=self._ctx())
-        if state is None:
-            raise NoHypervisorError(self.domain.hypervisor)
-        return DomainState(state)
+        return self.hv.domain_state(ctx=self._ctx())
 
     def _others(
         self, vdev: str, exclude: str, checkpoints: Sequence[Checkpoint]
@@ -396,6 +410,14 @@ class Coordinator:
     def _backend_for(self, snapshot: DiskSnapshot) -> None:
         if self.plugins.backend(snapshot.driver) is None:
             raise NoBackendError(snapshot.vdev, snapshot.path, snapshot.driver)
+
+    def _disk_of(self, snapshot: DiskSnapshot) -> Disk:
+        """The disk *snapshot* belongs to: the domain's, or as recorded when it is gone."""
+        try:
+            disk = self.domain.disk(snapshot.vdev)
+        except ConfigError:
+            disk = Disk(vdev=snapshot.vdev, path=snapshot.path)
+        return disk.with_driver(snapshot.driver)
 
     # -- create -------------------------------------------------------------------------------
 
@@ -472,8 +494,8 @@ class Coordinator:
         """What the hypervisor says stands in the way (running or paused domains only)."""
         if ctx.state is DomainState.SHUTOFF:
             return []
-        found = self.hook.domain_preflight(ctx=ctx)
-        return [f"domain {self.domain.name}: {b}" for b in found or ()]
+        found = self.hv.domain_preflight(ctx=ctx)
+        return [f"domain {self.domain.name}: {b}" for b in found]
 
     def _preflight_disk(
         self, req: SnapshotRequest, ctx: HookContext, blockers: list[str]
@@ -488,15 +510,14 @@ class Coordinator:
             blockers.append(f"disk {vdev}: driver {info.driver} cannot make {kind} snapshots")
         if ctx.state is not DomainState.SHUTOFF and not info.live:
             blockers.append(f"disk {vdev}: driver {info.driver} cannot snapshot a running disk")
-        found = _call_guarded(
-            info.driver, vdev, lambda: self.hook.disk_snapshot_create_check(request=req, ctx=ctx)
-        )
-        if found is None:
-            raise NoBackendError(vdev, req.disk.path, req.disk.driver)
+        backend = self.plugins.storage(info.driver, vdev=vdev, path=req.disk.path)
+        found = backend.disk_snapshot_create_check(request=req, ctx=ctx)
         blockers.extend(f"disk {vdev}: {b}" for b in found)
         detail = req.disk.path
         if kind is SnapshotKind.EXTERNAL:
             detail = f"{req.disk.path} (snapshot data to {req.target or 'the default target'})"
+        if not found:
+            detail = backend.disk_snapshot_plan(request=req, ctx=ctx) or detail
         return PlanStep(
             vdev=vdev, driver=info.driver, action="create snapshot", kind=kind, detail=detail
         )
@@ -530,7 +551,7 @@ class Coordinator:
             steps.append(step)
             blockers.extend(found)
         if memory_path:
-            how = self.hook.domain_memory_plan(path=memory_path, ctx=ctx)
+            how = self.hv.domain_memory_plan(path=memory_path, ctx=ctx)
             detail = f"{memory_path}: {how}" if how else memory_path
             steps.append(PlanStep(vdev="", driver=hypervisor, action="save memory", detail=detail))
         if state is DomainState.RUNNING:
@@ -608,7 +629,7 @@ class Coordinator:
             if work.memory_path and memory is None:
                 memory = self._save_memory(ctx, work.memory_path)
         except BaseException as exc:
-            leftovers = self._undo_create(ctx, work, started, work.memory_path)
+            leftovers = self._undo_create(ctx, work, started, work.memory_path, disks.created)
             leftovers += guest.release()
             if leftovers:
                 raise PartialCheckpointError("create", work.name, exc, leftovers) from exc
@@ -633,12 +654,7 @@ class Coordinator:
 
     def _save_memory(self, ctx: HookContext, path: str) -> MemoryImage:
         self._report("memory", msg=f"saving memory to {path}")
-        memory = _call_guarded(
-            self.domain.hypervisor, "", lambda: self.hook.domain_memory_save(path=path, ctx=ctx)
-        )
-        if not isinstance(memory, MemoryImage):
-            raise NoHypervisorError(self.domain.hypervisor)
-        return memory
+        return self.hv.domain_memory_save(path=path, ctx=ctx)
 
     def _undo_create(
         self,
@@ -646,16 +662,20 @@ class Coordinator:
         work: _CreateWork,
         started: Sequence[SnapshotRequest],
         memory_path: str | None,
+        created: Mapping[str, DiskSnapshot] | None = None,
     ) -> list[str]:
-        """Abort every started disk create in reverse order; return what could not be undone."""
+        """Abort every started disk create in reverse order; return what could not be undone.
+
+        *created* holds what each disk's create returned, by vdev (handed to the abort hook).
+        """
+        created = created or {}
         leftovers: list[str] = []
         for req in reversed(list(started)):
             assert req.disk.driver is not None
             try:
-                _call_guarded(
-                    req.disk.driver,
-                    req.disk.vdev,
-                    functools.partial(self.hook.disk_snapshot_abort, request=req, ctx=ctx),
+                backend = self.plugins.storage(req.disk.driver, vdev=req.disk.vdev)
+                backend.disk_snapshot_abort(
+                    request=req, created=created.get(req.disk.vdev), ctx=ctx
                 )
             except Exception as exc:
                 leftovers.append(f"disk {req.disk.vdev}: snapshot {work.name} not removed: {exc}")
@@ -685,19 +705,16 @@ class Coordinator:
                 blockers.append(f"disk {snap.vdev} is no longer in the domain")
                 continue
             others[snap.vdev] = self._others(snap.vdev, name, everything)
-            hookname = (
-                "disk_snapshot_delete_check"
-                if operation is Operation.DELETE
-                else "disk_snapshot_revert_check"
-            )
-            check = getattr(self.hook, hookname)
-            found = _call_guarded(
-                snap.driver,
-                snap.vdev,
-                functools.partial(check, snapshot=snap, others=others[snap.vdev], ctx=ctx),
-            )
-            if found is None:
-                raise NoBackendError(snap.vdev, snap.path, snap.driver)
+            backend = self.plugins.storage(snap.driver, vdev=snap.vdev, path=snap.path)
+            disk = self._disk_of(snap)
+            if operation is Operation.DELETE:
+                found = backend.disk_snapshot_delete_check(
+                    snapshot=snap, disk=disk, others=others[snap.vdev], ctx=ctx
+                )
+            else:
+                found = backend.disk_snapshot_revert_check(
+                    snapshot=snap, disk=disk, others=others[snap.vdev], ctx=ctx
+                )
             blockers.extend(f"disk {snap.vdev}: {b}" for b in found)
             steps.append(
                 PlanStep(
@@ -785,27 +802,22 @@ class Coordinator:
     ) -> tuple[list[tuple[DiskSnapshot, None]], list[tuple[DiskSnapshot, BaseException]]]:
         """Delete or revert every disk snapshot of *checkpoint*, disks in parallel, marking
         each one done in the journal; return the disks done and those that failed."""
-        hook = (
-            self.hook.disk_snapshot_delete
-            if operation is Operation.DELETE
-            else self.hook.disk_snapshot_revert
-        )
         total = len(checkpoint.disks)
         count = [0]
 
         def one(snap: DiskSnapshot) -> None:
-            result = _call_guarded(
-                snap.driver,
-                snap.vdev,
-                functools.partial(hook, snapshot=snap, others=others.get(snap.vdev, ()), ctx=ctx),
-            )
-            if result is None:
-                raise NoBackendError(snap.vdev, snap.path, snap.driver)
+            backend = self.plugins.storage(snap.driver, vdev=snap.vdev, path=snap.path)
+            disk = self._disk_of(snap)
+            mine = others.get(snap.vdev, ())
+            if operation is Operation.DELETE:
+                backend.disk_snapshot_delete(snapshot=snap, disk=disk, others=mine, ctx=ctx)
+            else:
+                backend.disk_snapshot_revert(snapshot=snap, disk=disk, others=mine, ctx=ctx)
             self.journal.mark_done("done", snap.vdev)
             count[0] += 1
             self._report(operation.value, snap.vdev, count[0], total)
 
-        return _parallel(checkpoint.disks, one)
+        return _parallel(checkpoint.disks, one, self.plugins.calls)
 
     def _run_delete(
         self,
@@ -887,7 +899,7 @@ class Coordinator:
         ctx = self._ctx(state)
         if state is not DomainState.SHUTOFF:
             self._report("stop", msg="stopping the domain")
-            self.hook.domain_stop(ctx=ctx)
+            self.hv.domain_stop(ctx=ctx)
             ctx = self._ctx(DomainState.SHUTOFF)
         done, failed = self._each_disk(Operation.REVERT, checkpoint, others, ctx)
         if failed:
@@ -905,9 +917,7 @@ class Coordinator:
             ) from exc
         if checkpoint.memory:
             self._report("memory", msg=f"restoring memory from {checkpoint.memory.path}")
-            self.hook.domain_memory_restore(
-                image=checkpoint.memory, state=checkpoint.state, ctx=ctx
-            )
+            self.hv.domain_memory_restore(image=checkpoint.memory, state=checkpoint.state, ctx=ctx)
         self.store.set_current(checkpoint.name)
 
     # -- list ---------------------------------------------------------------------------------
@@ -947,21 +957,16 @@ class Coordinator:
             for snap in cp.disks:
                 by_vdev.setdefault(snap.vdev, []).append(snap)
         for vdev, known in by_vdev.items():
-            try:
-                disk = self.domain.disk(vdev)
-            except ConfigError:
-                disk = Disk(vdev=vdev, path=known[-1].path)
-            driver = known[-1].driver
-            if self.plugins.backend(driver) is None:
+            latest = known[-1]
+            if self.plugins.backend(latest.driver) is None:
                 continue
+            backend = self.plugins.storage(latest.driver, vdev=vdev)
             try:
-                found = self.hook.disk_snapshot_list(
-                    disk=disk.with_driver(driver), known=tuple(known), ctx=ctx
+                found = backend.disk_snapshot_list(
+                    disk=self._disk_of(latest), known=tuple(known), ctx=ctx
                 )
             except SnapcoreError as exc:
                 log.warning("disk %s: cannot list snapshots: %s", vdev, exc)
-                continue
-            if found is None:
                 continue
             present_locators = {(s.kind, s.locator) for s in found}
             present_names = {s.name for s in found if s.kind is SnapshotKind.INTERNAL}
@@ -992,8 +997,7 @@ class Coordinator:
             state = self.state()
             if state is not DomainState.SHUTOFF:
                 raise DomainStateError(self.domain.name, state.value, "shut off", "starting it")
-            if not self.hook.domain_start(paused=paused, ctx=self._ctx(state)):
-                raise NoHypervisorError(self.domain.hypervisor)
+            self.hv.domain_start(paused=paused, ctx=self._ctx(state))
             return self.state()
 
     def stop(self) -> None:
@@ -1005,8 +1009,7 @@ class Coordinator:
             state = self.state()
             if state is DomainState.SHUTOFF:
                 raise DomainStateError(self.domain.name, state.value, "running", "stopping it")
-            if not self.hook.domain_stop(ctx=self._ctx(state)):
-                raise NoHypervisorError(self.domain.hypervisor)
+            self.hv.domain_stop(ctx=self._ctx(state))
 
     # -- recovery -----------------------------------------------------------------------------
 
@@ -1087,7 +1090,7 @@ class Coordinator:
         leftovers = self._undo_create(self._ctx(state), work, requests, work.memory_path)
         if entry.get("state") == DomainState.RUNNING.value and state is DomainState.PAUSED:
             # The crashed command had paused the guest for its snapshots: let it run again.
-            self.hook.domain_resume(ctx=self._ctx(state))
+            self.hv.domain_resume(ctx=self._ctx(state))
         if leftovers:
             raise RecoveryNeededError(self.domain.name, "; ".join(leftovers))
         self.journal.end()

@@ -16,7 +16,9 @@ enter snapcore, with ``raise ... from exc``. The CLI maps each branch to an exit
     ├── BackendError                       a backend operation failed            exit 1
     │   ├── CommandError                   an external tool failed (.argv, .returncode, .stderr)
     │   ├── QMPCommandError                QEMU refused a QMP command (.command, .error_class)
-    │   └── UnsupportedOperationError      the backend cannot do this for this disk
+    │   ├── UnsupportedOperationError      the backend cannot do this for this disk
+    │   └── PluginContractError            a plugin broke its hook's contract (.plugin, .hook)
+    │       └── HookTimeoutError           a hook ran past its time limit (.seconds)
     ├── SnapshotError
     │   ├── SnapshotNotFoundError (LookupError)                                   exit 2
     │   ├── SnapshotExistsError                                                   exit 2
@@ -224,6 +226,56 @@ class QMPCommandError(BackendError):
 @final
 class UnsupportedOperationError(BackendError):
     """The backend cannot perform this operation on this disk."""
+
+
+class PluginContractError(BackendError):
+    """A plugin broke the contract of a hook: it returned something of the wrong type, nothing
+    where a result is due, or raised something other than a :class:`SnapcoreError`.
+
+    Raised by the plugin boundary (:mod:`snapcore.boundary`) in place of the plugin's result, so
+    the operation fails for that disk and is undone like any other failure. ``plugin`` and
+    ``hook`` name the culprit, ``vdev`` the disk (empty for domain-wide hooks) and ``problem``
+    what came back.
+    """
+
+    def __init__(self, plugin: str, hook: str, vdev: str, problem: str, *, driver: str = ""):
+        self.plugin = plugin
+        self.hook = hook
+        self.problem = problem
+        where = f" for disk {vdev}" if vdev else ""
+        super().__init__(
+            f"plugin {plugin!r} broke the contract of {hook}{where}: {problem}",
+            driver=driver or None,
+            vdev=None,
+        )
+        self.vdev = vdev or None
+
+
+@final
+class HookTimeoutError(PluginContractError):
+    """A hook did not return within its time limit (``seconds``).
+
+    ``abandoned`` is true when the plugin's code may still be running: snapcore then does not
+    undo that disk behind the plugin's back, keeps the journal, and leaves the undo to
+    ``snapcore recover`` once this process has ended.
+    """
+
+    def __init__(
+        self,
+        plugin: str,
+        hook: str,
+        vdev: str,
+        seconds: float,
+        *,
+        abandoned: bool,
+        driver: str = "",
+    ):
+        self.seconds = seconds
+        self.abandoned = abandoned
+        why = f"it did not return within {seconds:g} s"
+        if abandoned:
+            why += "; it was left running"
+        super().__init__(plugin, hook, vdev, why, driver=driver)
 
 
 class SnapshotError(SnapcoreError):

@@ -5,26 +5,42 @@ and arguments match the specs below. An implementation may accept any subset of 
 arguments, in any order; it may never ask for one the spec does not have. Hooks are called with
 keyword arguments only.
 
-**Routing.** Storage hooks are *first result* hooks: snapcore calls every plugin's
-implementation until one returns something other than ``None``. Each implementation therefore
-starts by checking ``disk.driver`` (or ``snapshot.driver``) against its own driver name and
-returns ``None`` for disks that are not its own. The coordinator always sets ``driver`` before it
-calls, and it refuses at load time two plugins that report the same driver in
-:func:`backend_info`, so exactly one implementation answers.
+**Routing.** snapcore calls a storage hook only on the plugin that provides the disk's driver
+(``disk.driver``, ``snapshot.driver``: the ``driver`` its :func:`backend_info` reports), and a
+hypervisor hook only on the plugin that provides the domain's hypervisor (the ``name`` its
+:func:`hypervisor_info` reports). A plugin never sees another plugin's disks and never checks
+whom a call is for. Only :func:`disk_claim` is asked of every storage plugin. Two plugins that
+report one driver or hypervisor name are refused when they load.
 
-**Errors.** Implementations raise :class:`snapcore.errors.SnapcoreError` subclasses
-(usually :class:`~snapcore.errors.CommandError`, which the runner raises for you, or
+**Results.** Every result is checked against the type a spec declares. A wrong type, ``None``
+where a result is due, a string where a list is due, or anything but ``True`` where ``True``
+acknowledges that the work is done, is a
+:class:`~snapcore.errors.PluginContractError` naming the plugin, the hook and the disk; the
+operation then fails for that disk and is undone like any other failure.
+
+**Errors.** Implementations raise :class:`snapcore.errors.SnapcoreError` subclasses (usually
+:class:`~snapcore.errors.CommandError`, which the runner raises for you, or
 :class:`~snapcore.errors.BackendError`). An ``OSError`` is reported as a
-:class:`~snapcore.errors.BackendError` naming the disk. Anything else is treated as a plugin
-bug: the operation is undone and the error is reported with the plugin's name.
+:class:`~snapcore.errors.BackendError` naming the disk. Anything else (``SystemExit``
+included) is a :class:`~snapcore.errors.PluginContractError`: the operation is undone and the
+error names the plugin.
 
-**Threads.** Hooks for different disks of one domain may run at the same time in different
-threads. Hooks for one disk never overlap. A plugin needs no lock of its own for per-disk state.
+**Time limits.** Each call is waited for at most a limit: 10 minutes for hooks that only look,
+4 hours for those that change something, or ``BackendInfo.hook_timeout`` /
+``HypervisorInfo.hook_timeout`` when the plugin sets it, or the user's ``SNAPCORE_HOOK_TIMEOUT``.
+A hook past its limit is abandoned: snapcore calls the plugin no more for that disk in this
+process and leaves its undo to ``snapcore recover``.
 
-**Versions.** :data:`HOOK_API_VERSION` counts compatible changes; a change that breaks plugins
-bumps :data:`HOOK_API_MAJOR`. A plugin module may set ``SNAPCORE_HOOK_API = (MAJOR, MINOR)`` to
-the version it was written for; snapcore refuses to load a plugin written for another major
-version or for a newer minor one. The changelog is ``docs/hook-api-changelog.md``.
+**Threads.** Each hook call runs in a thread of its own. Hooks for different disks of one
+domain may run at the same time. Hooks for one disk never overlap. A plugin needs no lock of
+its own for per-disk state.
+
+**Versions.** :data:`HOOK_API_VERSION` is ``(MAJOR, MINOR)``: a new hook or argument bumps the
+minor version, a change that breaks plugins the major. A plugin module sets
+``SNAPCORE_HOOK_API = (MAJOR, MINOR)`` to the version it was written for. snapcore loads plugins
+written for this major version up to its minor, and, through compatibility rules, for the
+majors back to :data:`HOOK_API_OLDEST_MAJOR` (``snapcore plugins`` marks them as deprecated);
+it refuses any other. The changelog and the age policy are in ``docs/hook-api-changelog.md``.
 """
 
 from __future__ import annotations
@@ -35,7 +51,7 @@ from typing import TYPE_CHECKING, Final
 import pluggy
 
 if TYPE_CHECKING:
-    from snapcore.context import HookContext
+    from snapcore.context import HookContext, InfoContext
     from snapcore.model import (
         BackendInfo,
         Disk,
@@ -48,10 +64,12 @@ if TYPE_CHECKING:
 
 PROJECT: Final = "snapcore"
 #: Major version of the hook API: plugins written for another major version are refused.
-HOOK_API_MAJOR: Final = 1
+HOOK_API_MAJOR: Final = 2
 #: Minor version: bumped for each backward-compatible change (a new hook or argument).
-HOOK_API_MINOR: Final = 2
+HOOK_API_MINOR: Final = 0
 HOOK_API_VERSION: Final = (HOOK_API_MAJOR, HOOK_API_MINOR)
+#: The oldest major version still loaded (its plugins are deprecated; see the changelog).
+HOOK_API_OLDEST_MAJOR: Final = 1
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -63,13 +81,17 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def backend_info() -> BackendInfo:
+def backend_info(ctx: InfoContext) -> BackendInfo:
     """Describe this storage backend: its driver name, capabilities and tools.
 
-    Called when plugins load and by ``snapcore plugins``. Must be fast and must not fail: probe
-    tools lazily and report a missing tool with ``available=False`` and an
-    ``unavailable_reason``, never by raising. Every storage plugin implements it; the driver it
-    reports must be unique among the loaded plugins.
+    Called once when the plugin loads, and by ``snapcore plugins``. Must be fast and must not
+    fail: report a missing tool with ``available=False`` and an ``unavailable_reason``, never by
+    raising. ``ctx.run`` may run the plugin's tool to learn its version (``tool --version``);
+    it costs start-up time on every command, so read the version from a file when you can.
+    Every storage plugin implements it; the driver it reports must be unique among the loaded
+    plugins.
+
+    .. versionchanged:: 2.0 takes ``ctx``.
 
     :returns: a :class:`~snapcore.model.BackendInfo`.
     """
@@ -79,56 +101,56 @@ def backend_info() -> BackendInfo:
 def disk_claim(disk: Disk) -> str | None:
     """Say whether this backend owns *disk*, whose domain file gives no ``driver``.
 
-    Look at ``disk.path`` only (its form, its file type, the header of the file); do not
-    change anything. Return your driver name to claim the disk, or ``None``. If several
-    plugins claim one disk, snapcore refuses the domain and asks for an explicit ``driver``.
+    Optional (none: disks of this driver must name it in the domain file). The one storage hook
+    asked of every storage plugin. Look at ``disk.path`` only (its form,
+    its file type, the header of the file); do not change anything, and claim only what you can
+    tell is yours (a plugin for one image format must not claim another format's files). If
+    several plugins claim one disk, snapcore refuses the domain and asks for an explicit
+    ``driver``.
 
-    :returns: the driver name, or ``None``.
+    :returns: your driver name to claim the disk, or ``None``.
     """
 
 
-@hookspec(firstresult=True)
-def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> list[str] | None:
+@hookspec
+def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> list[str]:
     """Preflight a snapshot of ``request.disk``: list the reasons it cannot be made.
 
     Called for every disk before any disk is touched, and by ``--dry-run``. Check everything
     that can be checked without changing anything: the disk exists and has the right format,
-    the kind and target are supported, an external target does not exist yet, there is room.
-    Must not change anything. Stops at the first non-``None`` result.
+    its backing chain is intact, the kind and target are supported, an external target does not
+    exist yet, there is room. Must not change anything: no file, directory or metadata may be
+    written, not even a temporary one.
 
     :param request: what to create; ``request.kind`` may be ``None`` (your default).
-    :returns: ``None`` if the disk is not yours; otherwise a list of blockers, each a sentence
-        naming the problem (empty when the snapshot can be made).
+    :returns: a list of blockers, each a sentence naming the problem (empty when the snapshot
+        can be made).
     """
 
 
-@hookspec(firstresult=True)
-def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnapshot | None:
-    """Create snapshot ``request.name`` of ``request.disk``.
+@hookspec
+def disk_snapshot_plan(request: SnapshotRequest, ctx: HookContext) -> str | None:
+    """Say in one line what :func:`disk_snapshot_create` will do for *request*, for the plan
+    that ``--dry-run`` prints ("overlay /srv/a.vmdk.k on top of a hard link", say).
 
-    Called after :func:`disk_snapshot_create_check` passed for every disk and the intent was
-    journaled; with the domain paused if it runs. Stops at the first non-``None`` result.
+    Optional. Called after :func:`disk_snapshot_create_check` found no blocker. Must not
+    change anything.
 
-    Failure guarantee: when it raises, the disk must be as it was before the call, with no
-    partial snapshot left behind (snapcore will also call :func:`disk_snapshot_abort`).
+    .. versionadded:: 2.0
 
-    :returns: ``None`` if the disk is not yours; otherwise the
-        :class:`~snapcore.model.DiskSnapshot` made, whose ``extra`` holds anything you need to
-        revert or delete it later.
+    :returns: one line, or ``None`` to let snapcore describe the step.
     """
 
 
-@hookspec(firstresult=True)
-def disk_snapshot_prepare_group(
-    requests: Sequence[SnapshotRequest], ctx: HookContext
-) -> bool | None:
+@hookspec
+def disk_snapshot_prepare_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> bool:
     """Do in advance, while the guest still runs, whatever of these snapshots can be done
     without changing what the guest sees, so that the guest's pause holds only the switch.
 
     Optional. Called once per driver with all its disks of a checkpoint (``requests`` all have
-    the same ``disk.driver``), after every disk's :func:`disk_snapshot_create_check` passed and
-    the intent was journaled, before quiesce and pause (for a shut-off domain too, where no
-    pause follows: return ``None`` if there is nothing to gain); then, in the pause, the same
+    your driver), after every disk's :func:`disk_snapshot_create_check` passed and the intent
+    was journaled, before quiesce and pause (for a shut-off domain too, where no pause
+    follows: return ``False`` if there is nothing to gain); then, in the pause, the same
     requests reach :func:`disk_snapshot_create_group` (or :func:`disk_snapshot_create`), which
     uses what was prepared. The ``qcow2`` driver creates its external overlays here and opens
     them in QEMU, so that the pause holds one QMP ``transaction``.
@@ -142,22 +164,22 @@ def disk_snapshot_prepare_group(
     *requests*, which must remove what was prepared.
 
     .. versionadded:: 1.2
+    .. versionchanged:: 2.0 returns ``False``, not ``None``, when there is nothing to prepare.
 
-    :returns: ``None`` if the disks are not yours or there is nothing to prepare; ``True``
-        when something was prepared.
+    :returns: ``True`` when something was prepared, ``False`` when nothing was.
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def disk_snapshot_create_group(
     requests: Sequence[SnapshotRequest], ctx: HookContext
 ) -> list[DiskSnapshot] | None:
     """Create the snapshots of several disks of this driver at one instant, all or nothing.
 
     Optional. The coordinator offers every driver all its disks of a checkpoint in one call
-    first (``requests`` all have the same ``disk.driver``); a backend that can switch them
-    together (QEMU's QMP ``transaction``) implements this, any other returns ``None`` and gets
-    one :func:`disk_snapshot_create` call per disk instead. Called after every disk's
+    first (``requests`` all have your driver); a backend that can switch them together (QEMU's
+    QMP ``transaction``) implements this, any other returns ``None`` and gets one
+    :func:`disk_snapshot_create` call per disk instead. Called after every disk's
     :func:`disk_snapshot_create_check` passed, with the domain paused if it runs.
 
     Failure guarantee: when it raises, no disk of *requests* has a snapshot of this
@@ -170,8 +192,25 @@ def disk_snapshot_create_group(
     """
 
 
-@hookspec(firstresult=True)
-def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool | None:
+@hookspec
+def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnapshot:
+    """Create snapshot ``request.name`` of ``request.disk``.
+
+    Called after :func:`disk_snapshot_create_check` passed for every disk and the intent was
+    journaled; with the domain paused if it runs.
+
+    Failure guarantee: when it raises, the disk must be as it was before the call, with no
+    partial snapshot left behind (snapcore will also call :func:`disk_snapshot_abort`).
+
+    :returns: the :class:`~snapcore.model.DiskSnapshot` made (``vdev`` and ``driver`` those of
+        ``request.disk``), whose ``extra`` holds anything you need to revert or delete it later.
+    """
+
+
+@hookspec
+def disk_snapshot_abort(
+    request: SnapshotRequest, created: DiskSnapshot | None, ctx: HookContext
+) -> bool:
     """Undo a :func:`disk_snapshot_create` of *request* (and its
     :func:`disk_snapshot_prepare_group`), whether it finished, failed or was cut short by a
     crash, and return the disk to its state before the create.
@@ -181,61 +220,79 @@ def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool | No
     ``request.name`` that exists was made by this create. It must be idempotent: it is called
     when the create never started, when it stopped half-way, when it finished, and again after
     an abort that was itself interrupted. It must never remove data that did not come from
-    this create. Stops at the first non-``None`` result.
+    this create.
 
-    :returns: ``None`` if the disk is not yours; ``True`` once the disk is as it was.
+    :param created: what :func:`disk_snapshot_create` (or the group call) returned for this
+        request, or ``None`` when it did not return (it failed, never ran, or the command that
+        ran it crashed).
+
+    .. versionchanged:: 2.0 takes ``created``.
+
+    :returns: ``True`` once the disk is as it was.
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def disk_snapshot_delete_check(
-    snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], ctx: HookContext
-) -> list[str] | None:
+    snapshot: DiskSnapshot, disk: Disk, others: Sequence[DiskSnapshot], ctx: HookContext
+) -> list[str]:
     """Preflight deleting *snapshot*: list the reasons it cannot be deleted now.
 
-    Must not change anything. Stops at the first non-``None`` result.
+    Must not change anything.
 
+    :param disk: the disk as the domain file has it now (or, when it is no longer in the
+        domain, as the snapshot recorded it).
     :param others: every other snapshot snapcore knows of the same disk, oldest first.
-    :returns: ``None`` if the snapshot is not yours; otherwise a list of blockers.
+
+    .. versionchanged:: 2.0 takes ``disk``.
+
+    :returns: a list of blockers (empty when it can be deleted).
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def disk_snapshot_delete(
-    snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], ctx: HookContext
-) -> bool | None:
+    snapshot: DiskSnapshot, disk: Disk, others: Sequence[DiskSnapshot], ctx: HookContext
+) -> bool:
     """Delete *snapshot* so that no other snapshot and not the disk's current data lose anything.
 
-    External snapshots are merged into the layers that depend on them, never orphaned. Must be
+    External snapshots are merged into the layers that depend on them (every one of them, when
+    several snapshots were made from this one after reverts), never orphaned. Must be
     idempotent: a delete interrupted by a crash is run again by recovery, and deleting a
-    snapshot that is already gone succeeds. Stops at the first non-``None`` result.
+    snapshot that is already gone succeeds.
 
+    :param disk: as for :func:`disk_snapshot_delete_check`.
     :param others: every other snapshot snapcore knows of the same disk, oldest first.
-    :returns: ``None`` if the snapshot is not yours; ``True`` once it is gone.
+
+    .. versionchanged:: 2.0 takes ``disk``.
+
+    :returns: ``True`` once it is gone (raise if it cannot be deleted: never return ``False``).
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def disk_snapshot_revert_check(
-    snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], ctx: HookContext
-) -> list[str] | None:
+    snapshot: DiskSnapshot, disk: Disk, others: Sequence[DiskSnapshot], ctx: HookContext
+) -> list[str]:
     """Preflight reverting the disk to *snapshot*: list the reasons it cannot be done now.
 
     Called for every disk before any disk is reverted, because a revert across several
     backends is only all-or-nothing if each backend says up front whether it can do its part.
-    Must not change anything. Stops at the first non-``None`` result.
+    Must not change anything.
 
     A snapshot that no longer exists on the storage must be reported as a blocker.
 
-    :returns: ``None`` if the snapshot is not yours; otherwise a list of blockers (for example
-        "the snapshot is gone", "only the latest snapshot can be reverted").
+    .. versionchanged:: 2.0 takes ``disk``.
+
+    :returns: a list of blockers (for example "the snapshot is gone", "only the latest snapshot
+        can be reverted"); empty when the revert can be done.
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def disk_snapshot_revert(
-    snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], ctx: HookContext
-) -> bool | None:
+    snapshot: DiskSnapshot, disk: Disk, others: Sequence[DiskSnapshot], ctx: HookContext
+) -> bool:
     """Make the disk's current data equal to *snapshot*'s, keeping *snapshot* and every other
     snapshot of the disk, newer ones included.
 
@@ -243,153 +300,166 @@ def disk_snapshot_revert(
     guarantee: when it raises, the disk holds either its data from before the call or the
     snapshot's data, never a mix.
 
-    :returns: ``None`` if the snapshot is not yours; ``True`` once reverted.
+    .. versionchanged:: 2.0 takes ``disk``.
+
+    :returns: ``True`` once reverted.
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def disk_snapshot_list(
     disk: Disk, known: Sequence[DiskSnapshot], ctx: HookContext
-) -> list[DiskSnapshot] | None:
+) -> list[DiskSnapshot]:
     """List the snapshots that exist on the storage of *disk* right now.
 
     snapcore compares this with its records to show checkpoints whose snapshot was removed
     behind its back: a recorded snapshot counts as present when the list holds one of the same
     kind with the same ``locator`` (external, native) or the same ``name`` (internal). Return
     snapshots found on the storage, whether snapcore made them or not; ``extra`` may be left
-    empty. Must not change anything.
+    empty. Must not change anything. A broken backing chain is reported by raising a
+    :class:`~snapcore.errors.BackendError` that says what is broken.
 
     :param known: the snapshots of this disk snapcore has on record, so that a backend with no
         index of its own (separate files, say) can check each of them.
 
-    :returns: ``None`` if the disk is not yours; otherwise the snapshots found.
+    :returns: the snapshots found.
     """
 
 
 # --------------------------------------------------------------------------------------------
 # Hypervisors
 # --------------------------------------------------------------------------------------------
-# Each hypervisor plugin answers for domains whose ``domain.hypervisor`` equals its name and
-# returns ``None`` for the others. The built-in ``none`` hypervisor stands for domains that are
-# never running; ``qemu`` (QMP) and ``xen`` (xl) ship as separate plugins.
+# Each hypervisor hook is called on the plugin whose ``hypervisor_info`` name equals
+# ``ctx.domain.hypervisor``, and no other. The built-in ``none`` hypervisor stands for domains
+# that are never running; ``qemu`` (QMP) and ``xen`` (xl) ship as separate plugins. Hooks marked
+# optional may be left out; each says what snapcore assumes then.
 
 
 @hookspec
-def hypervisor_info() -> HypervisorInfo:
+def hypervisor_info(ctx: InfoContext) -> HypervisorInfo:
     """Describe this hypervisor plugin: its name (unique), whether it can save memory, tools.
 
     Must be fast and must not fail; report missing tools with ``available=False``.
+
+    .. versionchanged:: 2.0 takes ``ctx`` (as :func:`backend_info`).
     """
 
 
-@hookspec(firstresult=True)
-def domain_state(ctx: HookContext) -> DomainState | None:
+@hookspec
+def domain_state(ctx: HookContext) -> DomainState:
     """Return whether ``ctx.domain`` is running, paused or shut off.
 
     :raises SnapcoreError: (exit 2) when the domain cannot be reached, e.g. a QMP socket that
         is missing or does not answer.
-    :returns: ``None`` if the domain is not yours.
     """
 
 
-@hookspec(firstresult=True)
-def domain_disks(ctx: HookContext) -> list[Disk] | None:
+@hookspec
+def domain_disks(ctx: HookContext) -> list[Disk]:
     """The disks of ``ctx.domain``, whose domain file lists none, as the hypervisor has them
     (for Xen: ``pdev_path``, ``vdev`` and ``format`` from ``xl list -l``).
 
-    Called once when the domain is opened. Set ``driver`` when the hypervisor knows the
-    format; leave it ``None`` for the backends to claim the disk. Must not change anything.
+    Optional (none: the domain file must list its disks). Called once when the domain is
+    opened. Set ``driver`` when the hypervisor knows the format; leave it ``None`` for the
+    backends to claim the disk. Must not change anything.
 
     .. versionadded:: 1.1
 
-    :returns: ``None`` if the domain is not yours; otherwise its disks (an empty list when the
-        hypervisor does not know the domain).
+    :returns: its disks (an empty list when the hypervisor does not know the domain).
     """
 
 
-@hookspec(firstresult=True)
-def domain_preflight(ctx: HookContext) -> list[str] | None:
+@hookspec
+def domain_preflight(ctx: HookContext) -> list[str]:
     """List the reasons the running domain cannot be checkpointed or reverted now.
 
-    Called while planning, for a domain that is running or paused. Check what the hypervisor
-    knows and snapcore's domain file might contradict, e.g. that every disk of
-    ``ctx.domain`` is the image the hypervisor has open. Must not change anything.
+    Optional (none: no blockers). Called while planning, for a domain that is running or
+    paused. Check what the hypervisor knows and snapcore's domain file might contradict, e.g.
+    that every disk of ``ctx.domain`` is the image the hypervisor has open. Must not change
+    anything.
 
     .. versionadded:: 1.1
 
-    :returns: ``None`` if the domain is not yours; otherwise a list of blockers.
+    :returns: a list of blockers.
     """
 
 
-@hookspec(firstresult=True)
-def domain_quiesce(ctx: HookContext) -> bool | None:
+@hookspec
+def domain_quiesce(ctx: HookContext) -> bool:
     """Flush the guest's file systems (guest agent ``fsfreeze``) before a disk-only checkpoint.
 
-    Called only when the domain runs and the domain file names a guest agent. The coordinator
-    calls :func:`domain_thaw` afterwards whatever happens.
+    Optional (none: never quiesced). Called only when the domain runs and is disk-only. The
+    coordinator calls :func:`domain_thaw` afterwards whatever happens.
 
-    :returns: ``None`` if the domain is not yours; ``True`` when frozen, ``False`` when the
-        guest cannot be quiesced (the checkpoint goes on, crash-consistent).
+    :returns: ``True`` when frozen, ``False`` when the guest cannot be quiesced (the
+        checkpoint goes on, crash-consistent).
     """
 
 
-@hookspec(firstresult=True)
-def domain_thaw(ctx: HookContext) -> bool | None:
+@hookspec
+def domain_thaw(ctx: HookContext) -> bool:
     """Undo :func:`domain_quiesce`. Must succeed when the guest was not frozen.
 
-    :returns: ``None`` if the domain is not yours; ``True`` otherwise.
+    Optional when :func:`domain_quiesce` is not implemented.
+
+    :returns: ``True``.
     """
 
 
-@hookspec(firstresult=True)
-def domain_pause(ctx: HookContext) -> bool | None:
+@hookspec
+def domain_pause(ctx: HookContext) -> bool:
     """Pause ``ctx.domain``'s virtual CPUs and drain its in-flight disk writes.
 
-    :returns: ``None`` if the domain is not yours; ``True`` once paused.
+    :returns: ``True`` once paused.
     """
 
 
-@hookspec(firstresult=True)
-def domain_resume(ctx: HookContext) -> bool | None:
+@hookspec
+def domain_resume(ctx: HookContext) -> bool:
     """Resume a domain paused by :func:`domain_pause`. Called on success and on failure.
 
-    :returns: ``None`` if the domain is not yours; ``True`` once running.
+    :returns: ``True`` once running.
     """
 
 
-@hookspec(firstresult=True)
-def domain_start(paused: bool, ctx: HookContext) -> bool | None:
+@hookspec
+def domain_start(paused: bool, ctx: HookContext) -> bool:
     """Start the shut-off domain from its domain file, running, or paused if *paused*.
+
+    Optional (none: ``snapcore domain-start`` says the hypervisor cannot start domains).
 
     .. versionadded:: 1.1
 
-    :returns: ``None`` if the domain is not yours; ``True`` once started.
+    :returns: ``True`` once started.
     """
 
 
-@hookspec(firstresult=True)
-def domain_stop(ctx: HookContext) -> bool | None:
+@hookspec
+def domain_stop(ctx: HookContext) -> bool:
     """Stop ``ctx.domain`` (before a revert). The domain's disks must be closed on return.
 
-    :returns: ``None`` if the domain is not yours; ``True`` once stopped.
+    Required of a hypervisor whose domains can run.
+
+    :returns: ``True`` once stopped.
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def domain_memory_plan(path: str, ctx: HookContext) -> str | None:
     """Say, for the plan, how :func:`domain_memory_save` will save the memory to *path*.
 
-    For example "live (background snapshot): the guest runs while memory is written" or
-    "paused save: the guest stays stopped until memory is written". Must not change anything.
+    Optional. For example "live (background snapshot): the guest runs while memory is
+    written" or "paused save: the guest stays stopped until memory is written". Must not change
+    anything.
 
     .. versionadded:: 1.1
 
-    :returns: ``None`` if the domain is not yours; otherwise one line.
+    :returns: one line, or ``None``.
     """
 
 
-@hookspec(firstresult=True)
-def domain_memory_prepare(path: str, ctx: HookContext) -> bool | None:
+@hookspec
+def domain_memory_prepare(path: str, ctx: HookContext) -> bool:
     """Do, before the guest is paused, what :func:`domain_memory_save` can do in advance
     (check the space, set the hypervisor up, create *path* and hand it over), so the pause
     that follows stays short.
@@ -401,12 +471,12 @@ def domain_memory_prepare(path: str, ctx: HookContext) -> bool | None:
 
     .. versionadded:: 1.1
 
-    :returns: ``None`` if the domain is not yours; ``True`` once prepared.
+    :returns: ``True`` once prepared.
     """
 
 
-@hookspec(firstresult=True)
-def domain_memory_save(path: str, ctx: HookContext) -> MemoryImage | None:
+@hookspec
+def domain_memory_save(path: str, ctx: HookContext) -> MemoryImage:
     """Save the domain's memory and device state, as they are at this call, to *path*.
 
     Called with the domain paused, right after every disk's snapshot was taken, so the image
@@ -423,15 +493,14 @@ def domain_memory_save(path: str, ctx: HookContext) -> MemoryImage | None:
     .. versionchanged:: 1.1 called after the disk snapshots, with the domain paused, unless
        the hypervisor sets ``memory_first``.
 
-    :returns: ``None`` if the domain is not yours; otherwise the
-        :class:`~snapcore.model.MemoryImage` written.
+    :returns: the :class:`~snapcore.model.MemoryImage` written.
     """
 
 
-@hookspec(firstresult=True)
-def domain_memory_restore(image: MemoryImage, state: DomainState, ctx: HookContext) -> bool | None:
+@hookspec
+def domain_memory_restore(image: MemoryImage, state: DomainState, ctx: HookContext) -> bool:
     """Start the stopped domain from *image*, its disks already reverted, and leave it in
     *state* (running or paused), as it was when the image was saved.
 
-    :returns: ``None`` if the domain is not yours; ``True`` once restored.
+    :returns: ``True`` once restored.
     """

@@ -382,6 +382,8 @@ class BackendInfo:
     :ivar tool_version: the version of its main tool, if found.
     :ivar available: its tools are present and usable on this host.
     :ivar unavailable_reason: why not, when ``available`` is false.
+    :ivar hook_timeout: seconds each of its hooks may take, in place of snapcore's defaults
+        (the user's ``SNAPCORE_HOOK_TIMEOUT`` still wins).
     """
 
     driver: str
@@ -398,9 +400,11 @@ class BackendInfo:
     tool_version: str | None = None
     available: bool = True
     unavailable_reason: str | None = None
+    hook_timeout: float | None = None
 
     def __post_init__(self) -> None:
         check_name(self.driver, what="driver name")
+        _check_timeout(self.hook_timeout)
         if self.default_kind is not None and self.default_kind not in self.kinds:
             raise ValueError(f"default_kind {self.default_kind} not in kinds {set(self.kinds)}")
 
@@ -420,7 +424,13 @@ class BackendInfo:
             "tool_version": self.tool_version,
             "available": self.available,
             "unavailable_reason": self.unavailable_reason,
+            "hook_timeout": self.hook_timeout,
         }
+
+
+def _check_timeout(seconds: float | None) -> None:
+    if seconds is not None and not (isinstance(seconds, int | float) and seconds > 0):
+        raise ValueError(f"hook_timeout must be a positive number of seconds, not {seconds!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -437,6 +447,11 @@ class HypervisorInfo:
     tools: tuple[str, ...] = ()
     available: bool = True
     unavailable_reason: str | None = None
+    #: seconds each of its hooks may take, in place of snapcore's defaults.
+    hook_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_timeout(self.hook_timeout)
 
     def to_json(self) -> dict[str, JSON]:
         return {
@@ -447,6 +462,7 @@ class HypervisorInfo:
             "tools": list(self.tools),
             "available": self.available,
             "unavailable_reason": self.unavailable_reason,
+            "hook_timeout": self.hook_timeout,
         }
 
 

@@ -15,7 +15,5 @@ def hypervisor_info() -> HypervisorInfo:
 
 
 @hookimpl
-def domain_state(ctx: HookContext) -> DomainState | None:
-    if ctx.domain.hypervisor != NAME:
-        return None
+def domain_state(ctx: HookContext) -> DomainState:
     return DomainState.SHUTOFF

@@ -18,11 +18,15 @@ from typing import Final
 import pluggy
 
 from snapcore import hookspecs, offline
+from snapcore.boundary import CallRegistry, Hypervisor, StorageBackend
+from snapcore.context import InfoContext
 from snapcore.errors import (
     BackendConflictError,
+    ConfigError,
     NoBackendError,
     NoHypervisorError,
     PluginLoadError,
+    SnapcoreError,
 )
 from snapcore.model import BackendInfo, Disk, HypervisorInfo
 
@@ -33,30 +37,51 @@ ENTRY_POINT_GROUP: Final = "snapcore.plugins"
 DISABLE_ENV: Final = "SNAPCORE_DISABLE_PLUGINS"
 
 
+#: Seconds every hook may take, overriding plugins and defaults (see :mod:`snapcore.boundary`).
+HOOK_TIMEOUT_ENV: Final = "SNAPCORE_HOOK_TIMEOUT"
+
+
 @dataclass(frozen=True, slots=True)
 class PluginRecord:
-    """One loaded plugin, for ``snapcore plugins``."""
+    """One loaded plugin, for ``snapcore plugins``.
+
+    :ivar api: the hook API version the plugin was written for.
+    :ivar deprecated: why the plugin should be updated (it uses an older major hook API), or
+        ``None``.
+    """
 
     name: str
     source: str
     version: str
     backend: BackendInfo | None = None
     hypervisor: HypervisorInfo | None = None
+    api: tuple[int, int] = hookspecs.HOOK_API_VERSION
+    deprecated: str | None = None
 
 
 class Plugins:
-    """A plugin manager plus the registries built from it.
+    """A plugin manager plus the registries built from it: one
+    :class:`~snapcore.boundary.StorageBackend` per driver, one
+    :class:`~snapcore.boundary.Hypervisor` per hypervisor name.
 
     Build one with :func:`load_plugins`. It is not shared between threads while plugins are
     being registered; calling hooks from several threads is fine.
+
+    :param hook_timeout: the user's time limit for every hook call, in seconds (``None``: the
+        plugins' own or snapcore's defaults).
     """
 
-    def __init__(self, pm: pluggy.PluginManager):
+    def __init__(self, pm: pluggy.PluginManager, *, hook_timeout: float | None = None):
         self.pm = pm
+        #: pluggy's broadcast caller; the core uses it for nothing but claims (see
+        #: :mod:`snapcore.boundary` for how hooks are called).
         self.hook = pm.hook
+        self.calls = CallRegistry()
+        self.hook_timeout = hook_timeout
         self._sources: dict[str, tuple[str, str]] = {}
-        self._backends: dict[str, tuple[str, BackendInfo]] = {}
-        self._hypervisors: dict[str, tuple[str, HypervisorInfo]] = {}
+        self._apis: dict[str, tuple[int, int]] = {}
+        self._backends: dict[str, tuple[StorageBackend, BackendInfo]] = {}
+        self._hypervisors: dict[str, tuple[Hypervisor, HypervisorInfo]] = {}
 
     # -- registration -------------------------------------------------------------------------
 
@@ -67,10 +92,11 @@ class Plugins:
         unchanged.
 
         :raises PluginLoadError: the hookimpls do not match the specs, the plugin targets an
-            incompatible hook API version, or *name* is taken.
+            incompatible hook API version, its info hook fails or returns the wrong type, or
+            *name* is taken.
         :raises BackendConflictError: it reports a driver or hypervisor another plugin has.
         """
-        _check_api_version(plugin, name)
+        api = _check_api_version(plugin, name)
         if self.pm.has_plugin(name):
             raise PluginLoadError(name, "a plugin with this name is already loaded")
         try:
@@ -79,11 +105,12 @@ class Plugins:
             raise PluginLoadError(name, str(exc)) from exc
         try:
             self._check_unknown_hooks(plugin, name)
-            self._index(plugin, name)
+            self._index(plugin, name, api)
         except BaseException:
             self.pm.unregister(plugin, name=name)
             raise
         self._sources[name] = (source or getattr(plugin, "__name__", repr(plugin)), version)
+        self._apis[name] = api
 
     def _check_unknown_hooks(self, plugin: object, name: str) -> None:
         for caller in self.pm.get_hookcallers(plugin) or ():
@@ -94,27 +121,36 @@ class Plugins:
                             name, f"it implements {caller.name!r}, which is not a snapcore hook"
                         )
 
-    def _index(self, plugin: object, name: str) -> None:
-        backend = _call_one(self.pm, plugin, name, "backend_info")
-        hypervisor = _call_one(self.pm, plugin, name, "hypervisor_info")
+    def _index(self, plugin: object, name: str, api: tuple[int, int]) -> None:
+        storage = StorageBackend(
+            name, plugin, self.pm, api=api, calls=self.calls, user_timeout=self.hook_timeout
+        )
+        hypervisor = Hypervisor(
+            name, plugin, self.pm, api=api, calls=self.calls, user_timeout=self.hook_timeout
+        )
+        ctx = InfoContext(log=logging.getLogger(f"snapcore.plugin.{name}"))
+        backend = hyper = None
+        try:
+            if storage.implements("backend_info"):
+                backend = storage.backend_info(ctx)
+            if hypervisor.implements("hypervisor_info"):
+                hyper = hypervisor.hypervisor_info(ctx)
+        except SnapcoreError as exc:
+            raise PluginLoadError(name, str(exc)) from exc
+        if backend is not None and backend.driver in self._backends:
+            raise BackendConflictError(
+                backend.driver, [self._backends[backend.driver][0].name, name]
+            )
+        if hyper is not None and hyper.name in self._hypervisors:
+            raise BackendConflictError(hyper.name, [self._hypervisors[hyper.name][0].name, name])
         if backend is not None:
-            if not isinstance(backend, BackendInfo):
-                raise PluginLoadError(name, "backend_info did not return a BackendInfo")
-            if backend.driver in self._backends:
-                raise BackendConflictError(
-                    backend.driver, [self._backends[backend.driver][0], name]
-                )
-        if hypervisor is not None:
-            if not isinstance(hypervisor, HypervisorInfo):
-                raise PluginLoadError(name, "hypervisor_info did not return a HypervisorInfo")
-            if hypervisor.name in self._hypervisors:
-                raise BackendConflictError(
-                    hypervisor.name, [self._hypervisors[hypervisor.name][0], name]
-                )
-        if backend is not None:
-            self._backends[backend.driver] = (name, backend)
-        if hypervisor is not None:
-            self._hypervisors[hypervisor.name] = (name, hypervisor)
+            storage.provides = backend.driver
+            storage.plugin_timeout = backend.hook_timeout
+            self._backends[backend.driver] = (storage, backend)
+        if hyper is not None:
+            hypervisor.provides = hyper.name
+            hypervisor.plugin_timeout = hyper.hook_timeout
+            self._hypervisors[hyper.name] = (hypervisor, hyper)
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -133,13 +169,41 @@ class Plugins:
         entry = self._backends.get(driver)
         return entry[1] if entry else None
 
+    def storage(self, driver: str, *, vdev: str = "?", path: str = "") -> StorageBackend:
+        """The plugin providing *driver*, to call its storage hooks (see
+        :mod:`snapcore.boundary`).
+
+        :raises NoBackendError: no loaded plugin provides *driver* (*vdev* and *path* name the
+            disk in the message).
+        """
+        entry = self._backends.get(driver)
+        if entry is None:
+            raise NoBackendError(vdev, path, driver)
+        return entry[0]
+
+    def controller(self, name: str) -> Hypervisor:
+        """The plugin providing hypervisor *name*, to call its hooks.
+
+        :raises NoHypervisorError: when none is loaded or it is unavailable here.
+        """
+        self.hypervisor(name)
+        return self._hypervisors[name][0]
+
     def records(self) -> list[PluginRecord]:
         """Every loaded plugin with what it provides."""
-        by_plugin_b = dict(self._backends.values())
-        by_plugin_h = dict(self._hypervisors.values())
+        by_plugin_b = {h.name: info for h, info in self._backends.values()}
+        by_plugin_h = {h.name: info for h, info in self._hypervisors.values()}
         out = []
         for name, _plugin in self.pm.list_name_plugin():
             source, version = self._sources.get(name, ("", ""))
+            api = self._apis.get(name, hookspecs.HOOK_API_VERSION)
+            deprecated = None
+            if api[0] < hookspecs.HOOK_API_MAJOR:
+                deprecated = (
+                    f"written for hook API {api[0]}.{api[1]}, loaded through compatibility "
+                    f"rules; update it to {hookspecs.HOOK_API_MAJOR}.x "
+                    "(docs/hook-api-changelog.md)"
+                )
             out.append(
                 PluginRecord(
                     name=name,
@@ -147,6 +211,8 @@ class Plugins:
                     version=version,
                     backend=by_plugin_b.get(name),
                     hypervisor=by_plugin_h.get(name),
+                    api=api,
+                    deprecated=deprecated,
                 )
             )
         return sorted(out, key=lambda r: r.name)
@@ -154,11 +220,16 @@ class Plugins:
     def resolve_disk(self, disk: Disk) -> Disk:
         """Return *disk* with its driver set, and check that the driver is usable.
 
+        A disk without a driver is offered to every storage plugin's ``disk_claim``.
+
         :raises NoBackendError: no plugin provides the named driver, none or several claim
             the disk, or the backend reports itself unavailable on this host.
+        :raises PluginContractError: a plugin's claim is not ``None`` or its own driver.
         """
         if disk.driver is None:
-            claims = sorted({c for c in self.hook.disk_claim(disk=disk) if c})
+            claims = sorted(
+                driver for driver, (handle, _) in self._backends.items() if handle.disk_claim(disk)
+            )
             if not claims:
                 raise NoBackendError(disk.vdev, disk.path, None)
             if len(claims) > 1:
@@ -197,34 +268,43 @@ class Plugins:
         return entry[1]
 
 
-def _call_one(pm: pluggy.PluginManager, plugin: object, name: str, hook: str) -> object:
-    """Call *hook* on *plugin* alone; translate any error into a PluginLoadError."""
-    caller = getattr(pm.hook, hook)
-    impls = [i for i in caller.get_hookimpls() if i.plugin is plugin]
-    if not impls:
-        return None
-    try:
-        return impls[0].function()
-    except Exception as exc:
-        raise PluginLoadError(name, f"{hook} failed: {exc}") from exc
+def _check_api_version(plugin: object, name: str) -> tuple[int, int]:
+    """The hook API version *plugin* was written for (the current one when it says none).
 
-
-def _check_api_version(plugin: object, name: str) -> None:
+    :raises PluginLoadError: it is not a ``(major, minor)`` pair this snapcore can load.
+    """
     wanted = getattr(plugin, "SNAPCORE_HOOK_API", None)
+    have = hookspecs.HOOK_API_VERSION
     if wanted is None:
-        return
+        return have
     try:
         major, minor = (int(x) for x in wanted)
     except (TypeError, ValueError):
         raise PluginLoadError(
             name, f"SNAPCORE_HOOK_API must be (major, minor), not {wanted!r}"
         ) from None
-    have = hookspecs.HOOK_API_VERSION
-    if major != have[0] or minor > have[1]:
+    oldest = hookspecs.HOOK_API_OLDEST_MAJOR
+    if major > have[0] or (major == have[0] and minor > have[1]) or major < oldest:
+        accepted = f"{oldest}.x to {have[0]}.{have[1]}" if oldest < have[0] else f"{have[0]}.x"
         raise PluginLoadError(
             name,
-            f"it needs hook API {major}.{minor}; this snapcore provides {have[0]}.{have[1]}",
+            f"it needs hook API {major}.{minor}; this snapcore provides {have[0]}.{have[1]} "
+            f"and loads plugins written for {accepted}",
         )
+    return (major, minor)
+
+
+def _timeout_from_env() -> float | None:
+    text = os.environ.get(HOOK_TIMEOUT_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"{HOOK_TIMEOUT_ENV} must be a positive number of seconds, not {text!r}")
+    return seconds
 
 
 def _disabled_from_env() -> set[str]:
@@ -236,18 +316,24 @@ def load_plugins(
     entry_points: bool = True,
     disabled: Iterable[str] = (),
     extra: Sequence[tuple[str, object]] = (),
+    hook_timeout: float | None = None,
 ) -> Plugins:
     """Build a fresh plugin manager with the specs, the built-ins and the installed plugins.
 
     :param entry_points: load plugins from the ``snapcore.plugins`` entry-point group.
     :param disabled: plugin names not to load (added to ``$SNAPCORE_DISABLE_PLUGINS``).
     :param extra: ``(name, plugin)`` pairs to register as well, after the entry points.
+    :param hook_timeout: seconds every hook call may take (default: ``$SNAPCORE_HOOK_TIMEOUT``,
+        else each plugin's own limit or snapcore's defaults).
+    :raises ConfigError: ``$SNAPCORE_HOOK_TIMEOUT`` is not a positive number.
     :raises PluginLoadError: a plugin does not import or does not match the hook specs.
     :raises BackendConflictError: two plugins provide one driver.
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    plugins = Plugins(pm)
+    if hook_timeout is None:
+        hook_timeout = _timeout_from_env()
+    plugins = Plugins(pm, hook_timeout=hook_timeout)
     skip = set(disabled) | _disabled_from_env()
     plugins.register(offline, "none", source="snapcore.offline")
     if entry_points:

@@ -178,6 +178,8 @@ class FakeHypervisor:
     def domain_quiesce(self, ctx: HookContext) -> bool | None:
         if ctx.domain.hypervisor != "fakehv":
             return None
+        if not ctx.domain.qemu.guest_agent:  # as the qemu plugin: only with a guest agent
+            return False
         self._enter("quiesce")
         return True
 

@@ -126,7 +126,9 @@ def test_claims_raw_paths_only(plugins: Plugins, tmp_path: Path) -> None:
 
 def test_snapshot_lives_next_to_the_disk(plugins: Plugins, disk: Disk) -> None:
     ctx = _ctx(disk)
-    snap = plugins.hook.disk_snapshot_create(request=SnapshotRequest(disk=disk, name="c1"), ctx=ctx)
+    snap = plugins.storage("rawcopy").disk_snapshot_create(
+        request=SnapshotRequest(disk=disk, name="c1"), ctx=ctx
+    )
     expected = Path(disk.path).parent / ".web1.raw.snapcore" / "c1.raw"
     assert snap.locator == str(expected)
     assert snap.kind is SnapshotKind.NATIVE
@@ -136,7 +138,9 @@ def test_snapshot_lives_next_to_the_disk(plugins: Plugins, disk: Disk) -> None:
 
 def test_create_check_blockers(plugins: Plugins, disk: Disk, tmp_path: Path) -> None:
     def check(request: SnapshotRequest) -> list[str]:
-        blockers = plugins.hook.disk_snapshot_create_check(request=request, ctx=_ctx(disk))
+        blockers = plugins.storage("rawcopy").disk_snapshot_create_check(
+            request=request, ctx=_ctx(disk)
+        )
         assert isinstance(blockers, list)
         return blockers
 
@@ -152,7 +156,9 @@ def test_create_check_blockers(plugins: Plugins, disk: Disk, tmp_path: Path) -> 
     assert len(wrong) == 2
     assert "native snapshots only" in wrong[0]
     assert "no target" in wrong[1]
-    plugins.hook.disk_snapshot_create(request=SnapshotRequest(disk=disk, name="c1"), ctx=_ctx(disk))
+    plugins.storage("rawcopy").disk_snapshot_create(
+        request=SnapshotRequest(disk=disk, name="c1"), ctx=_ctx(disk)
+    )
     [exists] = check(SnapshotRequest(disk=disk, name="c1"))
     assert "already exists" in exists
 
@@ -160,8 +166,10 @@ def test_create_check_blockers(plugins: Plugins, disk: Disk, tmp_path: Path) -> 
 def test_runs_cp_as_an_argument_list(plugins: Plugins, disk: Disk) -> None:
     runner = RecordingRunner(passthrough=True)
     ctx = _ctx(disk, runner)
-    snap = plugins.hook.disk_snapshot_create(request=SnapshotRequest(disk=disk, name="c1"), ctx=ctx)
-    plugins.hook.disk_snapshot_revert(snapshot=snap, others=[], ctx=ctx)
+    snap = plugins.storage("rawcopy").disk_snapshot_create(
+        request=SnapshotRequest(disk=disk, name="c1"), ctx=ctx
+    )
+    plugins.storage("rawcopy").disk_snapshot_revert(snapshot=snap, others=[], ctx=ctx)
     partial = str(Path(snap.locator).with_name(".c1.raw.partial"))
     tmp = str(Path(disk.path).with_name(".web1.raw.snapcore-revert"))
     cp = ("cp", "--reflink=auto", "--sparse=always", "--")
@@ -173,24 +181,28 @@ def test_failed_create_leaves_nothing_behind(plugins: Plugins, disk: Disk) -> No
     runner = RecordingRunner().fail(["cp"], prefix=True, stderr="cp: No space left on device")
     ctx = _ctx(disk, runner)
     with pytest.raises(CommandError) as info:
-        plugins.hook.disk_snapshot_create(request=SnapshotRequest(disk=disk, name="c1"), ctx=ctx)
+        plugins.storage("rawcopy").disk_snapshot_create(
+            request=SnapshotRequest(disk=disk, name="c1"), ctx=ctx
+        )
     assert info.value.vdev == "vda"
     assert info.value.driver == "rawcopy"
     assert "No space left" in str(info.value)
     assert not rawcopy.snapshot_dir(disk.path).exists()
-    assert plugins.hook.disk_snapshot_list(disk=disk, known=[], ctx=ctx) == []
+    assert plugins.storage("rawcopy").disk_snapshot_list(disk=disk, known=[], ctx=ctx) == []
 
 
 def test_failed_revert_keeps_the_disk(plugins: Plugins, disk: Disk) -> None:
     _write(disk.path, 0, b"snapshot")
-    snap = plugins.hook.disk_snapshot_create(
+    snap = plugins.storage("rawcopy").disk_snapshot_create(
         request=SnapshotRequest(disk=disk, name="c1"), ctx=_ctx(disk)
     )
     _write(disk.path, 0, b"current!")
     inode = os.stat(disk.path).st_ino
     runner = RecordingRunner().fail(["cp"], prefix=True, stderr="cp: Input/output error")
     with pytest.raises(CommandError):
-        plugins.hook.disk_snapshot_revert(snapshot=snap, others=[], ctx=_ctx(disk, runner))
+        plugins.storage("rawcopy").disk_snapshot_revert(
+            snapshot=snap, others=[], ctx=_ctx(disk, runner)
+        )
     assert _read(disk.path, 0, 8) == b"current!"
     assert os.stat(disk.path).st_ino == inode
     assert sorted(p.name for p in Path(disk.path).parent.iterdir()) == [
@@ -203,40 +215,46 @@ def test_file_errors_are_backend_errors(plugins: Plugins, disk: Disk) -> None:
     rawcopy.snapshot_dir(disk.path).write_bytes(b"in the way")
     request = SnapshotRequest(disk=disk, name="c1")
     ctx = _ctx(disk)
-    [blocker] = plugins.hook.disk_snapshot_create_check(request=request, ctx=ctx)
+    [blocker] = plugins.storage("rawcopy").disk_snapshot_create_check(request=request, ctx=ctx)
     assert blocker.endswith(".web1.raw.snapcore is not a directory")
     with pytest.raises(BackendError) as info:
-        plugins.hook.disk_snapshot_create(request=request, ctx=ctx)
+        plugins.storage("rawcopy").disk_snapshot_create(request=request, ctx=ctx)
     assert (info.value.vdev, info.value.driver) == ("vda", "rawcopy")
     assert isinstance(info.value.__cause__, OSError)
 
 
 def test_revert_keeps_the_disk_mode(plugins: Plugins, disk: Disk) -> None:
     ctx = _ctx(disk)
-    snap = plugins.hook.disk_snapshot_create(request=SnapshotRequest(disk=disk, name="c1"), ctx=ctx)
+    snap = plugins.storage("rawcopy").disk_snapshot_create(
+        request=SnapshotRequest(disk=disk, name="c1"), ctx=ctx
+    )
     os.chmod(disk.path, 0o640)
-    assert plugins.hook.disk_snapshot_revert(snapshot=snap, others=[], ctx=ctx) is True
+    plugins.storage("rawcopy").disk_snapshot_revert(snapshot=snap, others=[], ctx=ctx)
     assert os.stat(disk.path).st_mode & 0o777 == 0o640
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
 def test_revert_keeps_the_disk_owner(plugins: Plugins, disk: Disk) -> None:
     ctx = _ctx(disk)
-    snap = plugins.hook.disk_snapshot_create(request=SnapshotRequest(disk=disk, name="c1"), ctx=ctx)
+    snap = plugins.storage("rawcopy").disk_snapshot_create(
+        request=SnapshotRequest(disk=disk, name="c1"), ctx=ctx
+    )
     os.chown(disk.path, 64055, 64056)
-    assert plugins.hook.disk_snapshot_revert(snapshot=snap, others=[], ctx=ctx) is True
+    plugins.storage("rawcopy").disk_snapshot_revert(snapshot=snap, others=[], ctx=ctx)
     st = os.stat(disk.path)
     assert (st.st_uid, st.st_gid) == (64055, 64056)
 
 
 def test_list_ignores_partial_and_foreign_files(plugins: Plugins, disk: Disk) -> None:
     ctx = _ctx(disk)
-    plugins.hook.disk_snapshot_create(request=SnapshotRequest(disk=disk, name="c2"), ctx=ctx)
+    plugins.storage("rawcopy").disk_snapshot_create(
+        request=SnapshotRequest(disk=disk, name="c2"), ctx=ctx
+    )
     directory = rawcopy.snapshot_dir(disk.path)
     for junk in (".c1.raw.partial", "notes.txt", "-bad.raw"):
         (directory / junk).write_bytes(b"x")
     (directory / "sub.raw").mkdir()
-    listed = plugins.hook.disk_snapshot_list(disk=disk, known=[], ctx=ctx)
+    listed = plugins.storage("rawcopy").disk_snapshot_list(disk=disk, known=[], ctx=ctx)
     assert [s.name for s in listed] == ["c2"]
 
 
@@ -245,5 +263,5 @@ def test_abort_removes_a_partial_copy(plugins: Plugins, disk: Disk) -> None:
     directory = rawcopy.snapshot_dir(disk.path)
     directory.mkdir()
     (directory / ".c1.raw.partial").write_bytes(b"half")
-    assert plugins.hook.disk_snapshot_abort(request=request, ctx=_ctx(disk)) is True
+    plugins.storage("rawcopy").disk_snapshot_abort(request=request, ctx=_ctx(disk))
     assert not directory.exists()

@@ -379,3 +379,30 @@ def test_error_classes_and_exit_codes_are_documented() -> None:
             f"api.md: {cls.__name__} is documented with exit code "
             f"{documented[cls.__name__]}, it has {cls.exit_code}"
         )
+
+
+def test_hooks_md_is_generated_from_the_hookspecs() -> None:
+    from snapcore import _hookdoc
+
+    assert read("hooks.md") == _hookdoc.render(), (
+        "docs/hooks.md differs from the hookspecs: run "
+        "'.venv/bin/python -m snapcore._hookdoc > docs/hooks.md'"
+    )
+
+
+@pytest.mark.parametrize("page", ["plugin-guide.md", "hook-api-changelog.md", "index.md"])
+def test_docs_name_the_current_hook_api_version(page: str) -> None:
+    text = read(page)
+    major, minor = hookspecs.HOOK_API_VERSION
+    for found in re.findall(r"SNAPCORE_HOOK_API(?:: Final)? = \((\d+), (\d+)\)", text):
+        assert found == (str(major), str(minor)), (
+            f"{page} shows SNAPCORE_HOOK_API = {found}, the current version is {major}.{minor}"
+        )
+    for found in re.findall(r"hook API (\d+\.\d+)\)", text):
+        assert found == f"{major}.{minor}", f"{page} says it is hook API {found}"
+
+
+def test_example_plugin_declares_the_current_hook_api() -> None:
+    source = (DOCS.parent / "examples/snapcore-rawcopy/snapcore_rawcopy/plugin.py").read_text()
+    major, minor = hookspecs.HOOK_API_VERSION
+    assert f"SNAPCORE_HOOK_API: Final = ({major}, {minor})" in source

@@ -17,11 +17,13 @@ from snapcore.errors import (
     DeleteBlockedError,
     DomainStateError,
     DomainUnreachableError,
+    HookTimeoutError,
     InvalidNameError,
     NoBackendError,
     NoHypervisorError,
     OperationFailedError,
     PartialCheckpointError,
+    PluginContractError,
     PluginError,
     PluginLoadError,
     QMPCommandError,
@@ -77,6 +79,8 @@ SAMPLES: list[tuple[SnapcoreError, int]] = [
     (BackendError("failed", driver="lvm", vdev="vda"), 1),
     (CommandError(["lvcreate", "-s"], 5, "Insufficient free space"), 1),
     (UnsupportedOperationError("no external snapshots", driver="lvm"), 1),
+    (PluginContractError("vmdk", "disk_snapshot_create", "vdb", "it returned None"), 1),
+    (HookTimeoutError("vmdk", "disk_snapshot_delete", "vdb", 600, abandoned=True), 1),
     (OperationFailedError("create", "cp1", CAUSE), 1),
     (PartialCheckpointError("create", "cp1", CAUSE, ["vg/lv-cp1 left behind"]), 3),
     (StoreError("cannot write"), 1),
@@ -220,3 +224,30 @@ def test_for_disk_names_the_disk_in_what_a_backend_raises() -> None:
     assert qmp.value.vdev == "vda"  # already attributed: kept
     with pytest.raises(ValueError, match="plugin bug"), for_disk("vdb", "qcow2"):
         raise ValueError("plugin bug")  # not the backend's to translate
+
+
+def test_contract_error_names_plugin_hook_and_disk() -> None:
+    error = PluginContractError(
+        "vmdk", "disk_snapshot_create", "vdb", "it returned a dict ({})", driver="vmdk"
+    )
+    assert str(error) == (
+        "plugin 'vmdk' broke the contract of disk_snapshot_create for disk vdb: "
+        "it returned a dict ({})"
+    )
+    assert (error.plugin, error.hook, error.vdev, error.driver) == (
+        "vmdk",
+        "disk_snapshot_create",
+        "vdb",
+        "vmdk",
+    )
+    assert isinstance(error, BackendError)
+
+
+def test_timeout_says_whether_the_hook_was_left_running() -> None:
+    left = HookTimeoutError("slow", "domain_pause", "", 2.5, abandoned=True)
+    assert str(left) == (
+        "plugin 'slow' broke the contract of domain_pause: "
+        "it did not return within 2.5 s; it was left running"
+    )
+    assert left.abandoned
+    assert left.vdev is None

@@ -11,9 +11,10 @@ from snapcore.errors import (
     BackendConflictError,
     NoBackendError,
     NoHypervisorError,
+    PluginContractError,
     PluginLoadError,
 )
-from snapcore.hookspecs import HOOK_API_VERSION, hookimpl
+from snapcore.hookspecs import HOOK_API_OLDEST_MAJOR, HOOK_API_VERSION, hookimpl
 from snapcore.model import BackendInfo, Disk, HypervisorInfo, SnapshotKind
 from snapcore.plugins import DISABLE_ENV, ENTRY_POINT_GROUP, Plugins, load_plugins
 
@@ -231,7 +232,7 @@ def api_plugin(version: object) -> object:
     "version",
     [
         pytest.param((HOOK_API_VERSION[0] + 1, 0), id="newer-major"),
-        pytest.param((HOOK_API_VERSION[0] - 1, HOOK_API_VERSION[1]), id="older-major"),
+        pytest.param((HOOK_API_OLDEST_MAJOR - 1, 9), id="older-than-the-oldest-major"),
         pytest.param((HOOK_API_VERSION[0], HOOK_API_VERSION[1] + 1), id="newer-minor"),
     ],
 )
@@ -252,6 +253,30 @@ def test_plugin_for_the_current_hook_api_is_loaded() -> None:
     plugins = fresh()
     plugins.register(api_plugin(HOOK_API_VERSION), "current")
     assert "v" in plugins.drivers
+    [record] = [r for r in plugins.records() if r.name == "current"]
+    assert (record.api, record.deprecated) == (HOOK_API_VERSION, None)
+
+
+@pytest.mark.parametrize("minor", [0, 1, 2])
+def test_plugin_for_hook_api_1_is_loaded_and_marked_deprecated(minor: int) -> None:
+    plugins = fresh()
+    plugins.register(api_plugin((1, minor)), "old")
+    assert "v" in plugins.drivers
+    [record] = [r for r in plugins.records() if r.name == "old"]
+    assert record.api == (1, minor)
+    assert record.deprecated is not None
+    assert f"hook API 1.{minor}" in record.deprecated
+    assert "hook-api-changelog" in record.deprecated
+
+
+def test_hook_api_3_is_refused_with_what_this_snapcore_loads() -> None:
+    with pytest.raises(PluginLoadError) as info:
+        fresh().register(api_plugin((3, 0)), "future")
+    assert str(info.value) == (
+        "plugin 'future' cannot be loaded: it needs hook API 3.0; this snapcore provides "
+        f"{HOOK_API_VERSION[0]}.{HOOK_API_VERSION[1]} and loads plugins written for "
+        f"1.x to {HOOK_API_VERSION[0]}.{HOOK_API_VERSION[1]}"
+    )
 
 
 @pytest.mark.parametrize("version", ["1.0", (1,), (1, 0, 0), (1, "x"), 1])
@@ -423,14 +448,35 @@ def test_explicit_driver_nobody_provides_is_named() -> None:
 
 class LiarClaim:
     @hookimpl
+    def backend_info(self) -> BackendInfo:
+        return BackendInfo(driver="liar")
+
+    @hookimpl
     def disk_claim(self, disk: Disk) -> str:
         return "ghost"
 
 
-def test_claim_naming_a_driver_nobody_provides_is_refused() -> None:
+def test_claim_naming_another_driver_is_a_contract_error() -> None:
     plugins = load_plugins(entry_points=False, extra=[("liar", LiarClaim())])
 
-    with pytest.raises(NoBackendError, match="'ghost'"):
+    with pytest.raises(PluginContractError) as info:
+        plugins.resolve_disk(Disk(vdev="vda", path="/x"))
+    assert str(info.value) == (
+        "plugin 'liar' broke the contract of disk_claim for disk vda: "
+        "it returned a str ('ghost'); a claim is None or 'liar'"
+    )
+
+
+class ClaimOnly:
+    @hookimpl
+    def disk_claim(self, disk: Disk) -> str:
+        return "ghost"
+
+
+def test_claim_of_a_plugin_without_a_driver_is_not_asked() -> None:
+    plugins = load_plugins(entry_points=False, extra=[("claims", ClaimOnly())])
+
+    with pytest.raises(NoBackendError, match="no plugin claims this disk"):
         plugins.resolve_disk(Disk(vdev="vda", path="/x"))
 
 

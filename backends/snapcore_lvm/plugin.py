@@ -24,7 +24,7 @@ from snapcore_lvm.lvm import PROGRAMS, Lvm, find_tools, tool_version
 from snapcore_lvm.volume import DRIVER, LvmDisk, create_group
 
 #: The hook API this plugin was written for (1.1: ``disk_snapshot_create_group``).
-SNAPCORE_HOOK_API: Final = (1, 1)
+SNAPCORE_HOOK_API: Final = (2, 0)
 #: Where the kernel lists its misc devices; device-mapper is one once loaded.
 PROC_MISC: Final = "/proc/misc"
 
@@ -88,17 +88,13 @@ def _for_disk(vdev: str) -> AbstractContextManager[None]:
 
 
 @hookimpl
-def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> list[str] | None:
-    if request.disk.driver != DRIVER:
-        return None
+def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> list[str]:
     with _for_disk(request.disk.vdev):
         return _disk(request.disk.vdev, ctx).create_check(request, ctx.domain)
 
 
 @hookimpl
-def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnapshot | None:
-    if request.disk.driver != DRIVER:
-        return None
+def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnapshot:
     with _for_disk(request.disk.vdev):
         return _disk(request.disk.vdev, ctx).create(request)
 
@@ -108,55 +104,41 @@ def disk_snapshot_create_group(
     requests: Sequence[SnapshotRequest], ctx: HookContext
 ) -> list[DiskSnapshot] | None:
     """Every LV disk of a checkpoint in one call: one ``lvs`` per VG inside the pause."""
-    if not requests or requests[0].disk.driver != DRIVER:
-        return None
     return create_group(requests, Lvm(ctx.run), ctx.log, ctx.progress)
 
 
 @hookimpl
-def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool | None:
-    if request.disk.driver != DRIVER:
-        return None
+def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool:
     with _for_disk(request.disk.vdev):
         return _disk(request.disk.vdev, ctx).abort(request)
 
 
 @hookimpl
-def disk_snapshot_delete_check(snapshot: DiskSnapshot, ctx: HookContext) -> list[str] | None:
-    if snapshot.driver != DRIVER:
-        return None
+def disk_snapshot_delete_check(snapshot: DiskSnapshot, ctx: HookContext) -> list[str]:
     with _for_disk(snapshot.vdev):
         return _disk(snapshot.vdev, ctx).delete_check(snapshot)
 
 
 @hookimpl
-def disk_snapshot_delete(snapshot: DiskSnapshot, ctx: HookContext) -> bool | None:
-    if snapshot.driver != DRIVER:
-        return None
+def disk_snapshot_delete(snapshot: DiskSnapshot, ctx: HookContext) -> bool:
     with _for_disk(snapshot.vdev):
         return _disk(snapshot.vdev, ctx).delete(snapshot)
 
 
 @hookimpl
-def disk_snapshot_revert_check(snapshot: DiskSnapshot, ctx: HookContext) -> list[str] | None:
-    if snapshot.driver != DRIVER:
-        return None
+def disk_snapshot_revert_check(snapshot: DiskSnapshot, ctx: HookContext) -> list[str]:
     with _for_disk(snapshot.vdev):
         return _disk(snapshot.vdev, ctx).revert_check(snapshot, ctx.state)
 
 
 @hookimpl
-def disk_snapshot_revert(snapshot: DiskSnapshot, ctx: HookContext) -> bool | None:
-    if snapshot.driver != DRIVER:
-        return None
+def disk_snapshot_revert(snapshot: DiskSnapshot, ctx: HookContext) -> bool:
     with _for_disk(snapshot.vdev):
         return _disk(snapshot.vdev, ctx).revert(snapshot)
 
 
 @hookimpl
-def disk_snapshot_list(disk: Disk, ctx: HookContext) -> list[DiskSnapshot] | None:
+def disk_snapshot_list(disk: Disk, ctx: HookContext) -> list[DiskSnapshot]:
     # No ``known``: the volume group is the index, every snapshot LV is listed from it.
-    if disk.driver != DRIVER:
-        return None
     with _for_disk(disk.vdev):
         return _disk(disk.vdev, ctx).list_snapshots(disk)

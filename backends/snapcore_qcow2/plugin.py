@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 #: The hook API this plugin was written for (1.1: ``disk_snapshot_create_group``; 1.2:
 #: ``disk_snapshot_prepare_group``).
-SNAPCORE_HOOK_API: Final = (1, 2)
+SNAPCORE_HOOK_API: Final = (2, 0)
 
 #: The first bytes of every qcow2 image (``QFI\xfb``, docs/interop/qcow2.txt).
 QCOW2_MAGIC: Final = b"QFI\xfb"
@@ -147,14 +147,8 @@ def _for_disk(vdev: str) -> AbstractContextManager[None]:
     return for_disk(vdev, DRIVER)
 
 
-def _ours(snapshot: DiskSnapshot) -> bool:
-    return snapshot.driver == DRIVER
-
-
 @hookimpl
-def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> list[str] | None:
-    if request.disk.driver != DRIVER:
-        return None
+def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> list[str]:
     with _for_disk(request.disk.vdev):
         if _running(ctx):
             return _live(request.disk.vdev, ctx).create_check(request)
@@ -162,9 +156,7 @@ def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> li
 
 
 @hookimpl
-def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnapshot | None:
-    if request.disk.driver != DRIVER:
-        return None
+def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnapshot:
     if _running(ctx):
         [snap] = _create_group([request], ctx)
         return snap
@@ -173,13 +165,11 @@ def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnap
 
 
 @hookimpl
-def disk_snapshot_prepare_group(
-    requests: Sequence[SnapshotRequest], ctx: HookContext
-) -> bool | None:
+def disk_snapshot_prepare_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> bool:
     """On a running QEMU, plan the transaction and make the external overlays while the guest
     still runs, so that its pause holds the transaction only."""
-    if not requests or requests[0].disk.driver != DRIVER or not _running(ctx):
-        return None
+    if not _running(ctx):
+        return False
     from snapcore_qcow2.live import prepare_group
 
     with _for_disk(", ".join(r.disk.vdev for r in requests)):
@@ -193,7 +183,7 @@ def disk_snapshot_create_group(
 ) -> list[DiskSnapshot] | None:
     """A running QEMU's disks switch together in one QMP transaction; offline, every disk is
     done on its own (``None``: one :func:`disk_snapshot_create` call per disk)."""
-    if not requests or requests[0].disk.driver != DRIVER or not _running(ctx):
+    if not _running(ctx):
         return None
     return _create_group(requests, ctx)
 
@@ -207,9 +197,7 @@ def _create_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> list
 
 
 @hookimpl
-def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool | None:
-    if request.disk.driver != DRIVER:
-        return None
+def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool:
     with _for_disk(request.disk.vdev):
         if _running(ctx) or _qemu_has(request, ctx):
             return _live(request.disk.vdev, ctx).abort(request)
@@ -237,9 +225,7 @@ def _qemu_has(request: SnapshotRequest, ctx: HookContext) -> bool:
 @hookimpl
 def disk_snapshot_delete_check(
     snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], ctx: HookContext
-) -> list[str] | None:
-    if not _ours(snapshot):
-        return None
+) -> list[str]:
     with _for_disk(snapshot.vdev):
         if _running(ctx):
             return _live(snapshot.vdev, ctx).delete_check(snapshot, others)
@@ -249,9 +235,7 @@ def disk_snapshot_delete_check(
 @hookimpl
 def disk_snapshot_delete(
     snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], ctx: HookContext
-) -> bool | None:
-    if not _ours(snapshot):
-        return None
+) -> bool:
     with _for_disk(snapshot.vdev):
         if _running(ctx):
             return _live(snapshot.vdev, ctx).delete(snapshot, others)
@@ -261,9 +245,7 @@ def disk_snapshot_delete(
 @hookimpl
 def disk_snapshot_revert_check(
     snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], ctx: HookContext
-) -> list[str] | None:
-    if not _ours(snapshot):
-        return None
+) -> list[str]:
     with _for_disk(snapshot.vdev):
         # called while the domain still runs (it is stopped before the revert): read with -U
         return _disk(snapshot.vdev, ctx, force_share=_running(ctx)).revert_check(snapshot, others)
@@ -272,9 +254,7 @@ def disk_snapshot_revert_check(
 @hookimpl
 def disk_snapshot_revert(
     snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], ctx: HookContext
-) -> bool | None:
-    if not _ours(snapshot):
-        return None
+) -> bool:
     if _running(ctx):
         raise UnsupportedOperationError(
             f"the domain is {ctx.state}; a qcow2 disk is reverted with the domain stopped",
@@ -288,8 +268,6 @@ def disk_snapshot_revert(
 @hookimpl
 def disk_snapshot_list(
     disk: Disk, known: Sequence[DiskSnapshot], ctx: HookContext
-) -> list[DiskSnapshot] | None:
-    if disk.driver != DRIVER:
-        return None
+) -> list[DiskSnapshot]:
     with _for_disk(disk.vdev):
         return _disk(disk.vdev, ctx).list_snapshots(disk, known)

@@ -1,4 +1,5 @@
-"""Hook implementations of the ``qemu`` hypervisor plugin: route, then call :mod:`.domain`."""
+"""Hook implementations of the ``qemu`` hypervisor plugin: each hands the work to
+:class:`~snapcore_qemu.domain.QemuDomain`."""
 
 from __future__ import annotations
 
@@ -19,9 +20,7 @@ SNAPCORE_HOOK_API: Final = HOOK_API_VERSION
 PROGRAM: Final = "qemu-system-x86_64"
 
 
-def _mine(ctx: HookContext) -> QemuDomain | None:
-    if ctx.domain.hypervisor != NAME:
-        return None
+def _domain(ctx: HookContext) -> QemuDomain:
     # imported for QEMU domains only: QMP brings asyncio, ~15 ms of every command's start-up
     from snapcore_qemu.domain import QemuDomain
 
@@ -47,95 +46,67 @@ def hypervisor_info() -> HypervisorInfo:
 
 
 @hookimpl
-def domain_state(ctx: HookContext) -> DomainState | None:
-    dom = _mine(ctx)
-    return dom.state() if dom else None
+def domain_state(ctx: HookContext) -> DomainState:
+    return _domain(ctx).state()
 
 
 @hookimpl
-def domain_preflight(ctx: HookContext) -> list[str] | None:
-    dom = _mine(ctx)
-    return dom.check_disks() if dom else None
+def domain_preflight(ctx: HookContext) -> list[str]:
+    return _domain(ctx).check_disks()
 
 
 @hookimpl
-def domain_quiesce(ctx: HookContext) -> bool | None:
-    dom = _mine(ctx)
-    return dom.quiesce() if dom else None
+def domain_quiesce(ctx: HookContext) -> bool:
+    return _domain(ctx).quiesce()
 
 
 @hookimpl
-def domain_thaw(ctx: HookContext) -> bool | None:
-    dom = _mine(ctx)
-    if dom is None:
-        return None
-    dom.thaw()
+def domain_thaw(ctx: HookContext) -> bool:
+    _domain(ctx).thaw()
     return True
 
 
 @hookimpl
-def domain_pause(ctx: HookContext) -> bool | None:
-    dom = _mine(ctx)
-    if dom is None:
-        return None
-    dom.pause()
+def domain_pause(ctx: HookContext) -> bool:
+    _domain(ctx).pause()
     return True
 
 
 @hookimpl
-def domain_resume(ctx: HookContext) -> bool | None:
-    dom = _mine(ctx)
-    if dom is None:
-        return None
-    dom.resume()
+def domain_resume(ctx: HookContext) -> bool:
+    _domain(ctx).resume()
     return True
 
 
 @hookimpl
-def domain_start(paused: bool, ctx: HookContext) -> bool | None:
-    dom = _mine(ctx)
-    if dom is None:
-        return None
-    dom.start(paused=paused)
+def domain_start(paused: bool, ctx: HookContext) -> bool:
+    _domain(ctx).start(paused=paused)
     return True
 
 
 @hookimpl
-def domain_stop(ctx: HookContext) -> bool | None:
-    dom = _mine(ctx)
-    if dom is None:
-        return None
-    dom.stop()
+def domain_stop(ctx: HookContext) -> bool:
+    _domain(ctx).stop()
     return True
 
 
 @hookimpl
-def domain_memory_plan(path: str, ctx: HookContext) -> str | None:
-    dom = _mine(ctx)
-    return dom.memory_plan(path, ctx.state) if dom else None
+def domain_memory_plan(path: str, ctx: HookContext) -> str:
+    return _domain(ctx).memory_plan(path, ctx.state)
 
 
 @hookimpl
-def domain_memory_prepare(path: str, ctx: HookContext) -> bool | None:
-    dom = _mine(ctx)
-    if dom is None:
-        return None
-    dom.prepare_memory(path, live=ctx.state is DomainState.RUNNING)
+def domain_memory_prepare(path: str, ctx: HookContext) -> bool:
+    _domain(ctx).prepare_memory(path, live=ctx.state is DomainState.RUNNING)
     return True
 
 
 @hookimpl
-def domain_memory_save(path: str, ctx: HookContext) -> MemoryImage | None:
-    dom = _mine(ctx)
-    if dom is None:
-        return None
-    return dom.save_memory(path, live=ctx.state is DomainState.RUNNING)
+def domain_memory_save(path: str, ctx: HookContext) -> MemoryImage:
+    return _domain(ctx).save_memory(path, live=ctx.state is DomainState.RUNNING)
 
 
 @hookimpl
-def domain_memory_restore(image: MemoryImage, state: DomainState, ctx: HookContext) -> bool | None:
-    dom = _mine(ctx)
-    if dom is None:
-        return None
-    dom.restore_memory(image, state)
+def domain_memory_restore(image: MemoryImage, state: DomainState, ctx: HookContext) -> bool:
+    _domain(ctx).restore_memory(image, state)
     return True

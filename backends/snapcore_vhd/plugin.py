@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 # this module is loaded by every snapcore command, most of which touch no VHD.
 
 #: The hook API this plugin was written for.
-SNAPCORE_HOOK_API: Final = (1, 0)
+SNAPCORE_HOOK_API: Final = (2, 0)
 #: Disk options this backend reads.
 OPTIONS: Final = ("engine", "max_depth")
 
@@ -149,14 +149,8 @@ def _for_disk(vdev: str) -> Iterator[None]:
             raise BackendError(str(exc), driver=DRIVER, vdev=vdev) from exc
 
 
-def _ours(snapshot: DiskSnapshot) -> bool:
-    return snapshot.driver == DRIVER
-
-
 @hookimpl
-def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> list[str] | None:
-    if request.disk.driver != DRIVER:
-        return None
+def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> list[str]:
     try:
         disk = _disk(request.disk.vdev, request.disk.options, ctx)
     except ConfigError as exc:
@@ -166,17 +160,13 @@ def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> li
 
 
 @hookimpl
-def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnapshot | None:
-    if request.disk.driver != DRIVER:
-        return None
+def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnapshot:
     with _for_disk(request.disk.vdev):
         return _disk(request.disk.vdev, request.disk.options, ctx).create(request)
 
 
 @hookimpl
-def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool | None:
-    if request.disk.driver != DRIVER:
-        return None
+def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool:
     with _for_disk(request.disk.vdev):
         return _disk(request.disk.vdev, request.disk.options, ctx).abort(request)
 
@@ -184,9 +174,7 @@ def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool | No
 @hookimpl
 def disk_snapshot_delete_check(
     snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], ctx: HookContext
-) -> list[str] | None:
-    if not _ours(snapshot):
-        return None
+) -> list[str]:
     try:
         disk = _disk(snapshot.vdev, _options(snapshot.vdev, ctx), ctx)
     except ConfigError as exc:
@@ -198,9 +186,7 @@ def disk_snapshot_delete_check(
 @hookimpl
 def disk_snapshot_delete(
     snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], ctx: HookContext
-) -> bool | None:
-    if not _ours(snapshot):
-        return None
+) -> bool:
     with _for_disk(snapshot.vdev):
         return _disk(snapshot.vdev, _options(snapshot.vdev, ctx), ctx).delete(snapshot, others)
 
@@ -208,9 +194,7 @@ def disk_snapshot_delete(
 @hookimpl
 def disk_snapshot_revert_check(
     snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], ctx: HookContext
-) -> list[str] | None:
-    if not _ours(snapshot):
-        return None
+) -> list[str]:
     try:
         disk = _disk(snapshot.vdev, _options(snapshot.vdev, ctx), ctx)
     except ConfigError as exc:
@@ -222,9 +206,7 @@ def disk_snapshot_revert_check(
 @hookimpl
 def disk_snapshot_revert(
     snapshot: DiskSnapshot, others: Sequence[DiskSnapshot], ctx: HookContext
-) -> bool | None:
-    if not _ours(snapshot):
-        return None
+) -> bool:
     with _for_disk(snapshot.vdev):
         return _disk(snapshot.vdev, _options(snapshot.vdev, ctx), ctx).revert(snapshot)
 
@@ -232,8 +214,6 @@ def disk_snapshot_revert(
 @hookimpl
 def disk_snapshot_list(
     disk: Disk, known: Sequence[DiskSnapshot], ctx: HookContext
-) -> list[DiskSnapshot] | None:
-    if disk.driver != DRIVER:
-        return None
+) -> list[DiskSnapshot]:
     with _for_disk(disk.vdev):
         return _disk(disk.vdev, disk.options, ctx).list_snapshots(disk, known)

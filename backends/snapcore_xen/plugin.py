@@ -32,7 +32,7 @@ from snapcore.model import Disk, DomainState, HypervisorInfo, MemoryImage
 from snapcore_xen.xl import PROGRAM, Xl
 
 #: The hook API this plugin was written for.
-SNAPCORE_HOOK_API: Final = (1, 1)
+SNAPCORE_HOOK_API: Final = (2, 0)
 NAME: Final = "xen"
 #: The ``format`` of the memory images this plugin writes.
 MEMORY_FORMAT: Final = "xl-save"
@@ -52,10 +52,6 @@ def hypervisor_info() -> HypervisorInfo:
     )
 
 
-def _mine(ctx: HookContext) -> bool:
-    return ctx.domain.hypervisor == NAME
-
-
 @contextlib.contextmanager
 def _translate(ctx: HookContext) -> Iterator[None]:
     """An xl that cannot be run is a configuration problem (exit 2); one that fails, a
@@ -71,9 +67,7 @@ def _translate(ctx: HookContext) -> Iterator[None]:
 
 
 @hookimpl
-def domain_state(ctx: HookContext) -> DomainState | None:
-    if not _mine(ctx):
-        return None
+def domain_state(ctx: HookContext) -> DomainState:
     with _translate(ctx):
         row = Xl(ctx.run).listed(ctx.domain.name)
     if row is None:
@@ -90,11 +84,9 @@ def domain_state(ctx: HookContext) -> DomainState | None:
 
 
 @hookimpl
-def domain_preflight(ctx: HookContext) -> list[str] | None:
+def domain_preflight(ctx: HookContext) -> list[str]:
     """Every writable disk of the domain file must be a disk libxl has open for the same
     ``vdev`` (``xl list -l``): snapcore switches files, and must switch the right ones."""
-    if not _mine(ctx):
-        return None
     with _translate(ctx):
         config = Xl(ctx.run).config(ctx.domain.name)
     if config is None:
@@ -117,11 +109,9 @@ def domain_preflight(ctx: HookContext) -> list[str] | None:
 
 
 @hookimpl
-def domain_start(paused: bool, ctx: HookContext) -> bool | None:
+def domain_start(paused: bool, ctx: HookContext) -> bool:
     """A Xen domain is started by ``xl create`` from its xl configuration file, which the domain
     file does not name yet (a ``[xen]`` table is proposed for it)."""
-    if not _mine(ctx):
-        return None
     del paused
     raise ConfigError(
         f"domain {ctx.domain.name!r}: start it with 'xl create' and its xl configuration file; "
@@ -131,8 +121,6 @@ def domain_start(paused: bool, ctx: HookContext) -> bool | None:
 
 @hookimpl
 def domain_memory_plan(path: str, ctx: HookContext) -> str | None:
-    if not _mine(ctx):
-        return None
     return (
         f"xl save -p to {path}: the domain stays stopped while its memory is written "
         "(PV and PVH guests must answer libxl's suspend request)"
@@ -140,44 +128,34 @@ def domain_memory_plan(path: str, ctx: HookContext) -> str | None:
 
 
 @hookimpl
-def domain_pause(ctx: HookContext) -> bool | None:
-    if not _mine(ctx):
-        return None
+def domain_pause(ctx: HookContext) -> bool:
     with _translate(ctx):
         Xl(ctx.run).pause(ctx.domain.name)
     return True
 
 
 @hookimpl
-def domain_resume(ctx: HookContext) -> bool | None:
-    if not _mine(ctx):
-        return None
+def domain_resume(ctx: HookContext) -> bool:
     with _translate(ctx):
         Xl(ctx.run).unpause(ctx.domain.name)
     return True
 
 
 @hookimpl
-def domain_quiesce(ctx: HookContext) -> bool | None:
+def domain_quiesce(ctx: HookContext) -> bool:
     """xl has no guest-agent freeze: the checkpoint goes on crash-consistent."""
-    if not _mine(ctx):
-        return None
     return False
 
 
 @hookimpl
-def domain_thaw(ctx: HookContext) -> bool | None:
-    if not _mine(ctx):
-        return None
+def domain_thaw(ctx: HookContext) -> bool:
     return True
 
 
 @hookimpl
-def domain_stop(ctx: HookContext) -> bool | None:
+def domain_stop(ctx: HookContext) -> bool:
     """``xl destroy``: a revert throws the running state away anyway; libxl tears down the
     domain's devices (its tapdisks included) before xl returns."""
-    if not _mine(ctx):
-        return None
     xl = Xl(ctx.run)
     with _translate(ctx):
         if xl.listed(ctx.domain.name) is not None:
@@ -186,12 +164,10 @@ def domain_stop(ctx: HookContext) -> bool | None:
 
 
 @hookimpl
-def domain_memory_save(path: str, ctx: HookContext) -> MemoryImage | None:
+def domain_memory_save(path: str, ctx: HookContext) -> MemoryImage:
     """``xl save -p``: called with the domain running (``memory_first``: PV guests suspend
     themselves when asked), it is suspended while its memory is written (xl has no live save)
     and left paused for the disk snapshots; the coordinator resumes it afterwards."""
-    if not _mine(ctx):
-        return None
     if os.path.lexists(path):
         raise BackendError(f"memory image {path} already exists")
     try:
@@ -205,9 +181,7 @@ def domain_memory_save(path: str, ctx: HookContext) -> MemoryImage | None:
 
 
 @hookimpl
-def domain_memory_restore(image: MemoryImage, state: DomainState, ctx: HookContext) -> bool | None:
-    if not _mine(ctx):
-        return None
+def domain_memory_restore(image: MemoryImage, state: DomainState, ctx: HookContext) -> bool:
     if image.format not in (MEMORY_FORMAT, ""):
         raise BackendError(
             f"memory image {image.path} was written as {image.format!r}, not by xl save"
@@ -218,12 +192,10 @@ def domain_memory_restore(image: MemoryImage, state: DomainState, ctx: HookConte
 
 
 @hookimpl
-def domain_disks(ctx: HookContext) -> list[Disk] | None:
+def domain_disks(ctx: HookContext) -> list[Disk]:
     """The domain's disks from its libxl configuration (``xl list -l``): ``pdev_path``,
     ``vdev`` and ``format`` (vhd and qcow2 name their driver), for a domain file that lists
     none."""
-    if not _mine(ctx):
-        return None
     with _translate(ctx):
         config = Xl(ctx.run).config(ctx.domain.name)
     if config is None:

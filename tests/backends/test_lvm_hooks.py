@@ -253,7 +253,7 @@ def test_create_check_passes_and_runs_one_lvs(
     plugins: Plugins, ctx: MakeCtx, runner: RecordingRunner, answers: Lvs
 ) -> None:
     answers.vg("lvs_vg0")
-    hook = plugins.hook.disk_snapshot_create_check
+    hook = plugins.storage("lvm").disk_snapshot_create_check
     assert hook(request=request(), ctx=ctx()) == []
     assert hook(request=request(DB), ctx=ctx(DB)) == []
     assert runner.argvs == [tuple(lvs_argv("vg0", hidden=True))] * 2
@@ -287,7 +287,9 @@ def test_create_check_blockers(
 ) -> None:
     answers.vg("lvs_vg0")
     disk = Disk(vdev=disk.vdev, path=disk.path, driver="lvm", options=disk.options)
-    blockers = plugins.hook.disk_snapshot_create_check(request=request(disk, **req), ctx=ctx(disk))
+    blockers = plugins.storage("lvm").disk_snapshot_create_check(
+        request=request(disk, **req), ctx=ctx(disk)
+    )
     assert any(blocker in b for b in blockers), blockers
 
 
@@ -304,7 +306,9 @@ def test_bad_paths_are_refused_without_running_anything(
     plugins: Plugins, ctx: MakeCtx, runner: RecordingRunner, path: str, blocker: str
 ) -> None:
     disk = Disk(vdev="vdb", path=path, driver="lvm")
-    blockers = plugins.hook.disk_snapshot_create_check(request=request(disk), ctx=ctx(disk))
+    blockers = plugins.storage("lvm").disk_snapshot_create_check(
+        request=request(disk), ctx=ctx(disk)
+    )
     assert blockers == [blocker] or any(blocker in b for b in blockers), blockers
     assert runner.argvs == []
 
@@ -312,7 +316,9 @@ def test_bad_paths_are_refused_without_running_anything(
 def test_missing_vg_is_a_blocker(plugins: Plugins, ctx: MakeCtx, answers: Lvs) -> None:
     answers.vg("lvs_no_vg", "novg")
     disk = Disk(vdev="vdb", path="/dev/novg/lv0", driver="lvm")
-    blockers = plugins.hook.disk_snapshot_create_check(request=request(disk), ctx=ctx(disk))
+    blockers = plugins.storage("lvm").disk_snapshot_create_check(
+        request=request(disk), ctx=ctx(disk)
+    )
     assert blockers == ["volume group 'novg' of /dev/novg/lv0 does not exist"]
 
 
@@ -321,25 +327,35 @@ def test_space_is_checked_for_every_disk_of_the_domain_in_the_vg(
 ) -> None:
     # 154 free extents; web needs 17 (100%ORIGIN of 64 MiB)
     answers.vg_text(edit("lvs_vg0", "web", vg_free_count="16"))
-    blockers = plugins.hook.disk_snapshot_create_check(request=request(), ctx=ctx())
+    blockers = plugins.storage("lvm").disk_snapshot_create_check(request=request(), ctx=ctx())
     assert blockers == [
         "volume group 'vg0' has 16 free extents (64 MiB); the snapshot of vg0/web needs 17 "
         "(68 MiB): extend the VG or set a smaller snapshot_size"
     ]
     small = Disk(vdev="vdb", path=WEB.path, driver="lvm", options={"snapshot_size": "50%ORIGIN"})
-    assert plugins.hook.disk_snapshot_create_check(request=request(small), ctx=ctx(small)) == []
+    assert (
+        plugins.storage("lvm").disk_snapshot_create_check(request=request(small), ctx=ctx(small))
+        == []
+    )
 
 
 def test_thin_pool_use_is_checked(plugins: Plugins, ctx: MakeCtx, answers: Lvs) -> None:
     answers.vg("lvs_small", "small")
     disk = Disk(vdev="vdb", path="/dev/small/t1", driver="lvm")
-    blockers = plugins.hook.disk_snapshot_create_check(request=request(disk), ctx=ctx(disk))
+    blockers = plugins.storage("lvm").disk_snapshot_create_check(
+        request=request(disk), ctx=ctx(disk)
+    )
     assert blockers == [
         "thin pool small/tp is 93.75% full (data), at or above the limit of 90% "
         "(thin_pool_limit); extend the pool or free space first"
     ]
     relaxed = Disk(vdev="vdb", path=disk.path, driver="lvm", options={"thin_pool_limit": "95"})
-    assert plugins.hook.disk_snapshot_create_check(request=request(relaxed), ctx=ctx(relaxed)) == []
+    assert (
+        plugins.storage("lvm").disk_snapshot_create_check(
+            request=request(relaxed), ctx=ctx(relaxed)
+        )
+        == []
+    )
 
 
 def test_create_classic_asks_for_exact_extents(
@@ -349,7 +365,7 @@ def test_create_classic_asks_for_exact_extents(
     create = ["lvcreate", "--snapshot", "--name", "web+c9", "--extents", "17", "--permission", "r",
               "--addtag", "snapcore", "vg0/web"]  # fmt: skip
     answers.ok(*create, name="lvcreate_classic")
-    made = plugins.hook.disk_snapshot_create(request=request(), ctx=ctx())
+    made = plugins.storage("lvm").disk_snapshot_create(request=request(), ctx=ctx())
     assert made.locator == "vg0/web+c9"
     assert made.kind is SnapshotKind.NATIVE
     assert made.size == 68 * MiB
@@ -366,7 +382,7 @@ def test_create_thin_takes_no_size(
               "--setactivationskip", "y", "--addtag", "snapcore", "vg0/db"]  # fmt: skip
     runner.on(lvs_argv("vg0/db", hidden=False), stdout=recorded("lvs_vg0")[0])
     answers.ok(*create, name="lvcreate_thin")
-    made = plugins.hook.disk_snapshot_create(request=request(DB), ctx=ctx(DB))
+    made = plugins.storage("lvm").disk_snapshot_create(request=request(DB), ctx=ctx(DB))
     assert made.locator == "vg0/db+c9"
     assert made.extra["type"] == "thin"
     assert runner.argvs[-1] == tuple(create)
@@ -379,7 +395,7 @@ def test_create_failure_is_attributed_to_the_disk(
     _out, err, rc = recorded("lvcreate_exists")
     runner.fail(["lvcreate"], prefix=True, stderr=err, returncode=rc)
     with pytest.raises(CommandError, match='disk vdb: lvcreate: Logical Volume "web\\+c2"') as exc:
-        plugins.hook.disk_snapshot_create(request=request(), ctx=ctx())
+        plugins.storage("lvm").disk_snapshot_create(request=request(), ctx=ctx())
     assert exc.value.driver == "lvm"
 
 
@@ -393,10 +409,8 @@ def test_create_group_reads_each_vg_once_and_undoes_on_failure(
     runner.on(["lvremove", "--force", "vg0/web+c9"])
     requests = (request(WEB), request(DB))
     with pytest.raises(CommandError, match="disk vdc: lvcreate: pool full"):
-        plugins.hook.disk_snapshot_create_group(requests=requests, ctx=ctx(WEB, DB))
+        plugins.storage("lvm").disk_snapshot_create_group(requests=requests, ctx=ctx(WEB, DB))
     assert [a[0] for a in runner.argvs] == ["lvs", "lvcreate", "lvcreate", "lvremove"]
-    other = Disk(vdev="vda", path="/x.qcow2", driver="qcow2")
-    assert plugins.hook.disk_snapshot_create_group(requests=(request(other),), ctx=ctx()) is None
 
 
 # -- abort, delete -----------------------------------------------------------------------------
@@ -407,7 +421,7 @@ def test_abort_removes_only_its_own_tagged_snapshot(
 ) -> None:
     answers.lv("lvs_vg0", "vg0/web+c1", hidden=True)
     runner.on(["lvremove", "--force", "vg0/web+c1"])
-    assert plugins.hook.disk_snapshot_abort(request=request(name="c1"), ctx=ctx()) is True
+    plugins.storage("lvm").disk_snapshot_abort(request=request(name="c1"), ctx=ctx())
     assert runner.argvs[-1] == ("lvremove", "--force", "vg0/web+c1")
     # never made: nothing to remove
     runner2 = RecordingRunner()
@@ -428,13 +442,15 @@ def test_delete_is_idempotent(
 ) -> None:
     c1 = snap(WEB, "c1", "web", "classic")
     answers.vg("lvs_vg0")
-    assert plugins.hook.disk_snapshot_delete_check(snapshot=c1, others=[], ctx=ctx()) == []
+    assert (
+        plugins.storage("lvm").disk_snapshot_delete_check(snapshot=c1, others=[], ctx=ctx()) == []
+    )
     answers.lv("lvs_vg0", "vg0/web+c1", hidden=True, stdout=recorded("lvs_vg0")[0])
     runner.on(["lvremove", "--force", "vg0/web+c1"])
-    assert plugins.hook.disk_snapshot_delete(snapshot=c1, others=[], ctx=ctx()) is True
+    plugins.storage("lvm").disk_snapshot_delete(snapshot=c1, others=[], ctx=ctx())
     gone = snap(WEB, "c7", "web", "classic")
     answers.lv("lvs_no_lv", "vg0/web+c7", hidden=True)
-    assert plugins.hook.disk_snapshot_delete(snapshot=gone, others=[], ctx=ctx()) is True
+    plugins.storage("lvm").disk_snapshot_delete(snapshot=gone, others=[], ctx=ctx())
     assert [a[0] for a in runner.argvs].count("lvremove") == 1
 
 
@@ -443,7 +459,7 @@ def test_delete_of_a_merging_snapshot_is_blocked(
 ) -> None:
     c2 = snap(WEB, "c2", "web", "classic")
     answers.vg("lvs_vg0_merge_pending")
-    blockers = plugins.hook.disk_snapshot_delete_check(snapshot=c2, others=[], ctx=ctx())
+    blockers = plugins.storage("lvm").disk_snapshot_delete_check(snapshot=c2, others=[], ctx=ctx())
     assert any("interrupted" in b for b in blockers), blockers
     assert any("merge of vg0/web+c2" in b for b in blockers), blockers
 
@@ -453,7 +469,7 @@ def test_delete_of_a_merging_snapshot_is_blocked(
 
 def test_revert_check(plugins: Plugins, ctx: MakeCtx, answers: Lvs) -> None:
     answers.vg("lvs_vg0")
-    check = plugins.hook.disk_snapshot_revert_check
+    check = plugins.storage("lvm").disk_snapshot_revert_check
     assert check(snapshot=snap(WEB, "c1", "web", "classic"), others=[], ctx=ctx()) == []
     assert check(snapshot=snap(DB, "c1", "db", "thin"), others=[], ctx=ctx(DB)) == []
     gone = check(snapshot=snap(WEB, "c7", "web", "classic"), others=[], ctx=ctx())
@@ -465,20 +481,22 @@ def test_revert_check_reports_overflow_and_open_origin(
 ) -> None:
     answers.vg("lvs_small", "small")
     ov = Disk(vdev="vdb", path="/dev/small/ov", driver="lvm")
-    blockers = plugins.hook.disk_snapshot_revert_check(
+    blockers = plugins.storage("lvm").disk_snapshot_revert_check(
         snapshot=snap(ov, "c1", "ov", "classic"), others=[], ctx=ctx(ov)
     )
     assert len(blockers) == 1
     assert "small/ov+c1 overflowed" in blockers[0]
     answers.vg_text(edit("lvs_vg0", "web", lv_device_open="1", lv_attr="owi-aos---"))
     c1 = snap(WEB, "c1", "web", "classic")
-    blockers = plugins.hook.disk_snapshot_revert_check(snapshot=c1, others=[], ctx=ctx())
+    blockers = plugins.storage("lvm").disk_snapshot_revert_check(snapshot=c1, others=[], ctx=ctx())
     assert blockers == [
         "vg0/web is open (in use by another process): LVM would put the revert off until it "
         "is closed; close it first"
     ]
     running = ctx(state=DomainState.RUNNING)  # the coordinator stops it first
-    assert plugins.hook.disk_snapshot_revert_check(snapshot=c1, others=[], ctx=running) == []
+    assert (
+        plugins.storage("lvm").disk_snapshot_revert_check(snapshot=c1, others=[], ctx=running) == []
+    )
 
 
 def _revert_classic_commands(uuid: str) -> list[list[str]]:
@@ -512,7 +530,7 @@ def test_revert_classic_merges_then_makes_the_snapshot_again(
         answers.ok(*argv, name="lvconvert_done" if argv[0] == "lvconvert" else None)
     answers.lv("lvs_web", "vg0/web")
     c1 = snap(WEB, "c1", "web", "classic")
-    assert plugins.hook.disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx()) is True
+    plugins.storage("lvm").disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx())
     changes = [list(a) for a in runner.argvs if a[0] != "lvs"]
     assert changes == steps
 
@@ -528,7 +546,7 @@ def test_revert_classic_put_off_is_reported_not_taken_as_done(
     answers.lv("lvs_web_merge_pending", "vg0/web")
     c1 = snap(WEB, "c1", "web", "classic")
     with pytest.raises(DeferredMergeError, match="put off the merge of vg0/web\\+c1") as exc:
-        plugins.hook.disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx())
+        plugins.storage("lvm").disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx())
     assert exc.value.vdev == "vdb"
     assert "lvcreate" not in [a[0] for a in runner.argvs]
 
@@ -544,8 +562,10 @@ def test_revert_classic_after_a_crash_past_the_merge(
     answers.ok(*recreate)
     answers.ok("lvchange", "--deltag", tag, "vg0/web")
     c2 = snap(WEB, "c2", "web", "classic")
-    assert plugins.hook.disk_snapshot_revert_check(snapshot=c2, others=[], ctx=ctx()) == []
-    assert plugins.hook.disk_snapshot_revert(snapshot=c2, others=[], ctx=ctx()) is True
+    assert (
+        plugins.storage("lvm").disk_snapshot_revert_check(snapshot=c2, others=[], ctx=ctx()) == []
+    )
+    plugins.storage("lvm").disk_snapshot_revert(snapshot=c2, others=[], ctx=ctx())
     assert [list(a) for a in runner.argvs if a[0] != "lvs"] == [
         recreate,
         ["lvchange", "--deltag", tag, "vg0/web"],
@@ -568,7 +588,7 @@ def test_revert_classic_starts_a_merge_put_off_earlier_once_closed(
     runner.on(["lvcreate", "--snapshot", "--name", "web+c2", "--extents", "17"], prefix=True)
     answers.ok("lvchange", "--deltag", tag, "vg0/web")
     c2 = snap(WEB, "c2", "web", "classic")
-    assert plugins.hook.disk_snapshot_revert(snapshot=c2, others=[], ctx=ctx()) is True
+    plugins.storage("lvm").disk_snapshot_revert(snapshot=c2, others=[], ctx=ctx())
     assert [a[:2] for a in runner.argvs if a[0] != "lvs"] == [
         ("lvchange", "--refresh"),
         ("lvcreate", "--snapshot"),
@@ -601,7 +621,7 @@ def test_revert_thin_swaps_names(
     for argv in steps:
         answers.ok(*argv)
     c1 = snap(DB, "c1", "db", "thin")
-    assert plugins.hook.disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx(DB)) is True
+    plugins.storage("lvm").disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx(DB))
     assert [list(a) for a in runner.argvs if a[0] != "lvs"] == steps
 
 
@@ -612,8 +632,10 @@ def test_revert_thin_after_a_crash_between_the_renames(
     answers.ok("lvrename", "vg0", "db+.revert", "db")
     answers.ok("lvremove", "--force", "vg0/db+.old")
     c1 = snap(DB, "c1", "db", "thin")
-    assert plugins.hook.disk_snapshot_revert_check(snapshot=c1, others=[], ctx=ctx(DB)) == []
-    assert plugins.hook.disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx(DB)) is True
+    assert (
+        plugins.storage("lvm").disk_snapshot_revert_check(snapshot=c1, others=[], ctx=ctx(DB)) == []
+    )
+    plugins.storage("lvm").disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx(DB))
     assert [list(a) for a in runner.argvs if a[0] != "lvs"] == [
         ["lvrename", "vg0", "db+.revert", "db"],
         ["lvremove", "--force", "vg0/db+.old"],
@@ -627,12 +649,12 @@ def test_list_reads_the_vg(
     plugins: Plugins, ctx: MakeCtx, answers: Lvs, runner: RecordingRunner
 ) -> None:
     runner.on(lvs_argv("vg0", hidden=False), stdout=recorded("lvs_vg0")[0])
-    listed = plugins.hook.disk_snapshot_list(disk=WEB, known=[], ctx=ctx())
+    listed = plugins.storage("lvm").disk_snapshot_list(disk=WEB, known=[], ctx=ctx())
     assert [(s.name, s.locator, s.extra["ours"]) for s in listed] == [
         ("manual", "vg0/manual", False),  # someone else's snapshot of the same LV
         ("c1", "vg0/web+c1", True),
     ]
-    listed = plugins.hook.disk_snapshot_list(disk=DB, known=[], ctx=ctx(DB))
+    listed = plugins.storage("lvm").disk_snapshot_list(disk=DB, known=[], ctx=ctx(DB))
     assert [s.locator for s in listed] == ["vg0/db+c1"]
 
 
@@ -641,30 +663,8 @@ def test_list_leaves_out_overflowed_snapshots_and_missing_vgs(
 ) -> None:
     runner.on(lvs_argv("small", hidden=False), stdout=recorded("lvs_small")[0])
     ov = Disk(vdev="vdb", path="/dev/small/ov", driver="lvm")
-    assert plugins.hook.disk_snapshot_list(disk=ov, known=[], ctx=ctx(ov)) == []
+    assert plugins.storage("lvm").disk_snapshot_list(disk=ov, known=[], ctx=ctx(ov)) == []
     out, err, rc = recorded("lvs_no_vg")
     runner.on(lvs_argv("novg", hidden=False), stdout=out, stderr=err, returncode=rc)
     gone = Disk(vdev="vdb", path="/dev/novg/lv0", driver="lvm")
-    assert plugins.hook.disk_snapshot_list(disk=gone, known=[], ctx=ctx(gone)) == []
-
-
-def test_hooks_leave_other_drivers_alone(
-    plugins: Plugins, ctx: MakeCtx, runner: RecordingRunner
-) -> None:
-    other = Disk(vdev="vda", path="/dev/vg0/web", driver="qcow2")
-    foreign = DiskSnapshot(
-        vdev="vda",
-        path=other.path,
-        driver="qcow2",
-        kind=SnapshotKind.INTERNAL,
-        name="c1",
-        locator=other.path,
-    )
-    hook = plugins.hook
-    assert hook.disk_snapshot_create_check(request=request(other), ctx=ctx()) is None
-    assert hook.disk_snapshot_create(request=request(other), ctx=ctx()) is None
-    assert hook.disk_snapshot_abort(request=request(other), ctx=ctx()) is None
-    assert hook.disk_snapshot_delete(snapshot=foreign, others=[], ctx=ctx()) is None
-    assert hook.disk_snapshot_revert(snapshot=foreign, others=[], ctx=ctx()) is None
-    assert hook.disk_snapshot_list(disk=other, known=[], ctx=ctx()) is None
-    assert runner.argvs == []
+    assert plugins.storage("lvm").disk_snapshot_list(disk=gone, known=[], ctx=ctx(gone)) == []

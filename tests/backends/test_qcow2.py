@@ -44,8 +44,8 @@ def create(
     target: str | None = None,
 ) -> DiskSnapshot:
     request = SnapshotRequest(disk=disk, name=name, kind=kind, target=target)
-    assert plugins.hook.disk_snapshot_create_check(request=request, ctx=ctx) == []
-    snap = plugins.hook.disk_snapshot_create(request=request, ctx=ctx)
+    assert plugins.storage("qcow2").disk_snapshot_create_check(request=request, ctx=ctx) == []
+    snap = plugins.storage("qcow2").disk_snapshot_create(request=request, ctx=ctx)
     assert isinstance(snap, DiskSnapshot)
     return snap
 
@@ -54,22 +54,22 @@ def revert(
     plugins: Plugins, ctx: HookContext, snap: DiskSnapshot, others: Sequence[DiskSnapshot] = ()
 ) -> None:
     kw = {"snapshot": snap, "others": list(others), "ctx": ctx}
-    assert plugins.hook.disk_snapshot_revert_check(**kw) == []
-    assert plugins.hook.disk_snapshot_revert(**kw) is True
+    assert plugins.storage("qcow2").disk_snapshot_revert_check(**kw) == []
+    plugins.storage("qcow2").disk_snapshot_revert(**kw)
 
 
 def delete(
     plugins: Plugins, ctx: HookContext, snap: DiskSnapshot, others: Sequence[DiskSnapshot] = ()
 ) -> None:
     kw = {"snapshot": snap, "others": list(others), "ctx": ctx}
-    assert plugins.hook.disk_snapshot_delete_check(**kw) == []
-    assert plugins.hook.disk_snapshot_delete(**kw) is True
+    assert plugins.storage("qcow2").disk_snapshot_delete_check(**kw) == []
+    plugins.storage("qcow2").disk_snapshot_delete(**kw)
 
 
 def listed(
     plugins: Plugins, ctx: HookContext, disk: Disk, known: Sequence[DiskSnapshot] = ()
 ) -> list[DiskSnapshot]:
-    found = plugins.hook.disk_snapshot_list(disk=disk, known=list(known), ctx=ctx)
+    found = plugins.storage("qcow2").disk_snapshot_list(disk=disk, known=list(known), ctx=ctx)
     assert isinstance(found, list)
     return found
 
@@ -147,8 +147,10 @@ def test_internal_create_revert_delete(
     assert qemu.tags(disk.path) == []
     assert qemu.holds(disk.path, 0x33)
     assert not is_listed(snap, listed(plugins, ctx, disk, [snap]))
-    assert plugins.hook.disk_snapshot_delete(snapshot=snap, others=[], ctx=ctx) is True
-    blockers = plugins.hook.disk_snapshot_revert_check(snapshot=snap, others=[], ctx=ctx)
+    plugins.storage("qcow2").disk_snapshot_delete(snapshot=snap, others=[], ctx=ctx)
+    blockers = plugins.storage("qcow2").disk_snapshot_revert_check(
+        snapshot=snap, others=[], ctx=ctx
+    )
     assert len(blockers) == 1
     assert "'s1' is gone" in blockers[0]
 
@@ -286,7 +288,7 @@ def test_delete_middle_external_then_last(
     assert qemu.backing(e2.locator) is None
     assert qemu.digest(e2.locator) == e2_data
     assert qemu.digest(disk.path) == current
-    assert plugins.hook.disk_snapshot_delete(snapshot=e1, others=[e2], ctx=ctx) is True
+    plugins.storage("qcow2").disk_snapshot_delete(snapshot=e1, others=[e2], ctx=ctx)
     found = listed(plugins, ctx, disk, [e1, e2])
     assert not is_listed(e1, found)
     assert is_listed(e2, found)
@@ -338,7 +340,7 @@ def test_delete_rerun_after_crash(
     current, e2_data = qemu.digest(disk.path), qemu.digest(e2.locator)
 
     qemu.img("commit", "-d", e2.locator)  # crash after the commit, before the rename
-    assert plugins.hook.disk_snapshot_delete(snapshot=e1, others=[e2], ctx=ctx) is True
+    plugins.storage("qcow2").disk_snapshot_delete(snapshot=e1, others=[e2], ctx=ctx)
     assert files(images) == ["vda.e2.qcow2", "vda.qcow2"]
     assert (qemu.digest(disk.path), qemu.digest(e2.locator)) == (current, e2_data)
 
@@ -347,7 +349,7 @@ def test_delete_rerun_after_crash(
     qemu.write(disk.path, 0x55, 196608)
     current, e3_data = qemu.digest(disk.path), qemu.digest(e3.locator)
     qemu.img("rebase", "-b", "", e3.locator)  # crash after rebasing one of two children
-    assert plugins.hook.disk_snapshot_delete(snapshot=e2, others=[e3], ctx=ctx) is True
+    plugins.storage("qcow2").disk_snapshot_delete(snapshot=e2, others=[e3], ctx=ctx)
     assert files(images) == ["vda.e3.qcow2", "vda.qcow2"]
     assert (qemu.digest(disk.path), qemu.digest(e3.locator)) == (current, e3_data)
 
@@ -382,16 +384,20 @@ def test_mixed_internal_and_external(
     all_ = [i1, e2, i3]
 
     # Replacing the current image would lose i3; merging e2's file away would change i3.
-    blockers = plugins.hook.disk_snapshot_revert_check(snapshot=i1, others=[e2, i3], ctx=ctx)
+    blockers = plugins.storage("qcow2").disk_snapshot_revert_check(
+        snapshot=i1, others=[e2, i3], ctx=ctx
+    )
     assert len(blockers) == 1
     assert "'i3'" in blockers[0]
     with pytest.raises(BackendError, match="'i3'"):
-        plugins.hook.disk_snapshot_revert(snapshot=i1, others=[e2, i3], ctx=ctx)
-    blockers = plugins.hook.disk_snapshot_delete_check(snapshot=e2, others=[i1, i3], ctx=ctx)
+        plugins.storage("qcow2").disk_snapshot_revert(snapshot=i1, others=[e2, i3], ctx=ctx)
+    blockers = plugins.storage("qcow2").disk_snapshot_delete_check(
+        snapshot=e2, others=[i1, i3], ctx=ctx
+    )
     assert any("'i3'" in b for b in blockers)
     assert any("'i1'" in b for b in blockers)
     with pytest.raises(BackendError, match="'i3'"):
-        plugins.hook.disk_snapshot_delete(snapshot=e2, others=[i1, i3], ctx=ctx)
+        plugins.storage("qcow2").disk_snapshot_delete(snapshot=e2, others=[i1, i3], ctx=ctx)
     assert qemu.holds(disk.path, 0x55)  # refused, untouched
 
     revert(plugins, ctx, i3, [i1, e2])
@@ -448,7 +454,9 @@ def test_delete_external_holding_internal_is_blocked(
     i1 = create(plugins, ctx, disk, "i1", INTERNAL)
     e2 = create(plugins, ctx, disk, "e2", EXTERNAL)
     revert(plugins, ctx, i1, [e2])
-    blockers = plugins.hook.disk_snapshot_delete_check(snapshot=e2, others=[i1], ctx=ctx)
+    blockers = plugins.storage("qcow2").disk_snapshot_delete_check(
+        snapshot=e2, others=[i1], ctx=ctx
+    )
     assert len(blockers) == 1
     assert "'i1'" in blockers[0]
     delete(plugins, ctx, i1, [e2])
@@ -481,14 +489,14 @@ def test_abort_external_at_each_stage(
     if stage == "overlay-written":
         qemu.create(Path(tmp), backing=target)
     if stage in ("done", "committed"):
-        plugins.hook.disk_snapshot_create(request=request, ctx=ctx)
+        plugins.storage("qcow2").disk_snapshot_create(request=request, ctx=ctx)
     if stage == "committed":  # an abort cut short after its commit
         qemu.img("commit", "-d", disk.path)
 
-    assert plugins.hook.disk_snapshot_abort(request=request, ctx=ctx) is True
+    plugins.storage("qcow2").disk_snapshot_abort(request=request, ctx=ctx)
     assert state(qemu, disk.path) == before
     assert files(images) == before_files
-    assert plugins.hook.disk_snapshot_abort(request=request, ctx=ctx) is True
+    plugins.storage("qcow2").disk_snapshot_abort(request=request, ctx=ctx)
     assert state(qemu, disk.path) == before
     revert(plugins, ctx, older)
     assert qemu.holds(disk.path, 0x11)
@@ -513,7 +521,7 @@ def test_abort_external_after_rebase_elsewhere(
     qemu.img("rebase", "-u", "-b", golden, "-F", "qcow2", str(target))
 
     request = SnapshotRequest(disk=disk, name="e1", kind=EXTERNAL, target=str(target))
-    assert plugins.hook.disk_snapshot_abort(request=request, ctx=ctx) is True
+    plugins.storage("qcow2").disk_snapshot_abort(request=request, ctx=ctx)
     assert not target.exists()
     assert state(qemu, path) == before
 
@@ -525,9 +533,9 @@ def test_abort_after_writes_keeps_them(
     """Aborting a finished external create folds the overlay back: nothing written is lost."""
     qemu.write(disk.path, 0x11)
     request = SnapshotRequest(disk=disk, name="e1", kind=EXTERNAL)
-    plugins.hook.disk_snapshot_create(request=request, ctx=ctx)
+    plugins.storage("qcow2").disk_snapshot_create(request=request, ctx=ctx)
     qemu.write(disk.path, 0x22, 65536)
-    assert plugins.hook.disk_snapshot_abort(request=request, ctx=ctx) is True
+    plugins.storage("qcow2").disk_snapshot_abort(request=request, ctx=ctx)
     assert files(images) == ["vda.qcow2"]
     assert qemu.backing(disk.path) is None
     assert qemu.holds(disk.path, 0x11)
@@ -544,10 +552,10 @@ def test_abort_internal(
     before = state(qemu, disk.path)
     request = SnapshotRequest(disk=disk, name="i1", kind=INTERNAL)
     if stage == "done":
-        plugins.hook.disk_snapshot_create(request=request, ctx=ctx)
+        plugins.storage("qcow2").disk_snapshot_create(request=request, ctx=ctx)
         assert qemu.tags(disk.path) == ["i0", "i1"]
     for _ in range(2):
-        assert plugins.hook.disk_snapshot_abort(request=request, ctx=ctx) is True
+        plugins.storage("qcow2").disk_snapshot_abort(request=request, ctx=ctx)
         assert state(qemu, disk.path) == before
 
 
@@ -561,8 +569,8 @@ def test_abort_leaves_foreign_target_alone(
     qemu.write(target, 0x77)
     request = SnapshotRequest(disk=disk, name="e1", kind=EXTERNAL, target=str(target))
     with pytest.raises(BackendError, match="already exists"):
-        plugins.hook.disk_snapshot_create(request=request, ctx=ctx)
-    assert plugins.hook.disk_snapshot_abort(request=request, ctx=ctx) is True
+        plugins.storage("qcow2").disk_snapshot_create(request=request, ctx=ctx)
+    plugins.storage("qcow2").disk_snapshot_abort(request=request, ctx=ctx)
     assert qemu.holds(target, 0x77)
     assert qemu.holds(disk.path, 0x11)
     assert qemu.backing(disk.path) is None
@@ -572,7 +580,7 @@ def test_abort_leaves_foreign_target_alone(
 
 
 def check(plugins: Plugins, ctx: HookContext, request: SnapshotRequest) -> list[str]:
-    blockers = plugins.hook.disk_snapshot_create_check(request=request, ctx=ctx)
+    blockers = plugins.storage("qcow2").disk_snapshot_create_check(request=request, ctx=ctx)
     assert isinstance(blockers, list)
     return blockers
 
@@ -651,11 +659,11 @@ def test_revert_check_blockers(
 ) -> None:
     e1 = create(plugins, ctx, disk, "e1", EXTERNAL)
     os.unlink(disk.path)  # the disk's image is gone
-    [b] = plugins.hook.disk_snapshot_revert_check(snapshot=e1, others=[], ctx=ctx)
+    [b] = plugins.storage("qcow2").disk_snapshot_revert_check(snapshot=e1, others=[], ctx=ctx)
     assert "does not exist" in b
     os.link(e1.locator, disk.path)
     os.unlink(e1.locator)
-    [b] = plugins.hook.disk_snapshot_revert_check(snapshot=e1, others=[], ctx=ctx)
+    [b] = plugins.storage("qcow2").disk_snapshot_revert_check(snapshot=e1, others=[], ctx=ctx)
     assert "is gone" in b
 
 
@@ -671,7 +679,7 @@ def test_qemu_img_failure_names_the_disk(
         f.write(b"\xff" * 60)
     request = SnapshotRequest(disk=disk, name="s1")
     with pytest.raises(CommandError) as caught:
-        plugins.hook.disk_snapshot_create(request=request, ctx=ctx)
+        plugins.storage("qcow2").disk_snapshot_create(request=request, ctx=ctx)
     err = caught.value
     message = str(err)
     assert message.startswith("disk vda: qemu-img: ")
@@ -709,7 +717,7 @@ def test_failed_external_create_is_undone(
     failing = HookContext(domain=ctx.domain, run=FailingRunner("create"))
     request = SnapshotRequest(disk=disk, name="e1", kind=EXTERNAL)
     with pytest.raises(CommandError, match=r"^disk vda: qemu-img: .*injected failure$"):
-        plugins.hook.disk_snapshot_create(request=request, ctx=failing)
+        plugins.storage("qcow2").disk_snapshot_create(request=request, ctx=failing)
     assert files(images) == ["vda.qcow2"]
     assert state(qemu, disk.path) == before
 
@@ -723,7 +731,7 @@ def test_file_error_names_the_disk(
     target = images / "sub" / "t.qcow2"  # the directory is missing
     request = SnapshotRequest(disk=disk, name="e1", kind=EXTERNAL, target=str(target))
     with pytest.raises(BackendError, match=r"^disk vda: .*t\.qcow2.*No such file") as caught:
-        plugins.hook.disk_snapshot_create(request=request, ctx=ctx)
+        plugins.storage("qcow2").disk_snapshot_create(request=request, ctx=ctx)
     assert caught.value.vdev == "vda"
     assert files(images) == ["vda.qcow2"]
     assert qemu.holds(disk.path, 0x11)

@@ -127,25 +127,29 @@ class Live:
         return SnapshotRequest(disk=self.disks[vdev], name=name, kind=kind, target=target)
 
     def check(self, request: SnapshotRequest) -> list[str]:
-        found = self.plugins.hook.disk_snapshot_create_check(request=request, ctx=self.ctx())
+        found = self.plugins.storage("qcow2").disk_snapshot_create_check(
+            request=request, ctx=self.ctx()
+        )
         assert isinstance(found, list)
         return found
 
     def create(self, *requests: SnapshotRequest) -> list[DiskSnapshot]:
         for request in requests:
             assert self.check(request) == []
-        snaps = self.plugins.hook.disk_snapshot_create_group(requests=requests, ctx=self.ctx())
+        snaps = self.plugins.storage("qcow2").disk_snapshot_create_group(
+            requests=requests, ctx=self.ctx()
+        )
         assert isinstance(snaps, list)
         assert [s.vdev for s in snaps] == [r.disk.vdev for r in requests]
         return snaps
 
     def delete(self, snap: DiskSnapshot, others: Sequence[DiskSnapshot] = ()) -> None:
         kw = {"snapshot": snap, "others": list(others), "ctx": self.ctx()}
-        assert self.plugins.hook.disk_snapshot_delete_check(**kw) == []
-        assert self.plugins.hook.disk_snapshot_delete(**kw) is True
+        assert self.plugins.storage("qcow2").disk_snapshot_delete_check(**kw) == []
+        self.plugins.storage("qcow2").disk_snapshot_delete(**kw)
 
     def delete_blockers(self, snap: DiskSnapshot, others: Sequence[DiskSnapshot] = ()) -> list[str]:
-        found = self.plugins.hook.disk_snapshot_delete_check(
+        found = self.plugins.storage("qcow2").disk_snapshot_delete_check(
             snapshot=snap, others=list(others), ctx=self.ctx()
         )
         assert isinstance(found, list)
@@ -246,7 +250,7 @@ def test_transaction_failure_on_the_second_disk_leaves_the_first_untouched(
     live.session.execute("blockdev-snapshot-internal-sync", {"device": "vdb", "name": "s1"})
     before = (live.device("vda"), live.node_names(), files(live.images))
     with pytest.raises(QMPCommandError, match="already exists"):
-        live.plugins.hook.disk_snapshot_create_group(requests=requests, ctx=live.ctx())
+        live.plugins.storage("qcow2").disk_snapshot_create_group(requests=requests, ctx=live.ctx())
     # vda's query-block entry is the same; no node, fd set or file was left
     assert (live.device("vda"), live.node_names(), files(live.images)) == before
     assert live.session.execute("query-fdsets") == []
@@ -262,7 +266,7 @@ def test_transaction_failure_undoes_internal_snapshots_of_the_first_disk(live: L
     requests = (live.request("vda", "s1", INTERNAL), live.request("vdb", "s1", INTERNAL))
     live.session.execute("blockdev-snapshot-internal-sync", {"device": "vdb", "name": "s1"})
     with pytest.raises(QMPCommandError):
-        live.plugins.hook.disk_snapshot_create_group(requests=requests, ctx=live.ctx())
+        live.plugins.storage("qcow2").disk_snapshot_create_group(requests=requests, ctx=live.ctx())
     assert live.tags("vda") == []
 
 
@@ -283,7 +287,7 @@ def test_failure_after_the_switch_is_undone(
     monkeypatch.setattr(os, "replace", replace)
     requests = (live.request("vda", "s1", EXTERNAL), live.request("vdb", "s1", EXTERNAL))
     with pytest.raises(BackendError, match="Input/output error"):
-        live.plugins.hook.disk_snapshot_create_group(requests=requests, ctx=live.ctx())
+        live.plugins.storage("qcow2").disk_snapshot_create_group(requests=requests, ctx=live.ctx())
     monkeypatch.undo()
     after = live.block()
     assert {v: after[v]["node-name"] for v in after} == {"vda": "vda", "vdb": "vdb"}
@@ -307,13 +311,15 @@ def test_prepared_overlays_wait_while_the_guest_writes_then_switch(
     for request in requests:
         assert live.check(request) == []
     nodes = live.node_names()
-    assert live.plugins.hook.disk_snapshot_prepare_group(requests=requests, ctx=live.ctx())
+    assert live.plugins.storage("qcow2").disk_snapshot_prepare_group(
+        requests=requests, ctx=live.ctx()
+    )
     [overlay] = [n for n in live.node_names() - nodes if not n.startswith("#")]  # not in use yet
     assert live.block()["vda"]["node-name"] == "vda"
     assert live.tags("vdb") == []
     live.write("vda", 0x22)  # after the preparation, before the switch: in the snapshot
     # the same requests, in another order: the snapshots come back in the caller's order
-    internal, ext = live.plugins.hook.disk_snapshot_create_group(
+    internal, ext = live.plugins.storage("qcow2").disk_snapshot_create_group(
         requests=requests[::-1], ctx=live.ctx()
     )
     assert live.block()["vda"]["node-name"] == ext.extra["node"] == overlay
@@ -332,10 +338,12 @@ def test_prepared_then_aborted_leaves_nothing(live: Live, qemu: QemuTools) -> No
     live.write("vda", 0x11)
     before = (live.device("vda"), live.node_names(), files(live.images))
     requests = (live.request("vda", "s1", EXTERNAL), live.request("vdb", "s1", EXTERNAL))
-    assert live.plugins.hook.disk_snapshot_prepare_group(requests=requests, ctx=live.ctx())
+    assert live.plugins.storage("qcow2").disk_snapshot_prepare_group(
+        requests=requests, ctx=live.ctx()
+    )
     assert files(live.images) != before[2]
     for request in reversed(requests):
-        assert live.plugins.hook.disk_snapshot_abort(request=request, ctx=live.ctx()) is True
+        live.plugins.storage("qcow2").disk_snapshot_abort(request=request, ctx=live.ctx())
     assert (live.device("vda"), live.node_names(), files(live.images)) == before
     assert live.session.execute("query-fdsets") == []
     [snap] = live.create(live.request("vda", "s1", EXTERNAL))  # not the aborted preparation
@@ -352,14 +360,16 @@ def test_prepared_switch_refused_when_the_disk_changed_meanwhile(
     prepared internal snapshot would land on the wrong image, so nothing is switched."""
     requests = (live.request("vda", "s1", INTERNAL), live.request("vdb", "s1", EXTERNAL))
     vdb_before, files_before = live.device("vdb"), files(live.images)
-    assert live.plugins.hook.disk_snapshot_prepare_group(requests=requests, ctx=live.ctx())
+    assert live.plugins.storage("qcow2").disk_snapshot_prepare_group(
+        requests=requests, ctx=live.ctx()
+    )
     theirs = str(images / "theirs.qcow2")
     live.session.execute(
         "blockdev-snapshot-sync",
         {"node-name": "vda", "snapshot-file": theirs, "snapshot-node-name": "theirs"},
     )
     with pytest.raises(BackendError, match="vda changed from vda to theirs"):
-        live.plugins.hook.disk_snapshot_create_group(requests=requests, ctx=live.ctx())
+        live.plugins.storage("qcow2").disk_snapshot_create_group(requests=requests, ctx=live.ctx())
     assert live.block()["vda"]["node-name"] == "theirs"
     assert live.tags("vda") == []
     assert qemu.tags(live.paths["vda"]) == []
@@ -386,7 +396,7 @@ def test_create_check_blockers(live: Live, images: Path, qemu: QemuTools) -> Non
 
     no_qmp = HookContext(domain=live.ctx().domain, state=DomainState.RUNNING)
     request = live.request("vda", "s2", INTERNAL)
-    [b] = live.plugins.hook.disk_snapshot_create_check(request=request, ctx=no_qmp)
+    [b] = live.plugins.storage("qcow2").disk_snapshot_create_check(request=request, ctx=no_qmp)
     assert "QMP" in b
     assert "running" in b
 
@@ -414,13 +424,13 @@ def test_abort_of_a_finished_external_create_puts_the_disk_back(
     live.write("vda", 0x22, K64)  # written after the switch: an abort keeps it
     live.session.execute("stop")  # the coordinator undoes with the guest paused
     ctx = live.ctx(DomainState.PAUSED)
-    assert live.plugins.hook.disk_snapshot_abort(request=request, ctx=ctx) is True
+    live.plugins.storage("qcow2").disk_snapshot_abort(request=request, ctx=ctx)
     top = live.block()["vda"]
     assert (top["node-name"], top["file"]) == (before[0]["node-name"], before[0]["file"])
     assert top["backing_file_depth"] == 0
     assert snap.extra["node"] not in live.node_names()
     assert files(live.images) == before[1]
-    assert live.plugins.hook.disk_snapshot_abort(request=request, ctx=ctx) is True  # again
+    live.plugins.storage("qcow2").disk_snapshot_abort(request=request, ctx=ctx)  # again
     live.session.execute("cont")
     # QEMU closes a removed fd set of a paused guest later, once it runs (here: reconnecting)
     live.session.close()
@@ -443,7 +453,7 @@ def test_recovery_that_says_shut_off_still_undoes_through_qemu(live: Live) -> No
     [snap] = live.create(request)
     live.write("vda", 0x22)
     ctx = live.ctx(DomainState.SHUTOFF)
-    assert live.plugins.hook.disk_snapshot_abort(request=request, ctx=ctx) is True
+    live.plugins.storage("qcow2").disk_snapshot_abort(request=request, ctx=ctx)
     assert live.block()["vda"]["node-name"] == "vda"
     assert not os.path.exists(snap.locator)
     live.reads("vda", 0x22)
@@ -453,11 +463,11 @@ def test_abort_of_an_internal_create_and_of_one_never_made(live: Live) -> None:
     request = live.request("vda", "s1", INTERNAL)
     live.create(request)
     ctx = live.ctx()
-    assert live.plugins.hook.disk_snapshot_abort(request=request, ctx=ctx) is True
+    live.plugins.storage("qcow2").disk_snapshot_abort(request=request, ctx=ctx)
     assert live.tags("vda") == []
     never = live.request("vdb", "s9", EXTERNAL)
     before = (live.node_names(), live.block()["vdb"]["file"], files(live.images))
-    assert live.plugins.hook.disk_snapshot_abort(request=never, ctx=ctx) is True
+    live.plugins.storage("qcow2").disk_snapshot_abort(request=never, ctx=ctx)
     assert (live.node_names(), live.block()["vdb"]["file"], files(live.images)) == before
 
 
@@ -546,7 +556,7 @@ def test_delete_into_the_image_qemu_opened_by_an_old_name_is_refused(
     p = domain.paths["vda"]
     qemu.write(p, 0x11)
     offline = HookContext(domain=domain.ctx().domain, state=DomainState.SHUTOFF)
-    s0 = plugins.hook.disk_snapshot_create(
+    s0 = plugins.storage("qcow2").disk_snapshot_create(
         request=domain.request("vda", "s0", EXTERNAL), ctx=offline
     )
     assert isinstance(s0, DiskSnapshot)
@@ -574,13 +584,13 @@ def test_revert_check_reads_beside_qemu_and_revert_needs_it_stopped(
     ctx = live.ctx()
     for snap in (s1, s2):
         kw = {"snapshot": snap, "others": [], "ctx": ctx}
-        assert live.plugins.hook.disk_snapshot_revert_check(**kw) == []
+        assert live.plugins.storage("qcow2").disk_snapshot_revert_check(**kw) == []
         with pytest.raises(UnsupportedOperationError, match="stopped"):
-            live.plugins.hook.disk_snapshot_revert(**kw)
+            live.plugins.storage("qcow2").disk_snapshot_revert(**kw)
     live.write("vda", 0x22)
     live.stop()
     stopped = HookContext(domain=ctx.domain, state=DomainState.SHUTOFF)
-    assert live.plugins.hook.disk_snapshot_revert(snapshot=s1, others=[], ctx=stopped) is True
+    live.plugins.storage("qcow2").disk_snapshot_revert(snapshot=s1, others=[], ctx=stopped)
     assert qemu.holds(live.paths["vda"], 0x11)
 
 
@@ -621,16 +631,16 @@ def test_live_delete_of_a_snapshot_left_off_the_chain_by_a_revert(
     p = domain.paths["vda"]
     offline = HookContext(domain=domain.ctx().domain, state=DomainState.SHUTOFF)
     qemu.write(p, 0x11)
-    s1 = plugins.hook.disk_snapshot_create(
+    s1 = plugins.storage("qcow2").disk_snapshot_create(
         request=domain.request("vda", "s1", EXTERNAL), ctx=offline
     )
     qemu.write(p, 0x22)
-    s2 = plugins.hook.disk_snapshot_create(
+    s2 = plugins.storage("qcow2").disk_snapshot_create(
         request=domain.request("vda", "s2", EXTERNAL), ctx=offline
     )
     assert isinstance(s1, DiskSnapshot)
     assert isinstance(s2, DiskSnapshot)
-    assert plugins.hook.disk_snapshot_revert(snapshot=s1, others=[s2], ctx=offline) is True
+    plugins.storage("qcow2").disk_snapshot_revert(snapshot=s1, others=[s2], ctx=offline)
     try:
         domain.start()
         domain.write("vda", 0x33, K64)

@@ -92,9 +92,9 @@ def create(
     plugins: Plugins, ctx: HookContext, disk: Disk, name: str, target: str | None = None
 ) -> DiskSnapshot:
     request = SnapshotRequest(disk=disk, name=name, target=target)
-    blockers = plugins.hook.disk_snapshot_create_check(request=request, ctx=ctx)
+    blockers = plugins.storage("vhd").disk_snapshot_create_check(request=request, ctx=ctx)
     assert blockers == [], blockers
-    snap = plugins.hook.disk_snapshot_create(request=request, ctx=ctx)
+    snap = plugins.storage("vhd").disk_snapshot_create(request=request, ctx=ctx)
     assert isinstance(snap, DiskSnapshot)
     return snap
 
@@ -103,16 +103,16 @@ def revert(
     plugins: Plugins, ctx: HookContext, snap: DiskSnapshot, others: Sequence[DiskSnapshot] = ()
 ) -> None:
     kw = {"snapshot": snap, "others": list(others), "ctx": ctx}
-    assert plugins.hook.disk_snapshot_revert_check(**kw) == []
-    assert plugins.hook.disk_snapshot_revert(**kw) is True
+    assert plugins.storage("vhd").disk_snapshot_revert_check(**kw) == []
+    plugins.storage("vhd").disk_snapshot_revert(**kw)
 
 
 def delete(
     plugins: Plugins, ctx: HookContext, snap: DiskSnapshot, others: Sequence[DiskSnapshot] = ()
 ) -> None:
     kw = {"snapshot": snap, "others": list(others), "ctx": ctx}
-    assert plugins.hook.disk_snapshot_delete_check(**kw) == []
-    assert plugins.hook.disk_snapshot_delete(**kw) is True
+    assert plugins.storage("vhd").disk_snapshot_delete_check(**kw) == []
+    plugins.storage("vhd").disk_snapshot_delete(**kw)
 
 
 ENGINES = ["native", "vhd-util"]
@@ -207,7 +207,7 @@ def test_revert_to_any_snapshot_keeps_the_newer(plugins: Plugins, disk: Disk) ->
     assert get(disk.path, 0, 512) == b"C" * 512
     revert(plugins, ctx, snaps[1], [snaps[0], snaps[2]])
     assert get(disk.path, 0, 512) == b"B" * 512
-    listed = plugins.hook.disk_snapshot_list(disk=disk, known=snaps, ctx=ctx)
+    listed = plugins.storage("vhd").disk_snapshot_list(disk=disk, known=snaps, ctx=ctx)
     assert all(is_listed(s, listed) for s in snaps)
 
 
@@ -257,7 +257,7 @@ def test_delete_after_revert_keeps_a_base_for_both_branches(
     assert len(kept) == 1, os.listdir(tmp_path)
     assert get(disk.path, 0, 1024) == b"A" * 512 + b"C" * 512
     assert get(s2.locator, 0, 512) == b"B" * 512
-    listed = plugins.hook.disk_snapshot_list(disk=disk, known=[s1, s2], ctx=ctx)
+    listed = plugins.storage("vhd").disk_snapshot_list(disk=disk, known=[s1, s2], ctx=ctx)
     assert not is_listed(s1, listed)
     assert is_listed(s2, listed)
     delete(plugins, ctx, s2, [])  # s2's base goes: the kept base has one child left, merged
@@ -289,7 +289,7 @@ def test_interrupted_delete_is_finished_by_running_it_again(
 
     monkeypatch.setattr(storage.VhdDisk, "_resume", crash_after_move)
     with pytest.raises(BackendError, match="crash"):
-        plugins.hook.disk_snapshot_delete(snapshot=s1, others=[s2], ctx=ctx)
+        plugins.storage("vhd").disk_snapshot_delete(snapshot=s1, others=[s2], ctx=ctx)
     assert Path(s1.locator + ".snapcore-merge").exists()
     monkeypatch.setattr(storage.VhdDisk, "_resume", real)
     delete(plugins, ctx, s1, [s2])
@@ -312,18 +312,18 @@ def test_abort_undoes_any_prefix_of_create(plugins: Plugins, disk: Disk, tmp_pat
     base = tmp_path / "xvda.s1.vhd"
     # stopped after the hard link
     os.link(disk.path, base)
-    assert plugins.hook.disk_snapshot_abort(request=request, ctx=ctx) is True
+    plugins.storage("vhd").disk_snapshot_abort(request=request, ctx=ctx)
     assert not base.exists()
     assert get(disk.path) == before
     # finished, then written to
     create(plugins, ctx, disk, "s1")
     put(disk.path, 512, b"B" * 512)
-    assert plugins.hook.disk_snapshot_abort(request=request, ctx=ctx) is True
+    plugins.storage("vhd").disk_snapshot_abort(request=request, ctx=ctx)
     assert not base.exists()
     assert uuid_of(disk.path) == uuid
     assert not hidden(disk.path)
     assert get(disk.path, 0, 1024) == b"A" * 512 + b"B" * 512
-    assert plugins.hook.disk_snapshot_abort(request=request, ctx=ctx) is True
+    plugins.storage("vhd").disk_snapshot_abort(request=request, ctx=ctx)
 
 
 def test_depth_limit_is_refused_in_preflight(plugins: Plugins, disk: Disk) -> None:
@@ -333,7 +333,7 @@ def test_depth_limit_is_refused_in_preflight(plugins: Plugins, disk: Disk) -> No
         create(plugins, ctx, replace(disk, options={"engine": "native"}), f"s{i}")
     assert depth(disk.path) == 30
     request = SnapshotRequest(disk=disk, name="one-more")
-    blockers = plugins.hook.disk_snapshot_create_check(request=request, ctx=ctx)
+    blockers = plugins.storage("vhd").disk_snapshot_create_check(request=request, ctx=ctx)
     assert blockers == [
         f"the VHD chain of {disk.path} is 30 files deep and the limit is 30 (as XAPI's); "
         "delete a snapshot of this disk first"
@@ -341,7 +341,7 @@ def test_depth_limit_is_refused_in_preflight(plugins: Plugins, disk: Disk) -> No
     smaller = replace(disk, options={"engine": "native", "max_depth": "40"})
     ctx40 = ctx_for(smaller)
     assert (
-        plugins.hook.disk_snapshot_create_check(
+        plugins.storage("vhd").disk_snapshot_create_check(
             request=SnapshotRequest(disk=smaller, name="x"), ctx=ctx40
         )
         == []
@@ -356,7 +356,7 @@ def test_bad_options_are_blockers(plugins: Plugins, tmp_path: Path) -> None:
         ({"colour": "red"}, "unknown vhd disk option(s) colour"),
     ):
         disk = Disk(vdev="xvda", path=str(path), driver="vhd", options=options)
-        blockers = plugins.hook.disk_snapshot_create_check(
+        blockers = plugins.storage("vhd").disk_snapshot_create_check(
             request=SnapshotRequest(disk=disk, name="s"), ctx=ctx_for(disk)
         )
         assert len(blockers) == 1
@@ -627,14 +627,14 @@ def test_create_failing_at_each_step_leaves_the_disk_as_it_was(
 
         monkeypatch.setattr(cls, step, bound)
     request = SnapshotRequest(disk=disk, name="s1")
-    assert plugins.hook.disk_snapshot_create_check(request=request, ctx=ctx) == []
+    assert plugins.storage("vhd").disk_snapshot_create_check(request=request, ctx=ctx) == []
     with pytest.raises(BackendError, match="injected failure"):
-        plugins.hook.disk_snapshot_create(request=request, ctx=ctx)
+        plugins.storage("vhd").disk_snapshot_create(request=request, ctx=ctx)
     assert Path(disk.path).read_bytes() == before
     assert sorted(
         p.name for p in tmp_path.iterdir() if p.suffix == ".vhd" or "snapcore" in p.name
     ) == ["xvda.vhd"]
-    assert plugins.hook.disk_snapshot_abort(request=request, ctx=ctx) is True
+    plugins.storage("vhd").disk_snapshot_abort(request=request, ctx=ctx)
     assert Path(disk.path).read_bytes() == before
 
 
@@ -650,9 +650,9 @@ def test_a_base_another_disk_depends_on_is_not_merged(
     ops.snapshot(str(clone), s1.locator)
     put(clone, 512, b"C" * 512)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix == ".vhd"}
-    blockers = plugins.hook.disk_snapshot_delete_check(snapshot=s1, others=[], ctx=ctx)
+    blockers = plugins.storage("vhd").disk_snapshot_delete_check(snapshot=s1, others=[], ctx=ctx)
     assert len(blockers) == 1
     assert f"{clone} is based on {s1.locator} but is not a file of this disk" in blockers[0]
     with pytest.raises(BackendError, match="not a file of this disk"):
-        plugins.hook.disk_snapshot_delete(snapshot=s1, others=[], ctx=ctx)
+        plugins.storage("vhd").disk_snapshot_delete(snapshot=s1, others=[], ctx=ctx)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix == ".vhd"} == before

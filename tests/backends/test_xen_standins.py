@@ -297,20 +297,6 @@ def test_state_from_xl_list(host: XenHost, standins: StandIns) -> None:
     assert standins.tapdisks() == [], "destroying the domain closed its tapdisk"
 
 
-def test_other_hypervisors_are_not_answered(host: XenHost) -> None:
-    ctx = HookContext(domain=Domain(name="vm1", disks=(Disk(vdev="a", path="/x"),)))
-    p = snapcore_xen.plugin
-    assert p.domain_state(ctx=ctx) is None
-    assert p.domain_pause(ctx=ctx) is None
-    assert p.domain_resume(ctx=ctx) is None
-    assert p.domain_stop(ctx=ctx) is None
-    assert p.domain_quiesce(ctx=ctx) is None
-    assert p.domain_thaw(ctx=ctx) is None
-    assert p.domain_memory_save(path="/nonexistent/x", ctx=ctx) is None
-    assert p.domain_disks(ctx=ctx) is None
-    assert host.standins.calls() == []
-
-
 def test_crashed_domain_is_a_state_error(host: XenHost) -> None:
     with pytest.raises(DomainStateError, match="shutting down, crashed or dying") as info:
         snapcore_xen.plugin.domain_state(

@@ -31,8 +31,8 @@ def ctx_for(*disks: Disk, state: DomainState = DomainState.SHUTOFF) -> HookConte
 def create(plugins: Plugins, disk: Disk, name: str) -> DiskSnapshot:
     ctx = ctx_for(disk)
     request = SnapshotRequest(disk=disk, name=name)
-    assert plugins.hook.disk_snapshot_create_check(request=request, ctx=ctx) == []
-    snap = plugins.hook.disk_snapshot_create(request=request, ctx=ctx)
+    assert plugins.storage("lvm").disk_snapshot_create_check(request=request, ctx=ctx) == []
+    snap = plugins.storage("lvm").disk_snapshot_create(request=request, ctx=ctx)
     assert isinstance(snap, DiskSnapshot)
     return snap
 
@@ -41,8 +41,8 @@ def revert(
     plugins: Plugins, disk: Disk, snap: DiskSnapshot, others: Sequence[DiskSnapshot] = ()
 ) -> None:
     kw: dict[str, Any] = {"snapshot": snap, "others": list(others), "ctx": ctx_for(disk)}
-    assert plugins.hook.disk_snapshot_revert_check(**kw) == []
-    assert plugins.hook.disk_snapshot_revert(**kw) is True
+    assert plugins.storage("lvm").disk_snapshot_revert_check(**kw) == []
+    plugins.storage("lvm").disk_snapshot_revert(**kw)
 
 
 def lv_state(host: Any, vg: str) -> dict[str, dict[str, str]]:
@@ -101,14 +101,16 @@ def test_round_trip_and_revert_to_older(
     assert lv_digest(vg, lv) == second
 
     ctx = ctx_for(disk)
-    assert plugins.hook.disk_snapshot_delete_check(snapshot=c1, others=[c2], ctx=ctx) == []
-    assert plugins.hook.disk_snapshot_delete(snapshot=c1, others=[c2], ctx=ctx) is True
-    assert plugins.hook.disk_snapshot_delete(snapshot=c1, others=[c2], ctx=ctx) is True
+    assert (
+        plugins.storage("lvm").disk_snapshot_delete_check(snapshot=c1, others=[c2], ctx=ctx) == []
+    )
+    plugins.storage("lvm").disk_snapshot_delete(snapshot=c1, others=[c2], ctx=ctx)
+    plugins.storage("lvm").disk_snapshot_delete(snapshot=c1, others=[c2], ctx=ctx)
     state = lv_state(host, vg)
     assert f"{lv}+c1" not in state
     assert f"{lv}+c2" in state
     assert lv_digest(vg, lv) == second
-    listed = plugins.hook.disk_snapshot_list(disk=disk, known=[c1, c2], ctx=ctx)
+    listed = plugins.storage("lvm").disk_snapshot_list(disk=disk, known=[c1, c2], ctx=ctx)
     assert [s.locator for s in listed] == [c2.locator]
 
 
@@ -147,8 +149,11 @@ def test_thin_revert_interrupted_between_renames_is_finished(
         "--setactivationskip", "n", "--activate", "y", f"{vg}/{lv}+c1",
     )  # fmt: skip
     run("lvrename", vg, lv, f"{lv}+.old")
-    assert plugins.hook.disk_snapshot_revert_check(snapshot=c1, others=[], ctx=ctx_for(disk)) == []
-    assert plugins.hook.disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx_for(disk)) is True
+    assert (
+        plugins.storage("lvm").disk_snapshot_revert_check(snapshot=c1, others=[], ctx=ctx_for(disk))
+        == []
+    )
+    plugins.storage("lvm").disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx_for(disk))
     names = set(lvs(vg))
     assert lv in names
     assert f"{lv}+.revert" not in names
@@ -170,9 +175,9 @@ def test_classic_revert_interrupted_after_merge_is_finished(
     run("lvconvert", "--merge", "--yes", "--interval", "1", f"{vg}/{lv}+c1")
     assert f"{lv}+c1" not in lvs(vg)
     ctx = ctx_for(disk)
-    assert plugins.hook.disk_snapshot_revert_check(snapshot=c1, others=[], ctx=ctx) == []
-    assert plugins.hook.disk_snapshot_delete_check(snapshot=c1, others=[], ctx=ctx) != []
-    assert plugins.hook.disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx) is True
+    assert plugins.storage("lvm").disk_snapshot_revert_check(snapshot=c1, others=[], ctx=ctx) == []
+    assert plugins.storage("lvm").disk_snapshot_delete_check(snapshot=c1, others=[], ctx=ctx) != []
+    plugins.storage("lvm").disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx)
     state = lvs(vg)
     assert state[f"{lv}+c1"]["lv_tags"] == "snapcore", "the consumed snapshot was not made again"
     assert state[lv]["lv_tags"] == "", "the revert left its tag on the origin"

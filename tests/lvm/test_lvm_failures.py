@@ -48,10 +48,10 @@ def test_revert_of_an_open_origin_is_refused_and_a_put_off_merge_is_reported(
     opened.append(fd)
     ctx = ctx_for(disk)
 
-    blockers = plugins.hook.disk_snapshot_revert_check(snapshot=c1, others=[], ctx=ctx)
+    blockers = plugins.storage("lvm").disk_snapshot_revert_check(snapshot=c1, others=[], ctx=ctx)
     assert any("is open" in b for b in blockers), blockers
     with pytest.raises(BackendError, match="is open"):
-        plugins.hook.disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx)
+        plugins.storage("lvm").disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx)
     assert lv_digest(vg, lv) == current
     assert lvs(vg)[f"{lv}+c1"]["lv_attr"][0] == "s", "the snapshot was touched"
 
@@ -59,17 +59,17 @@ def test_revert_of_an_open_origin_is_refused_and_a_put_off_merge_is_reported(
     # off and exits 0: the revert must say so, not report success.
     monkeypatch.setattr(LvmDisk, "_check_closed", lambda self, origin: None)
     with pytest.raises(DeferredMergeError, match="put off the merge"):
-        plugins.hook.disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx)
+        plugins.storage("lvm").disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx)
     state = lvs(vg)
     assert state[lv]["lv_attr"][0] == "O", state[lv]
     assert state[f"{lv}+c1"]["lv_attr"][0] == "S", state[f"{lv}+c1"]
     assert lv_digest(vg, lv) == current, "the disk changed while the merge was put off"
     with pytest.raises(DeferredMergeError):  # still open: still put off, still reported
-        plugins.hook.disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx)
+        plugins.storage("lvm").disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx)
     monkeypatch.undo()
 
     os.close(opened.pop())  # closed now: running the revert again completes it
-    assert plugins.hook.disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx) is True
+    plugins.storage("lvm").disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx)
     state = lvs(vg)
     assert state[lv]["lv_attr"][0] == "o"
     assert state[lv]["lv_tags"] == ""
@@ -107,7 +107,7 @@ def test_vg_without_room_is_refused_in_preflight_with_nothing_created(
     disk = volumes.classic(20)
     before = _lvs_of(small_vg.name)
     request = SnapshotRequest(disk=disk, name="c1")
-    blockers = plugins.hook.disk_snapshot_create_check(request=request, ctx=ctx_for(disk))
+    blockers = plugins.storage("lvm").disk_snapshot_create_check(request=request, ctx=ctx_for(disk))
     assert len(blockers) == 1
     assert "has 5 free extents" in blockers[0], blockers
     assert "needs 6" in blockers[0], blockers
@@ -128,9 +128,9 @@ def test_two_disks_in_one_vg_are_counted_together(small_vg: LoopVg, plugins: Plu
     for disk in (vda, vdb):
         alone = ctx_for(disk)
         request = SnapshotRequest(disk=disk, name="c1")
-        assert plugins.hook.disk_snapshot_create_check(request=request, ctx=alone) == []
+        assert plugins.storage("lvm").disk_snapshot_create_check(request=request, ctx=alone) == []
         both = ctx_for(vda, vdb)
-        blockers = plugins.hook.disk_snapshot_create_check(request=request, ctx=both)
+        blockers = plugins.storage("lvm").disk_snapshot_create_check(request=request, ctx=both)
         assert len(blockers) == 1
         assert "vda, vdb" in blockers[0], blockers
 
@@ -146,14 +146,14 @@ def test_overflowed_classic_snapshot_is_reported_invalid(
     state = lvs(vg)[f"{lv}+c1"]
     assert state["lv_attr"][4] == "I", f"the snapshot did not overflow: {state}"
     ctx = ctx_for(disk)
-    blockers = plugins.hook.disk_snapshot_revert_check(snapshot=c1, others=[], ctx=ctx)
+    blockers = plugins.storage("lvm").disk_snapshot_revert_check(snapshot=c1, others=[], ctx=ctx)
     assert len(blockers) == 1
     assert "overflowed" in blockers[0], blockers
     with pytest.raises(BackendError, match="overflowed"):
-        plugins.hook.disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx)
-    assert plugins.hook.disk_snapshot_list(disk=disk, known=[c1], ctx=ctx) == []
-    assert plugins.hook.disk_snapshot_delete_check(snapshot=c1, others=[], ctx=ctx) == []
-    assert plugins.hook.disk_snapshot_delete(snapshot=c1, others=[], ctx=ctx) is True
+        plugins.storage("lvm").disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx)
+    assert plugins.storage("lvm").disk_snapshot_list(disk=disk, known=[c1], ctx=ctx) == []
+    assert plugins.storage("lvm").disk_snapshot_delete_check(snapshot=c1, others=[], ctx=ctx) == []
+    plugins.storage("lvm").disk_snapshot_delete(snapshot=c1, others=[], ctx=ctx)
     assert f"{lv}+c1" not in lvs(vg)
 
 
@@ -169,13 +169,16 @@ def test_thin_pool_near_full_is_refused(small_vg: LoopVg, plugins: Plugins) -> N
         os.fsync(f.fileno())
     request = SnapshotRequest(disk=disk, name="c1")
     before = _lvs_of(small_vg.name)
-    blockers = plugins.hook.disk_snapshot_create_check(request=request, ctx=ctx_for(disk))
+    blockers = plugins.storage("lvm").disk_snapshot_create_check(request=request, ctx=ctx_for(disk))
     assert len(blockers) == 1
     assert "full (data)" in blockers[0], blockers
     assert _lvs_of(small_vg.name) == before
     relaxed = Disk(vdev="vdb", path=path, driver="lvm", options={"thin_pool_limit": "99.9%"})
     request = SnapshotRequest(disk=relaxed, name="c1")
-    assert plugins.hook.disk_snapshot_create_check(request=request, ctx=ctx_for(relaxed)) == []
+    assert (
+        plugins.storage("lvm").disk_snapshot_create_check(request=request, ctx=ctx_for(relaxed))
+        == []
+    )
 
 
 def test_a_name_taken_by_someone_else_is_refused_and_never_removed(
@@ -186,11 +189,11 @@ def test_a_name_taken_by_someone_else_is_refused_and_never_removed(
     run("lvcreate", "-q", "-y", "--size", "4m", "--name", f"{lv}+c1", vg)
     request = SnapshotRequest(disk=disk, name="c1")
     ctx = ctx_for(disk)
-    blockers = plugins.hook.disk_snapshot_create_check(request=request, ctx=ctx)
+    blockers = plugins.storage("lvm").disk_snapshot_create_check(request=request, ctx=ctx)
     assert blockers == [f"an LV named {vg}/{lv}+c1 already exists and was not made by snapcore"]
-    assert plugins.hook.disk_snapshot_abort(request=request, ctx=ctx) is True
+    plugins.storage("lvm").disk_snapshot_abort(request=request, ctx=ctx)
     assert f"{lv}+c1" in lvs(vg), "abort removed an LV snapcore did not make"
-    assert plugins.hook.disk_snapshot_list(disk=disk, known=[], ctx=ctx) == []
+    assert plugins.storage("lvm").disk_snapshot_list(disk=disk, known=[], ctx=ctx) == []
 
 
 def test_running_domain_check_does_not_block_on_open_origin(
@@ -201,4 +204,6 @@ def test_running_domain_check_does_not_block_on_open_origin(
     c1 = create(plugins, disk, "c1")
     opened.append(os.open(disk.path, os.O_RDONLY))
     running = ctx_for(disk, state=DomainState.RUNNING)
-    assert plugins.hook.disk_snapshot_revert_check(snapshot=c1, others=[], ctx=running) == []
+    assert (
+        plugins.storage("lvm").disk_snapshot_revert_check(snapshot=c1, others=[], ctx=running) == []
+    )

@@ -6,8 +6,9 @@ A snapshot of disk ``P`` for checkpoint ``NAME`` is the file
 its blocks with ``P`` and takes no time; elsewhere it is a plain sparse copy. Snapshots are
 independent files, so any of them can be reverted to or deleted without touching the others.
 
-Every hook starts by checking that the disk or snapshot is a ``rawcopy`` one and returns ``None``
-otherwise: that is how snapcore routes a disk to its backend.
+snapcore calls these hooks only for disks whose driver is ``rawcopy`` (the driver
+:func:`backend_info` reports), so no hook checks whom a call is for; only :func:`disk_claim` is
+asked about every disk that names no driver.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from snapcore.model import (
 
 __version__ = "0.1.0"
 
-#: The hook API this plugin was written for; snapcore refuses to load it under another major.
-SNAPCORE_HOOK_API: Final = (1, 0)
+#: The hook API this plugin was written for (docs/hook-api-changelog.md).
+SNAPCORE_HOOK_API: Final = (2, 0)
 
 DRIVER: Final = "rawcopy"
 SUFFIX: Final = ".raw"
@@ -161,10 +162,8 @@ def disk_claim(disk: Disk) -> str | None:
 
 
 @hookimpl
-def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> list[str] | None:
+def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> list[str]:
     disk = request.disk
-    if disk.driver != DRIVER:
-        return None
     blockers = []
     if request.kind not in (None, SnapshotKind.NATIVE):
         blockers.append(f"rawcopy makes native snapshots only, not {request.kind} ones")
@@ -187,10 +186,15 @@ def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> li
 
 
 @hookimpl
-def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnapshot | None:
+def disk_snapshot_plan(request: SnapshotRequest) -> str:
+    # The line --dry-run prints for this disk's step.
+    final = snapshot_file(request.disk.path, request.name)
+    return f"copy {request.disk.path} to {final} (cp --reflink=auto)"
+
+
+@hookimpl
+def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnapshot:
     disk = request.disk
-    if disk.driver != DRIVER:
-        return None
     final = snapshot_file(disk.path, request.name)
     partial = _partial_file(disk.path, request.name)
     with _file_errors(disk.vdev):
@@ -209,10 +213,8 @@ def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnap
 
 
 @hookimpl
-def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool | None:
+def disk_snapshot_abort(request: SnapshotRequest) -> bool:
     disk = request.disk
-    if disk.driver != DRIVER:
-        return None
     # create_check refused to go on if NAME.raw existed, so the file here is this create's.
     # The disk itself was never changed by the create: removing the copy undoes it all.
     with _file_errors(disk.vdev):
@@ -223,16 +225,12 @@ def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool | No
 
 
 @hookimpl
-def disk_snapshot_delete_check(snapshot: DiskSnapshot, ctx: HookContext) -> list[str] | None:
-    if snapshot.driver != DRIVER:
-        return None
+def disk_snapshot_delete_check(snapshot: DiskSnapshot, ctx: HookContext) -> list[str]:
     return []  # each snapshot is a file of its own: deleting one never affects the others
 
 
 @hookimpl
-def disk_snapshot_delete(snapshot: DiskSnapshot, ctx: HookContext) -> bool | None:
-    if snapshot.driver != DRIVER:
-        return None
+def disk_snapshot_delete(snapshot: DiskSnapshot, ctx: HookContext) -> bool:
     file = Path(snapshot.locator)
     with _file_errors(snapshot.vdev):
         file.unlink(missing_ok=True)  # already gone counts as deleted
@@ -241,11 +239,9 @@ def disk_snapshot_delete(snapshot: DiskSnapshot, ctx: HookContext) -> bool | Non
 
 
 @hookimpl
-def disk_snapshot_revert_check(snapshot: DiskSnapshot, ctx: HookContext) -> list[str] | None:
-    if snapshot.driver != DRIVER:
-        return None
+def disk_snapshot_revert_check(snapshot: DiskSnapshot, disk: Disk) -> list[str]:
     file = Path(snapshot.locator)
-    disk_dir = Path(snapshot.path).parent
+    disk_dir = Path(disk.path).parent
     blockers = []
     if not file.is_file():
         blockers.append(f"the snapshot file {file} is gone")
@@ -255,22 +251,20 @@ def disk_snapshot_revert_check(snapshot: DiskSnapshot, ctx: HookContext) -> list
 
 
 @hookimpl
-def disk_snapshot_revert(snapshot: DiskSnapshot, ctx: HookContext) -> bool | None:
-    if snapshot.driver != DRIVER:
-        return None
+def disk_snapshot_revert(snapshot: DiskSnapshot, disk: Disk, ctx: HookContext) -> bool:
     file = Path(snapshot.locator)
     if not file.is_file():
         raise BackendError(f"the snapshot file {file} is gone", driver=DRIVER, vdev=snapshot.vdev)
-    disk = Path(snapshot.path)
-    tmp = _revert_file(snapshot.path)
+    target = Path(disk.path)  # the disk as the domain file has it now
+    tmp = _revert_file(disk.path)
     with _file_errors(snapshot.vdev):
         try:
             _copy(ctx, file, tmp, snapshot.vdev)
-            if disk.exists():
-                _copy_owner_and_mode(disk, tmp)
+            if target.exists():
+                _copy_owner_and_mode(target, tmp)
             # One atomic step: the disk holds its old data or the snapshot's, never a mix.
-            os.replace(tmp, disk)
-            _fsync_dir(disk.parent)
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -278,11 +272,9 @@ def disk_snapshot_revert(snapshot: DiskSnapshot, ctx: HookContext) -> bool | Non
 
 
 @hookimpl
-def disk_snapshot_list(disk: Disk, ctx: HookContext) -> list[DiskSnapshot] | None:
+def disk_snapshot_list(disk: Disk, ctx: HookContext) -> list[DiskSnapshot]:
     # The snapshot directory is the index, so the ``known`` argument is not needed here: a hook
     # implementation may take any subset of the spec's arguments.
-    if disk.driver != DRIVER:
-        return None
     found = []
     directory = snapshot_dir(disk.path)
     if directory.is_dir():
