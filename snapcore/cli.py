@@ -374,6 +374,8 @@ def cmd_plugins(args: argparse.Namespace, host: Host) -> int:
                     "version": r.version,
                     "backend": r.backend.to_json() if r.backend else None,
                     "hypervisor": r.hypervisor.to_json() if r.hypervisor else None,
+                    "hook_api": f"{r.api[0]}.{r.api[1]}",
+                    "deprecated": r.deprecated,
                 }
                 for r in records
             ]
@@ -405,6 +407,9 @@ def cmd_plugins(args: argparse.Namespace, host: Host) -> int:
         source = f"{r.source} {r.version}".strip()
         rows.append([r.name, provides, status, caps, source])
     _print_table(rows)
+    for r in records:
+        if r.deprecated:
+            print(f"{PROG}: plugin {r.name!r} is deprecated: {r.deprecated}", file=sys.stderr)
     return 0
 
 

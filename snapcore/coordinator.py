@@ -104,7 +104,7 @@ class _ChangeWork:
 
 
 def _parallel(
-    items: Sequence[T], fn: Callable[[T], R], calls: CallRegistry | None = None
+    items: Sequence[T], fn: Callable[[T], R], calls: CallRegistry
 ) -> tuple[list[tuple[T, R]], list[tuple[T, BaseException]]]:
     """Run *fn* over *items*, in threads when there are several; never raises, but for
     ``KeyboardInterrupt``.
@@ -149,18 +149,17 @@ def _parallel(
     return done, failed
 
 
-def _join(threads: Sequence[threading.Thread], calls: CallRegistry | None) -> None:
+def _join(threads: Sequence[threading.Thread], calls: CallRegistry) -> None:
     interrupted = False
     for thread in threads:
         while thread.is_alive():
             try:
                 thread.join(0.5)
             except KeyboardInterrupt:
-                running = calls.running() if calls is not None else []
+                running = calls.running()
                 if interrupted:
-                    if calls is not None:
-                        for call in calls.abandon_running():
-                            log.warning("stopped waiting for %s; it was left running", call)
+                    for call in calls.abandon_running():
+                        log.warning("stopped waiting for %s; it was left running", call)
                     raise
                 interrupted = True
                 waiting = "; ".join(str(c) for c in running) or "the disks' steps"
@@ -544,7 +543,7 @@ class Coordinator:
             return self._preflight_disk(req, ctx, found), found
 
         # the disks' checks run side by side (each may read images or ask the hypervisor)
-        checked, failed = _parallel(requests, check)
+        checked, failed = _parallel(requests, check, self.plugins.calls)
         if failed:
             raise _first_error(failed)
         for _, (step, found) in checked:
@@ -619,11 +618,13 @@ class Coordinator:
         for req in work.requests:
             groups.setdefault(req.disk.driver or "", []).append(req)
         try:
-            _, failed = _parallel(list(groups.values()), disks.prepare_group)
+            _, failed = _parallel(list(groups.values()), disks.prepare_group, self.plugins.calls)
             if failed:
                 raise _first_error(failed)
             memory = guest.hold(work.memory_path)
-            done_groups, failed = _parallel(list(groups.values()), disks.driver_group)
+            done_groups, failed = _parallel(
+                list(groups.values()), disks.driver_group, self.plugins.calls
+            )
             if failed:
                 raise _first_error(failed)
             if work.memory_path and memory is None:

@@ -252,7 +252,12 @@ def test_global_options_are_documented() -> None:
 
 def test_environment_variables_are_documented() -> None:
     text = section(read("cli.md"), "Environment variables")
-    for variable in ("SNAPCORE_STATE_DIR", "SNAPCORE_DOMAINS_DIR", plugins.DISABLE_ENV):
+    for variable in (
+        "SNAPCORE_STATE_DIR",
+        "SNAPCORE_DOMAINS_DIR",
+        plugins.DISABLE_ENV,
+        plugins.HOOK_TIMEOUT_ENV,
+    ):
         assert f"`{variable}`" in text, f"cli.md does not document ${variable}"
 
 
