@@ -111,10 +111,18 @@ def _wrap(paragraph: str, width: int = 100) -> str:
     return "\n".join(lines)
 
 
-def _signature(name: str, fn: Callable[..., object]) -> str:
+def _signature(name: str, fn: Callable[..., object], width: int = 100) -> str:
+    """The spec's signature as a stub, wrapped the way ``ruff format`` wraps it."""
     sig = inspect.signature(fn)
-    args = ", ".join(f"{p.name}: {p.annotation}" for p in sig.parameters.values())
-    return f"def {name}({args}) -> {sig.return_annotation}: ..."
+    params = [f"{p.name}: {p.annotation}" for p in sig.parameters.values()]
+    tail = f") -> {sig.return_annotation}: ..."
+    line = f"def {name}({', '.join(params)}{tail}"
+    if len(line) <= width:
+        return line
+    inner = "    " + ", ".join(params)
+    if len(inner) <= width:
+        return f"def {name}(\n{inner}\n{tail}"
+    return f"def {name}(\n" + "".join(f"    {p},\n" for p in params) + tail
 
 
 def _optional(fn: Callable[..., object]) -> bool:
