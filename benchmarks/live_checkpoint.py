@@ -82,7 +82,7 @@ from typing import Any, ClassVar
 from xml.sax.saxutils import quoteattr
 
 from snapcore.errors import DomainUnreachableError
-from snapcore.qmp import QMPSession
+from snapcore_qemu.qmp import QMPSession
 
 VENV_BIN = Path(sys.executable).parent
 SNAPCORE = str(VENV_BIN / "snapcore")

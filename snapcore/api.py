@@ -114,9 +114,29 @@ class Host:
             model = domain
         else:
             model = load_domain(self.domain_path(os.fspath(domain)))
+        self._check_hypervisor_table(model)
         if not model.disks:
             model = self._disks_from_hypervisor(model)
         return DomainHandle(self, model)
+
+    def _check_hypervisor_table(self, domain: Domain) -> None:
+        """Have the domain's hypervisor plugin check its table (``[qemu]``, ``[xen]``).
+
+        A hypervisor that is not loaded, or unavailable here, is reported when the domain is
+        first used, as before; its table goes unchecked until then.
+
+        :raises ConfigError: the plugin found a problem in the table (exit 2).
+        """
+        from snapcore.context import HookContext
+
+        info = self.plugins.hypervisors.get(domain.hypervisor)
+        if info is None or not info.available:
+            return
+        problems = self.plugins.controller(domain.hypervisor).domain_config_check(
+            ctx=HookContext(domain=domain, run=self.runner or default_runner())
+        )
+        if problems:
+            raise ConfigError("; ".join(problems), source=domain.source)
 
     def _disks_from_hypervisor(self, domain: Domain) -> Domain:
         """Ask the domain's hypervisor plugin for the disks its file leaves out.

@@ -81,6 +81,8 @@ QUICK_HOOKS: Final = frozenset(
         "disk_snapshot_list",
         "domain_state",
         "domain_disks",
+        "domain_config_check",
+        "domain_service",
         "domain_preflight",
         "domain_memory_plan",
     }
@@ -593,6 +595,18 @@ class Hypervisor(PluginHandle):
         raise self.contract(
             "domain_state", "", f"it returned {describe(result)}, not a DomainState"
         )
+
+    def domain_config_check(self, *, ctx: HookContext) -> list[str]:
+        if not self.implements("domain_config_check"):
+            return []
+        result = self.call("domain_config_check", "", ctx=ctx)
+        return _blockers(self, "domain_config_check", "", result)
+
+    def domain_service(self, *, name: str, ctx: HookContext) -> object | None:
+        """Any object (the hook's contract is the plugin's own documentation), or ``None``."""
+        if not self.implements("domain_service"):
+            return None
+        return self.call("domain_service", "", name=name, ctx=ctx)
 
     def domain_disks(self, *, ctx: HookContext) -> list[Disk]:
         if not self.implements("domain_disks"):

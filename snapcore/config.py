@@ -43,7 +43,6 @@ from snapcore.model import (
     Disk,
     DiskChoice,
     Domain,
-    QemuSettings,
     SnapshotKind,
     check_name,
     check_vdev,
@@ -57,8 +56,7 @@ __all__ = [
     "resolve_domain_path",
 ]
 
-_TOP_KEYS: Final = ("name", "uuid", "hypervisor", "description", "qemu", "disk")
-_QEMU_KEYS: Final = ("qmp", "argv", "guest_agent", "timeout")
+_TOP_KEYS: Final = ("name", "uuid", "hypervisor", "description", "disk")
 _DISK_KEYS: Final = ("vdev", "path", "driver", "readonly", "options")
 _SNAPSHOT_KEYS: Final = ("name", "description", "memory", "type", "disk")
 _FORMAT_CHARS: Final = frozenset(string.ascii_lowercase + string.digits)
@@ -192,16 +190,19 @@ def _req_str(table: Mapping[str, Any], key: str, where: str) -> str:
 
 def _build_domain(doc: Mapping[str, Any], base: Path, source: str) -> Domain:
     """Build the Domain from a parsed TOML document; raise ConfigError without a source."""
-    _check_keys(doc, _TOP_KEYS, "")
-    name = _req_str(doc, "name", "")
-    check_name(name, what="domain name")
-    uuid = _opt_str(doc, "uuid", "") or ""
     hypervisor = _opt_str(doc, "hypervisor", "")
     if hypervisor is None:
         hypervisor = "none"
     check_name(hypervisor, what="hypervisor name")
+    # The table named after the hypervisor ([qemu], [xen]) is the hypervisor plugin's to check.
+    _check_keys(doc, (*_TOP_KEYS, hypervisor) if hypervisor != "none" else _TOP_KEYS, "")
+    name = _req_str(doc, "name", "")
+    check_name(name, what="domain name")
+    uuid = _opt_str(doc, "uuid", "") or ""
     _opt_str(doc, "description", "")
-    qemu = _build_qemu(doc.get("qemu"))
+    table = doc.get(hypervisor, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{hypervisor!r} must be a table ([{hypervisor}])")
 
     raw_disks = doc.get("disk")
     if raw_disks is None and hypervisor != "none":
@@ -228,33 +229,8 @@ def _build_domain(doc: Mapping[str, Any], base: Path, source: str) -> Domain:
         disks=tuple(disks),
         uuid=uuid,
         hypervisor=hypervisor,
-        qemu=qemu,
+        hypervisor_table=table,
         source=source,
-    )
-
-
-def _build_qemu(table: object) -> QemuSettings:
-    if table is None:
-        return QemuSettings()
-    if not isinstance(table, dict):
-        raise ConfigError("'qemu' must be a table ([qemu])")
-    where = " in [qemu]"
-    _check_keys(table, _QEMU_KEYS, where)
-    argv = table.get("argv", [])
-    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
-        raise ConfigError(f"'argv'{where} must be a list of strings")
-    timeout = table.get("timeout", 30)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ConfigError(f"'timeout'{where} must be a positive number of seconds")
-    for key in ("qmp", "guest_agent"):
-        value = _opt_str(table, key, where)
-        if value is not None and not os.path.isabs(value):
-            raise ConfigError(f"{key!r}{where} must be an absolute path, not {value!r}")
-    return QemuSettings(
-        qmp=_opt_str(table, "qmp", where),
-        argv=tuple(argv),
-        guest_agent=_opt_str(table, "guest_agent", where),
-        timeout=float(timeout),
     )
 
 

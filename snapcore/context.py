@@ -6,19 +6,20 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from snapcore.model import Domain, DomainState, ProgressEvent
 from snapcore.process import CommandRunner, default_runner
-
-if TYPE_CHECKING:  # imported where a session is made: asyncio costs ~20 ms of start-up
-    from snapcore.qmp import QMPSession
 
 ProgressCallback = Callable[[ProgressEvent], None]
 
 
 def _ignore_progress(event: ProgressEvent) -> None:
     del event
+
+
+def _no_service(name: str) -> object | None:
+    del name
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,9 +45,10 @@ class HookContext:
     :ivar log: a logger for the plugin's messages (only the CLI prints).
     :ivar progress: call with a :class:`~snapcore.model.ProgressEvent` during long steps.
     :ivar work_dir: a directory private to this domain in the state dir, for plugin files.
-    :ivar qmp: a session with the domain's QEMU monitor (``[qemu] qmp`` in the domain file),
-        connected on first use and closed by the coordinator; ``None`` when the domain file
-        names no QMP socket.
+    :ivar service: ``ctx.service(name)`` is the service *name* the domain's hypervisor offers
+        storage plugins (hook ``domain_service``), shared by every hook of one operation and
+        closed by snapcore at its end; ``None`` when it offers none. The ``qemu`` hypervisor
+        offers ``"qmp"``, a ``snapcore_qemu.qmp.QMPSession`` with the domain's monitor.
     """
 
     domain: Domain
@@ -55,4 +57,4 @@ class HookContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("snapcore.plugin"))
     progress: ProgressCallback = _ignore_progress
     work_dir: Path | None = None
-    qmp: QMPSession | None = None
+    service: Callable[[str], object | None] = _no_service

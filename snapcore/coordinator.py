@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from snapcore.boundary import CallRegistry, Hypervisor, StorageBackend
 from snapcore.context import HookContext, ProgressCallback
@@ -73,9 +73,6 @@ from snapcore.model import (
 from snapcore.plugins import Plugins
 from snapcore.process import CommandRunner, default_runner
 from snapcore.store import CheckpointStore
-
-if TYPE_CHECKING:
-    from snapcore.qmp import QMPSession
 
 log = logging.getLogger(__name__)
 
@@ -334,12 +331,9 @@ class Coordinator:
         self.runner = runner or default_runner()
         self._progress = progress
         self.lock_timeout = lock_timeout
-        #: One monitor session per coordinator, connected on first use, closed after each call.
-        self.qmp: QMPSession | None = None
-        if domain.qemu.qmp:
-            from snapcore.qmp import QMPSession  # only for QEMU domains (asyncio: ~20 ms)
-
-            self.qmp = QMPSession(domain.qemu.qmp, domain=domain.name, timeout=domain.qemu.timeout)
+        #: The hypervisor's services (its monitor, say) asked for in the current operation.
+        self._services: dict[str, object | None] = {}
+        self._services_lock = threading.Lock()
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -360,7 +354,7 @@ class Coordinator:
             state=state,
             run=self.runner,
             work_dir=self.store.work_dir,
-            qmp=self.qmp,
+            service=self._service,
             log=logging.getLogger(f"snapcore.plugin.{self.domain.name}"),
             **kwargs,  # type: ignore[arg-type]
         )
@@ -378,14 +372,29 @@ class Coordinator:
                 self._recover_pending()
             yield
 
+    def _service(self, name: str) -> object | None:
+        """``ctx.service(name)``: the hypervisor's service *name*, asked for once per operation
+        (hook ``domain_service``) and shared by every hook until :meth:`_session` ends."""
+        with self._services_lock:
+            if name not in self._services:
+                self._services[name] = self.hv.domain_service(name=name, ctx=self._ctx())
+            return self._services[name]
+
     @contextlib.contextmanager
     def _session(self) -> Iterator[None]:
-        """Close the monitor session (if one was opened) when the operation ends."""
+        """Close the hypervisor's services (its monitor, say) when the operation ends."""
         try:
             yield
         finally:
-            if self.qmp is not None:
-                self.qmp.close()
+            with self._services_lock:
+                services, self._services = list(self._services.values()), {}
+            for service in services:
+                close = getattr(service, "close", None)
+                if callable(close):
+                    try:
+                        close()
+                    except Exception as exc:  # a service that fails to close loses nothing
+                        log.debug("closing a service of %s: %s", self.domain.hypervisor, exc)
 
     def state(self) -> DomainState:
         """The domain's state, from its hypervisor plugin.

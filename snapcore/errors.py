@@ -2,7 +2,7 @@
 
 Everything snapcore raises on purpose derives from :class:`SnapcoreError`. Data lives in
 attributes; ``str()`` is one sentence for a human. Foreign exceptions (``OSError``,
-``subprocess``/``sh`` errors, ``tomllib`` errors, QMP errors) are translated once, where they
+``subprocess``/``sh`` errors, ``tomllib`` errors) are translated once, where they
 enter snapcore, with ``raise ... from exc``. The CLI maps each branch to an exit code::
 
     SnapcoreError
@@ -15,7 +15,6 @@ enter snapcore, with ``raise ... from exc``. The CLI maps each branch to an exit
     │   └── NoHypervisorError              no plugin controls the domain's hypervisor
     ├── BackendError                       a backend operation failed            exit 1
     │   ├── CommandError                   an external tool failed (.argv, .returncode, .stderr)
-    │   ├── QMPCommandError                QEMU refused a QMP command (.command, .error_class)
     │   ├── UnsupportedOperationError      the backend cannot do this for this disk
     │   └── PluginContractError            a plugin broke its hook's contract (.plugin, .hook)
     │       └── HookTimeoutError           a hook ran past its time limit (.seconds)
@@ -150,6 +149,16 @@ class BackendError(SnapcoreError):
         prefix = f"disk {vdev}: " if vdev else ""
         super().__init__(f"{prefix}{message}")
 
+    def for_disk(self, vdev: str, driver: str | None = None) -> BackendError:
+        """The same error attributed to disk *vdev*, for :func:`for_disk` to raise in its place.
+
+        This base class returns itself unchanged; a subclass whose message names the disk once
+        it is known (:class:`CommandError`, a plugin's own errors such as the qemu plugin's
+        ``QMPCommandError``) returns a copy naming *vdev*.
+        """
+        del vdev, driver
+        return self
+
     @classmethod
     def from_os_error(
         cls, exc: OSError, *, driver: str | None = None, vdev: str | None = None
@@ -198,29 +207,6 @@ class CommandError(BackendError):
         return CommandError(
             self.argv, self.returncode, self.stderr, vdev=vdev, driver=driver or self.driver
         )
-
-
-@final
-class QMPCommandError(BackendError):
-    """QEMU answered a QMP command with an error (or the connection dropped during it).
-
-    ``command`` is the QMP command, ``error_class`` QEMU's error class (``GenericError``,
-    ``DeviceNotFound``...) and ``desc`` its message.
-    """
-
-    def __init__(
-        self,
-        command: str,
-        error_class: str,
-        desc: str,
-        *,
-        vdev: str | None = None,
-        driver: str | None = None,
-    ):
-        self.command = command
-        self.error_class = error_class
-        self.desc = desc
-        super().__init__(f"QMP {command}: {desc}", driver=driver, vdev=vdev)
 
 
 @final
@@ -449,19 +435,17 @@ class RecoveryNeededError(StoreError):
 def for_disk(vdev: str, driver: str) -> Iterator[None]:
     """Attribute to disk *vdev* of *driver* what a backend's work on it raises.
 
-    For storage plugins, around each hook's work: a :class:`CommandError` comes out naming the
-    disk, a :class:`QMPCommandError` that names no disk yet too, and an ``OSError`` as a
-    :class:`BackendError` naming the file(s). Anything else passes unchanged.
+    For storage plugins, around each hook's work: a :class:`BackendError` comes out as its
+    :meth:`BackendError.for_disk` makes it (a :class:`CommandError` naming the disk, say), and
+    an ``OSError`` as a :class:`BackendError` naming the file(s). Anything else passes
+    unchanged.
     """
     try:
         yield
-    except CommandError as exc:
-        raise exc.for_disk(vdev, driver) from exc
-    except QMPCommandError as exc:
-        if exc.vdev is not None:
+    except BackendError as exc:
+        attributed = exc.for_disk(vdev, driver)
+        if attributed is exc:
             raise
-        raise QMPCommandError(
-            exc.command, exc.error_class, exc.desc, vdev=vdev, driver=driver
-        ) from exc
+        raise attributed from exc
     except OSError as exc:
         raise BackendError.from_os_error(exc, driver=driver, vdev=vdev) from exc

@@ -355,6 +355,40 @@ def domain_state(ctx: HookContext) -> DomainState:
 
 
 @hookspec
+def domain_config_check(ctx: HookContext) -> list[str]:
+    """List what is wrong with ``ctx.domain.hypervisor_table``, the domain file's table named
+    after this hypervisor (``[qemu]``, ``[xen]``), which snapcore keeps as TOML gave it.
+
+    Optional (none: the table is not checked). Called when the domain is opened, before any
+    other hook for it; each problem is a sentence naming the key, and any problem refuses the
+    domain (exit 2) before anything is touched. Must not change anything.
+
+    .. versionadded:: 2.0
+
+    :returns: the problems (empty when the table is right).
+    """
+
+
+@hookspec
+def domain_service(name: str, ctx: HookContext) -> object | None:
+    """Offer storage plugins a service of the hypervisor for ``ctx.domain``: its monitor, say.
+
+    Optional (none: no services). Storage plugins ask through ``ctx.service(name)``; snapcore
+    calls this hook on the domain's hypervisor the first time an operation asks for *name*,
+    shares the object among every hook of that operation, and at the operation's end calls
+    its ``close()`` method if it has one. The ``qemu`` plugin offers ``"qmp"``: a
+    ``snapcore_qemu.qmp.QMPSession`` with the domain's QMP monitor, connected on first use,
+    which the ``qcow2`` plugin uses for the disks of a running QEMU. Document the services
+    you offer and what type each one is.
+
+    .. versionadded:: 2.0
+
+    :returns: the service, or ``None`` when this hypervisor does not offer *name* for the
+        domain (a QEMU domain whose file names no monitor).
+    """
+
+
+@hookspec
 def domain_disks(ctx: HookContext) -> list[Disk]:
     """The disks of ``ctx.domain``, whose domain file lists none, as the hypervisor has them
     (for Xen: ``pdev_path``, ``vdev`` and ``format`` from ``xl list -l``).

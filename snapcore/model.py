@@ -124,17 +124,6 @@ class Disk:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class QemuSettings:
-    """The ``[qemu]`` table of a domain file (used by the ``qemu`` hypervisor plugin)."""
-
-    qmp: str | None = None
-    argv: tuple[str, ...] = ()
-    guest_agent: str | None = None
-    #: seconds to wait for the monitor to answer one command
-    timeout: float = 30.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Domain:
     """A virtual machine as its domain file describes it.
 
@@ -142,6 +131,9 @@ class Domain:
         (``domain_disks``), which :meth:`snapcore.Host.open_domain` then asks.
     :ivar uuid: identifies the domain in the state dir; derived from the name when not given.
     :ivar hypervisor: the plugin that controls it when running (``none``: never running).
+    :ivar hypervisor_table: the domain file's table named after the hypervisor (``[qemu]``,
+        ``[xen]``), as TOML gave it: snapcore does not look inside; the hypervisor plugin checks
+        it (``domain_config_check``) and reads it.
     :ivar source: the domain file it came from, if any.
     """
 
@@ -149,7 +141,7 @@ class Domain:
     disks: tuple[Disk, ...]
     uuid: str = ""
     hypervisor: str = "none"
-    qemu: QemuSettings = field(default_factory=QemuSettings)
+    hypervisor_table: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = None
 
     def __post_init__(self) -> None:

@@ -178,7 +178,7 @@ class FakeHypervisor:
     def domain_quiesce(self, ctx: HookContext) -> bool | None:
         if ctx.domain.hypervisor != "fakehv":
             return None
-        if not ctx.domain.qemu.guest_agent:  # as the qemu plugin: only with a guest agent
+        if not ctx.domain.hypervisor_table.get("guest_agent"):  # as qemu: only with an agent
             return False
         self._enter("quiesce")
         return True

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapcore.qmp import QMPSession
+from snapcore_qemu.qmp import QMPSession
 
 QEMU = "qemu-system-x86_64"
 

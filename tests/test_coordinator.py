@@ -29,7 +29,7 @@ from snapcore.errors import (
     SnapshotNotFoundError,
 )
 from snapcore.hookspecs import hookimpl
-from snapcore.model import Disk, DiskSnapshot, HypervisorInfo, QemuSettings, SnapshotRequest
+from snapcore.model import Disk, DiskSnapshot, HypervisorInfo, SnapshotRequest
 
 from .fakes import FakeHypervisor, FileBackend
 
@@ -544,7 +544,7 @@ def test_disk_only_checkpoint_with_guest_agent_quiesces_and_thaws(
     domain = Domain(
         name="agent",
         hypervisor="fakehv",
-        qemu=QemuSettings(guest_agent=str(tmp_path / "qga.sock")),
+        hypervisor_table={"guest_agent": str(tmp_path / "qga.sock")},
         disks=(_disk(tmp_path, "vda", b"A0"), _disk(tmp_path, "vdb", b"B0")),
     )
     dom = _handle(tmp_path, domain, ("files", backend), ("fakehv", hv))

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from snapcore.context import HookContext
-from snapcore.errors import BackendError, DomainUnreachableError, QMPCommandError
+from snapcore.errors import BackendError, DomainUnreachableError
 from snapcore.files import copy_mode as _copy_mode
 from snapcore.files import fsync_file as _fsync_file
 from snapcore.files import fsync_parent as _fsync_dir
@@ -57,7 +57,6 @@ from snapcore.model import (
     SnapshotKind,
     SnapshotRequest,
 )
-from snapcore.qmp import QMPSession
 from snapcore_qcow2.offline import (
     DEFAULT_KIND,
     DRIVER,
@@ -71,6 +70,7 @@ from snapcore_qcow2.offline import (
     tmp_path,
 )
 from snapcore_qcow2.qemu_img import QCOW2, ImageInfo, QemuImg
+from snapcore_qemu.qmp import QMPCommandError, QMPSession, monitor
 
 log = logging.getLogger(__name__)
 
@@ -293,14 +293,19 @@ def _find_job(qmp: QMPSession, job: str) -> dict[str, Any] | None:
 
 
 def require_qmp(ctx: HookContext, vdev: str = "") -> QMPSession:
-    if ctx.qmp is None:
+    """The domain's QMP session, which the ``qemu`` hypervisor offers (``ctx.service``).
+
+    :raises BackendError: the domain has none (not a QEMU domain, or no ``[qemu] qmp``).
+    """
+    session = monitor(ctx)
+    if session is None:
         raise BackendError(
-            f"the domain is {ctx.state} but its domain file names no QMP socket "
+            f"the domain is {ctx.state} but its hypervisor offers no QMP monitor "
             "([qemu] qmp); the qcow2 backend reaches a running QEMU only through it",
             driver=DRIVER,
             vdev=vdev or None,
         )
-    return ctx.qmp
+    return session
 
 
 @dataclass(slots=True)
@@ -332,7 +337,7 @@ class _Prepared:
 class LiveDisk:
     """The qcow2 operations on one disk (``vdev``) of a running or paused QEMU domain.
 
-    Errors: :class:`~snapcore.errors.QMPCommandError` (QEMU refused a command),
+    Errors: :class:`~snapcore_qemu.qmp.QMPCommandError` (QEMU refused a command),
     :class:`~snapcore.errors.CommandError` (qemu-img), :class:`OSError`,
     :class:`~snapcore.errors.BackendError`; the plugin attributes them to the disk.
     """
@@ -368,9 +373,9 @@ class LiveDisk:
 
     def create_check(self, request: SnapshotRequest) -> list[str]:
         """Blockers for a live create; changes nothing (images read with ``-U``)."""
-        if self.ctx.qmp is None:
+        if monitor(self.ctx) is None:
             return [
-                f"the domain is {self.ctx.state} but its domain file names no QMP socket "
+                f"the domain is {self.ctx.state} but its hypervisor offers no QMP monitor "
                 "([qemu] qmp); a running disk is snapshotted through QEMU's monitor"
             ]
         blockers = self.files.request_blockers(request, self.ctx.state)
@@ -677,9 +682,9 @@ class LiveDisk:
 
     def delete_check(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> list[str]:
         """Blockers for a live delete; changes nothing."""
-        if self.ctx.qmp is None:
+        if monitor(self.ctx) is None:
             return [
-                f"the domain is {self.ctx.state} but its domain file names no QMP socket "
+                f"the domain is {self.ctx.state} but its hypervisor offers no QMP monitor "
                 "([qemu] qmp); a running disk's snapshots are deleted through QEMU"
             ]
         try:
@@ -961,9 +966,10 @@ def prepare_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> None
 def forget_prepared(request: SnapshotRequest, ctx: HookContext) -> None:
     """Drop what :func:`prepare_group` kept for *request* (its files and nodes are left to
     :meth:`LiveDisk.abort`)."""
-    if ctx.qmp is not None:
+    session = monitor(ctx)
+    if session is not None:
         with _PENDING_GUARD:
-            _PENDING.pop(_key(ctx.qmp, request), None)
+            _PENDING.pop(_key(session, request), None)
 
 
 def _take_prepared(qmp: QMPSession, requests: Sequence[SnapshotRequest]) -> _Switch | None:

@@ -3,10 +3,11 @@
 Each hook answers only for disks and snapshots whose driver is ``qcow2`` (``None`` for the
 others) and hands the work over by the domain's state (``ctx.state``): a domain that is shut off
 to :class:`~snapcore_qcow2.offline.OfflineDisk` (qemu-img), a running or paused one to
-:mod:`snapcore_qcow2.live` (QMP, through ``ctx.qmp``). Reverts always go offline: the
+:mod:`snapcore_qcow2.live` (QMP, through the monitor the ``qemu`` hypervisor offers,
+``ctx.service("qmp")``). Reverts always go offline: the
 coordinator stops the domain first. Every failure is attributed to the disk: a failing qemu-img
 becomes a :class:`~snapcore.errors.CommandError` for the disk (its message names the disk and
-carries qemu-img's own), a command QEMU refuses a :class:`~snapcore.errors.QMPCommandError` for
+carries qemu-img's own), a command QEMU refuses a :class:`~snapcore_qemu.qmp.QMPCommandError` for
 it, and a failing file operation a :class:`~snapcore.errors.BackendError` for it. Importing this
 module runs nothing and imports nothing heavy.
 """
@@ -208,13 +209,16 @@ def _qemu_has(request: SnapshotRequest, ctx: HookContext) -> bool:
     """Whether a QEMU answers on the domain's monitor with this disk (or an overlay this
     create made) open, though ``ctx.state`` says shut off (crash recovery). Undoing a live
     create with qemu-img would delete the overlay QEMU writes to; so abort asks."""
-    if ctx.qmp is None:
+    from snapcore_qemu.qmp import monitor
+
+    session = monitor(ctx)
+    if session is None:
         return False
     from snapcore.errors import DomainUnreachableError
     from snapcore_qcow2.live import BlockView
 
     try:
-        view = BlockView(ctx.qmp)
+        view = BlockView(session)
     except (DomainUnreachableError, BackendError):
         return False
     if view.device_for(request.disk.path) is not None:

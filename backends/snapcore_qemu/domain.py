@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from snapcore.context import HookContext
-from snapcore.errors import BackendError, ConfigError, DomainUnreachableError, QMPCommandError
+from snapcore.errors import BackendError, ConfigError, DomainUnreachableError
 from snapcore.model import DomainState, MemoryImage, ProgressEvent
-from snapcore.qmp import QMPSession
 from snapcore_qemu import NAME
+from snapcore_qemu.qmp import SERVICE, QMPCommandError, QMPSession
+from snapcore_qemu.settings import QemuSettings
 
 log = logging.getLogger(__name__)
 
@@ -76,21 +77,24 @@ class QemuDomain:
     def __init__(self, ctx: HookContext):
         self.ctx = ctx
         self.domain = ctx.domain
-        if not self.domain.qemu.qmp:
+        self.settings = QemuSettings.of(self.domain)
+        if not self.settings.qmp:
             raise ConfigError(
                 f"domain {self.domain.name!r} uses hypervisor qemu but its file has no "
                 "[qemu] qmp socket"
             )
-        self.address = self.domain.qemu.qmp
+        self.address = self.settings.qmp
         self._own: QMPSession | None = None
 
     # -- helpers ------------------------------------------------------------------------------
 
     @property
     def qmp(self) -> QMPSession:
-        """The operation's session (ctx.qmp), or a private one when none was given."""
-        if self.ctx.qmp is not None:
-            return self.ctx.qmp
+        """The operation's session (``ctx.service("qmp")``), or a private one when none was
+        given."""
+        shared = self.ctx.service(SERVICE)
+        if isinstance(shared, QMPSession):
+            return shared
         if self._own is None:
             self._own = QMPSession(self.address, domain=self.domain.name)
         return self._own
@@ -197,7 +201,7 @@ class QemuDomain:
         A missing or silent agent is not an error: the checkpoint goes on, crash-consistent,
         and a warning says so.
         """
-        path = self.domain.qemu.guest_agent
+        path = self.settings.guest_agent
         if not path:
             return False
         agent = QMPSession(path, domain=self.domain.name, timeout=10.0, guest_agent=True)
@@ -212,7 +216,7 @@ class QemuDomain:
 
     def thaw(self) -> None:
         """Thaw the guest's file systems; succeeds when they were not frozen."""
-        path = self.domain.qemu.guest_agent
+        path = self.settings.guest_agent
         if not path:
             return
         with QMPSession(path, domain=self.domain.name, timeout=10.0, guest_agent=True) as agent:
@@ -221,7 +225,7 @@ class QemuDomain:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def _argv(self, *extra: str) -> list[str]:
-        argv = list(self.domain.qemu.argv)
+        argv = list(self.settings.argv)
         if not argv:
             raise ConfigError(
                 f"domain {self.domain.name!r}: [qemu] argv is empty; snapcore cannot start it"

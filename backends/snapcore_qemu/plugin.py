@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Final
 
 from snapcore._version import __version__
 from snapcore.context import HookContext
+from snapcore.errors import ConfigError
 from snapcore.hookspecs import HOOK_API_VERSION, hookimpl
 from snapcore.model import DomainState, HypervisorInfo, MemoryImage
 from snapcore_qemu import NAME
@@ -43,6 +44,31 @@ def _info() -> HypervisorInfo:
 @hookimpl
 def hypervisor_info() -> HypervisorInfo:
     return _info()
+
+
+@hookimpl
+def domain_config_check(ctx: HookContext) -> list[str]:
+    """Check the ``[qemu]`` table (snapcore keeps it as TOML gave it)."""
+    from snapcore_qemu.settings import QemuSettings
+
+    try:
+        QemuSettings.of(ctx.domain)
+    except ConfigError as exc:
+        return [exc.message]
+    return []
+
+
+@hookimpl
+def domain_service(name: str, ctx: HookContext) -> object | None:
+    """``"qmp"``: a :class:`~snapcore_qemu.qmp.QMPSession` with the domain's monitor (``[qemu]
+    qmp``), connected on first use; snapcore shares it within an operation and closes it."""
+    from snapcore_qemu.qmp import SERVICE, QMPSession
+    from snapcore_qemu.settings import QemuSettings
+
+    settings = QemuSettings.of(ctx.domain)
+    if name != SERVICE or not settings.qmp:
+        return None
+    return QMPSession(settings.qmp, domain=ctx.domain.name, timeout=settings.timeout)
 
 
 @hookimpl

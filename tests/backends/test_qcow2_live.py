@@ -1,9 +1,9 @@
 """Live qcow2 (``snapcore_qcow2.live``) against real QEMU processes (TCG, no guest OS).
 
 Every hook is called through a plugin manager, by keyword, with the context of a running
-domain (``ctx.state`` RUNNING, ``ctx.qmp`` a session with the test's QEMU). The guest's disk
-I/O is played by HMP ``qemu-io`` on the guest's own block device; after QEMU stops, images are
-read back with qemu-io and qemu-img directly, never through the plugin.
+domain (``ctx.state`` RUNNING, ``ctx.service("qmp")`` a session with the test's QEMU). The
+guest's disk I/O is played by HMP ``qemu-io`` on the guest's own block device; after QEMU stops,
+images are read back with qemu-io and qemu-img directly, never through the plugin.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from snapcore.context import HookContext
-from snapcore.errors import BackendError, QMPCommandError, UnsupportedOperationError
+from snapcore.errors import BackendError, UnsupportedOperationError
 from snapcore.model import (
     Disk,
     DiskSnapshot,
@@ -28,8 +28,8 @@ from snapcore.model import (
     SnapshotRequest,
 )
 from snapcore.plugins import Plugins
-from snapcore.qmp import QMPSession
 from snapcore_qcow2.offline import TMP_SUFFIX
+from snapcore_qemu.qmp import SERVICE, QMPCommandError, QMPSession
 from tests.backends.conftest import QemuTools
 from tests.qemuvm import QemuVM
 
@@ -68,9 +68,13 @@ class Live:
         return HookContext(
             domain=Domain(name="vm", disks=tuple(self.disks.values())),
             state=state,
-            qmp=self.qmp,
+            service=self.service,
             progress=self.events.append,
         )
+
+    def service(self, name: str) -> object | None:
+        """What the qemu hypervisor offers storage plugins: this test's session as "qmp"."""
+        return self.qmp if name == SERVICE else None
 
     @property
     def session(self) -> QMPSession:

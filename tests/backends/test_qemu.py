@@ -360,3 +360,52 @@ def test_missing_guest_agent_does_not_stop_a_checkpoint(guest: Guest) -> None:
     cp = dom.create(CreateOptions(name="crash-consistent", memory="no"))
     assert [d.vdev for d in cp.disks] == ["vda"]
     assert dom.state() is DomainState.RUNNING
+
+
+# -- the [qemu] table: opaque to the core, checked by the qemu plugin ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ('qmp = "/q"\nmonitor = "/m"\n', "unknown key 'monitor' in [qemu]"),
+        ("qmp = 1\n", "'qmp' in [qemu] must be a string"),
+        ('qmp = "run/q"\n', "'qmp' in [qemu] must be an absolute path, not 'run/q'"),
+        ('argv = "qemu-system-x86_64 -m 1G"\n', "'argv' in [qemu] must be a list of strings"),
+        ('argv = ["qemu", 1]\n', "'argv' in [qemu] must be a list of strings"),
+        ("guest_agent = true\n", "'guest_agent' in [qemu] must be a string"),
+        ("timeout = 0\n", "'timeout' in [qemu] must be a positive number of seconds"),
+    ],
+)
+def test_a_bad_qemu_table_refuses_the_domain_naming_the_key(
+    tmp_path: Path, table: str, problem: str
+) -> None:
+    image = tmp_path / "a.qcow2"
+    image.write_bytes(b"")
+    path = tmp_path / "dom.toml"
+    path.write_text(
+        f'name = "dom"\nhypervisor = "qemu"\n[qemu]\n{table}'
+        f'[[disk]]\nvdev = "vda"\npath = "{image}"\n'
+    )
+    host = Host(state_dir=tmp_path / "state")
+    with pytest.raises(ConfigError) as info:
+        host.open_domain(path)
+    assert problem in str(info.value)
+    assert str(path) in str(info.value)
+    assert info.value.exit_code == 2
+    assert not (tmp_path / "state").exists()
+
+
+def test_the_qemu_table_as_settings(tmp_path: Path) -> None:
+    from snapcore.model import Disk, Domain
+    from snapcore_qemu.settings import QemuSettings
+
+    domain = Domain(
+        name="d",
+        hypervisor="qemu",
+        disks=(Disk(vdev="vda", path="/a"),),
+        hypervisor_table={"qmp": "/run/d.qmp", "argv": ["qemu-system-x86_64"], "timeout": 5},
+    )
+    assert QemuSettings.of(domain) == QemuSettings(
+        qmp="/run/d.qmp", argv=("qemu-system-x86_64",), timeout=5.0
+    )

@@ -5,7 +5,7 @@ asyncio. :class:`QMPSession` runs the client on a private event loop in a daemon
 offers blocking, thread-safe calls, each with a timeout (``qemu.qmp`` has none of its own).
 Errors are translated here, once: a missing or silent socket becomes
 :class:`~snapcore.errors.DomainUnreachableError`, a QMP error reply
-:class:`~snapcore.errors.QMPCommandError`.
+:class:`QMPCommandError`.
 """
 
 from __future__ import annotations
@@ -17,13 +17,52 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
-from snapcore.errors import DomainUnreachableError, QMPCommandError
+from snapcore.errors import BackendError, DomainUnreachableError
+
+if TYPE_CHECKING:
+    from snapcore.context import HookContext
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@final
+class QMPCommandError(BackendError):
+    """QEMU answered a QMP command with an error (or the connection dropped during it).
+
+    ``command`` is the QMP command, ``error_class`` QEMU's error class (``GenericError``,
+    ``DeviceNotFound``...) and ``desc`` its message.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        error_class: str,
+        desc: str,
+        *,
+        vdev: str | None = None,
+        driver: str | None = None,
+    ):
+        self.command = command
+        self.error_class = error_class
+        self.desc = desc
+        super().__init__(f"QMP {command}: {desc}", driver=driver, vdev=vdev)
+
+    def for_disk(self, vdev: str, driver: str | None = None) -> BackendError:
+        """The same error naming disk *vdev*, unless it names a disk already."""
+        if self.vdev is not None:
+            return self
+        return QMPCommandError(
+            self.command, self.error_class, self.desc, vdev=vdev, driver=driver or self.driver
+        )
+
+
+#: The name under which the qemu hypervisor offers a domain's session to storage plugins
+#: (``ctx.service(SERVICE)``; see :func:`monitor`).
+SERVICE: Final = "qmp"
 
 #: Default seconds to wait for a connection or a command's answer.
 DEFAULT_TIMEOUT: Final = 30.0
@@ -262,3 +301,14 @@ class QMPSession:
             yield waiter
         finally:
             self._client.remove_listener(waiter.listener)
+
+
+def monitor(ctx: HookContext) -> QMPSession | None:
+    """The QMP session the ``qemu`` hypervisor offers for ``ctx.domain``'s operation
+    (``ctx.service("qmp")``), or ``None`` when the domain has no QEMU monitor.
+
+    The session is shared by every hook of the operation and closed by snapcore at its end;
+    it connects on first use.
+    """
+    session = ctx.service(SERVICE)
+    return session if isinstance(session, QMPSession) else None

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from snapcore.errors import DomainUnreachableError, QMPCommandError
-from snapcore.qmp import QMPSession
+from snapcore.errors import DomainUnreachableError
+from snapcore_qemu.qmp import QMPCommandError, QMPSession
 from tests.qemuvm import QemuVM
 
 pytestmark = pytest.mark.integration
@@ -126,3 +126,15 @@ def test_an_event_before_the_greeting_is_met_by_connecting_again(tmp_path: Path)
         with QMPSession(str(path), domain="vm", timeout=10) as qmp:
             assert qmp.execute("query-status")["status"] == "running"
     assert connections == [1, 2]
+
+
+def test_a_qmp_error_is_attributed_to_the_disk_once() -> None:
+    from snapcore.errors import for_disk
+
+    with pytest.raises(QMPCommandError) as named, for_disk("vdb", "qcow2"):
+        raise QMPCommandError("transaction", "GenericError", "busy")
+    assert (named.value.vdev, named.value.driver) == ("vdb", "qcow2")
+    assert str(named.value) == "disk vdb: QMP transaction: busy"
+    with pytest.raises(QMPCommandError) as kept, for_disk("vdb", "qcow2"):
+        raise QMPCommandError("transaction", "GenericError", "busy", vdev="vda")
+    assert kept.value.vdev == "vda"  # already attributed: kept
