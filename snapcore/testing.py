@@ -53,18 +53,28 @@ that runs its tools through a different runner overrides the ``runner`` fixture.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
+import hashlib
+import os
 import shlex
+import shutil
+import stat
+import struct
+import subprocess
 import threading
-from collections.abc import Collection, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 import pytest
 
 from snapcore.boundary import StorageBackend
-from snapcore.context import HookContext
-from snapcore.errors import CommandError, SnapcoreError
+from snapcore.context import HookContext, InfoContext
+from snapcore.errors import BackendError, CommandError, PluginContractError, SnapcoreError
 from snapcore.model import (
     BackendInfo,
     Disk,
@@ -84,12 +94,18 @@ from snapcore.process import (
 )
 
 __all__ = [
+    "SAMPLE_KINDS",
     "BackendConformance",
     "Call",
+    "CommandFault",
+    "FileFault",
     "RecordingRunner",
     "UnexpectedCommandError",
     "is_listed",
+    "make_samples",
     "recording_runner",
+    "tree_changes",
+    "tree_state",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -274,6 +290,296 @@ def recording_runner() -> RecordingRunner:
 
 
 # --------------------------------------------------------------------------------------------
+# File trees: did something change anything?
+# --------------------------------------------------------------------------------------------
+
+
+def _describe_entry(path: Path) -> str:
+    st = path.lstat()
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISLNK(st.st_mode):
+        return f"symbolic link to {os.readlink(path)}"
+    if stat.S_ISDIR(st.st_mode):
+        return f"directory, mode {mode:o}, modified {st.st_mtime_ns}"
+    if stat.S_ISREG(st.st_mode):
+        with path.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        return (
+            f"file of {st.st_size} bytes, mode {mode:o}, modified {st.st_mtime_ns}, "
+            f"sha256 {digest[:16]}"
+        )
+    return f"special file, mode {st.st_mode:o}"
+
+
+def tree_state(*roots: Path | str) -> dict[str, str]:
+    """Every directory, file and symbolic link under *roots* (the roots included), by path,
+    each with what it is: a file's size, mode, modification time and SHA-256 hash, a
+    directory's mode and modification time (which changes when an entry is added or removed,
+    even if it is removed again), a link's target. Links are not followed.
+
+    Take one before and one after a call and compare them with :func:`tree_changes` to see
+    whether the call changed anything. A root that does not exist is left out.
+    """
+    state: dict[str, str] = {}
+    for root in dict.fromkeys(Path(r) for r in roots):
+        if not root.exists() and not root.is_symlink():
+            continue
+        state[str(root)] = _describe_entry(root)
+        if not root.is_dir() or root.is_symlink():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in (*dirnames, *filenames):
+                path = Path(dirpath, name)
+                with contextlib.suppress(FileNotFoundError):
+                    state[str(path)] = _describe_entry(path)
+    return state
+
+
+def tree_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """What differs between two :func:`tree_state` answers, one sentence per path (sorted);
+    an empty list when nothing changed."""
+    changes = []
+    for path in sorted(before.keys() | after.keys()):
+        old, new = before.get(path), after.get(path)
+        if old == new:
+            continue
+        if old is None:
+            changes.append(f"{path} was created ({new})")
+        elif new is None:
+            changes.append(f"{path} was removed (it was a {old})")
+        else:
+            changes.append(f"{path} changed (from {old} to {new})")
+    return changes
+
+
+# --------------------------------------------------------------------------------------------
+# Fault injection
+# --------------------------------------------------------------------------------------------
+
+#: The message of every failure :class:`CommandFault` and :class:`FileFault` inject.
+INJECTED: Final = "injected failure (snapcore.testing)"
+
+
+class CommandFault:
+    """A :class:`~snapcore.process.CommandRunner` that fails the *n*-th command it is asked
+    to run (counting from 1) with a :class:`~snapcore.errors.CommandError`, as if the tool had
+    failed, and runs every other command through *runner*.
+
+    :ivar fired: what was failed (for messages), or ``None`` while no command was failed.
+    """
+
+    def __init__(self, runner: CommandRunner, n: int):
+        self.runner = runner
+        self.n = n
+        self.count = 0
+        self.fired: str | None = None
+        self._lock = threading.Lock()
+
+    def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        ok_codes: Sequence[int] = (0,),
+        timeout: float | None = DEFAULT_TIMEOUT,
+        env: Mapping[str, str] | None = None,
+    ) -> Result:
+        with self._lock:
+            self.count += 1
+            hit = self.count == self.n
+        if hit:
+            self.fired = f"command #{self.n} ({shlex.join(argv)})"
+            raise CommandError(tuple(argv), 1, INJECTED)
+        return self.runner(argv, ok_codes=ok_codes, timeout=timeout, env=env)
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Nothing to switch on: the fault is in the runner given to the hook."""
+        yield
+
+
+#: The file operations :class:`FileFault` watches, as ``(module, function)``.
+FILE_OPERATIONS: Final = (
+    (os, "replace"),
+    (os, "rename"),
+    (os, "renames"),
+    (os, "unlink"),
+    (os, "remove"),
+    (os, "link"),
+    (os, "symlink"),
+    (os, "mkdir"),
+    (os, "makedirs"),
+    (os, "rmdir"),
+    (os, "truncate"),
+    (os, "open"),
+    (shutil, "copyfile"),
+    (shutil, "copy"),
+    (shutil, "copy2"),
+    (shutil, "move"),
+    (shutil, "rmtree"),
+)
+
+_WRITE_FLAGS: Final = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+class FileFault:
+    """Makes the *n*-th file operation (counting from 1) on a path under *roots* raise
+    ``OSError(EIO)``, while :meth:`active`.
+
+    The operations are those of :data:`FILE_OPERATIONS` (``os.open`` only when it opens for
+    writing); :mod:`pathlib` goes through them too. An operation called by another one
+    (``shutil.move`` calling ``os.rename``) counts once. Only calls naming a path under
+    *roots* count, so the test runner's own work and the command runner are not disturbed.
+    Writes through the built-in ``open`` are not watched.
+
+    :ivar fired: what was failed (for messages), or ``None`` while nothing was failed.
+    """
+
+    def __init__(self, n: int, roots: Sequence[Path | str]):
+        self.n = n
+        self.count = 0
+        self.fired: str | None = None
+        self._roots = tuple(os.path.realpath(r) for r in roots)
+        self._lock = threading.Lock()
+        self._inside = threading.local()
+
+    def _watched(self, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[str]:
+        if name == "open":
+            flags = args[1] if len(args) > 1 else kwargs.get("flags", 0)
+            if not isinstance(flags, int) or not flags & _WRITE_FLAGS:
+                return []
+        paths = []
+        for arg in (*args, *kwargs.values()):
+            if isinstance(arg, str | os.PathLike):
+                path = os.path.realpath(os.fspath(arg))
+                if any(path == r or path.startswith(r + os.sep) for r in self._roots):
+                    paths.append(str(os.fspath(arg)))
+        return paths
+
+    def _wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def faulty(*args: Any, **kwargs: Any) -> Any:
+            if getattr(self._inside, "busy", False):
+                return fn(*args, **kwargs)
+            paths = self._watched(name, args, kwargs)
+            if paths:
+                with self._lock:
+                    self.count += 1
+                    hit = self.count == self.n
+                if hit:
+                    self.fired = f"file operation #{self.n} ({name}({', '.join(paths)}))"
+                    raise OSError(errno.EIO, INJECTED, paths[0])
+            self._inside.busy = True
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._inside.busy = False
+
+        return faulty
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Watch the file operations for the duration of the ``with`` block."""
+        with pytest.MonkeyPatch.context() as mp:
+            for module, name in FILE_OPERATIONS:
+                mp.setattr(module, name, self._wrap(name, getattr(module, name)))
+            yield
+
+
+# --------------------------------------------------------------------------------------------
+# Image samples, for claims
+# --------------------------------------------------------------------------------------------
+
+#: The kinds of sample image :func:`make_samples` makes.
+SAMPLE_KINDS: Final = ("qcow2", "raw", "vhd", "vmdk")
+
+
+def _qcow2_header(size: int) -> bytes:
+    # QEMU docs/interop/qcow2.txt: magic, version, backing file offset and size, cluster bits,
+    # size, encryption, L1 size and offset, refcount table offset and clusters, snapshots.
+    header = struct.pack(">4sIQIIQIIQQIIQ", b"QFI\xfb", 3, 0, 0, 16, size, 0, 0, 0, 0, 0, 0, 0)
+    return header.ljust(65536, b"\0")
+
+
+def _vmdk_header(size: int) -> bytes:
+    # VMware Virtual Disk Format 1.1, "hosted sparse extent header".
+    header = struct.pack(
+        "<4sIIQQQQIQQQ?4s",
+        b"KDMV",
+        1,
+        3,
+        size // 512,
+        128,
+        1,
+        20,
+        512,
+        0,
+        0,
+        128,
+        False,
+        b"\n \r\n",
+    )
+    descriptor = b'# Disk DescriptorFile\nversion=1\ncreateType="monolithicSparse"\n'
+    return header.ljust(512, b"\0") + descriptor.ljust(20 * 512, b"\0")
+
+
+def _vhd_footer(size: int) -> bytes:
+    # Microsoft "Virtual Hard Disk Image Format Specification", the hard disk footer of a fixed
+    # disk (see also docs' reference/vhd-format.md); the checksum is the ones' complement of
+    # the sum of the footer's bytes.
+    fields = struct.pack(
+        ">8sIIQI4sI4sQQHBBII16s?",
+        b"conectix",
+        2,
+        0x00010000,
+        0xFFFFFFFFFFFFFFFF,
+        0,
+        b"sncr",
+        0x00010000,
+        b"Wi2k",
+        size,
+        size,
+        size // 512 // 255 // 63 or 1,
+        16,
+        255,
+        2,
+        0,
+        uuid.UUID(int=0x5C).bytes,
+        False,
+    )
+    footer = fields.ljust(512, b"\0")
+    checksum = ~sum(footer) & 0xFFFFFFFF
+    return footer[:64] + struct.pack(">I", checksum) + footer[68:]
+
+
+def make_samples(directory: Path, size: int = 1024 * 1024) -> dict[str, Path]:
+    """Make one small image of each of :data:`SAMPLE_KINDS` in *directory*, named
+    ``sample.<kind>``, and return them by kind.
+
+    The qcow2 sample is made by ``qemu-img create -f qcow2`` when qemu-img is installed, and
+    is a crafted qcow2 header otherwise; the others are crafted: a raw file (some text and
+    zeros), a fixed VHD (zeros and a footer) and a VMDK sparse extent header with its
+    descriptor. They are enough for a plugin that looks at names and headers, not images a
+    hypervisor could use.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    samples = {kind: directory / f"sample.{kind}" for kind in SAMPLE_KINDS}
+    qemu_img = shutil.which("qemu-img")
+    made = False
+    if qemu_img is not None:
+        proc = subprocess.run(
+            [qemu_img, "create", "-q", "-f", "qcow2", str(samples["qcow2"]), str(size)],
+            capture_output=True,
+            check=False,
+        )
+        made = proc.returncode == 0
+    if not made:
+        samples["qcow2"].write_bytes(_qcow2_header(size))
+    samples["raw"].write_bytes(b"snapcore raw sample: no header here\n".ljust(size, b"\0"))
+    samples["vhd"].write_bytes(bytes(size) + _vhd_footer(size))
+    samples["vmdk"].write_bytes(_vmdk_header(size))
+    return samples
+
+
+# --------------------------------------------------------------------------------------------
 # BackendConformance
 # --------------------------------------------------------------------------------------------
 
@@ -296,6 +602,17 @@ def is_listed(snapshot: DiskSnapshot, listed: Sequence[DiskSnapshot]) -> bool:
         elif s.locator == snapshot.locator:
             return True
     return False
+
+
+#: Snapshots the layered tests make, each over the one before.
+LAYERS: Final = 3
+#: What blocks 0..LAYERS hold after :meth:`BackendConformance._build_layers`.
+_CURRENT_LAYERS: Final = (*(f"layer{k}" for k in range(LAYERS)), "current")
+
+
+def _layer_tags(k: int) -> list[str]:
+    """What blocks 0..LAYERS of snapshot s{k} of the layered tests hold."""
+    return [f"layer{i}" for i in range(k + 1)] + ["base"] * (LAYERS - k)
 
 
 def _block(tag: str, offset: int) -> bytes:
@@ -326,12 +643,22 @@ class BackendConformance:
     kinds: ClassVar[Collection[SnapshotKind] | None] = None
     #: Size in bytes of the disks the tests make.
     disk_size: ClassVar[int] = 4 * 1024 * 1024
+    #: The kinds of :data:`SAMPLE_KINDS` that are the backend's own format and that its
+    #: ``disk_claim`` may claim; ``None`` for the sample named like the driver, if any.
+    own_samples: ClassVar[Collection[str] | None] = None
+    #: The most steps (commands, file operations) fault injection tries in one operation.
+    max_fault_steps: ClassVar[int] = 200
+    #: Tests the backend is known to fail, ``{test name: reason}``: each is marked
+    #: ``xfail(strict=True)``, so the run stays green while the bug is open and fails once it
+    #: is fixed. A name is a test's (``test_x``) or one case's (``test_x[external]``).
+    known_failures: ClassVar[Mapping[str, str]] = {}
 
     # -- to implement ---------------------------------------------------------------------------
 
     def make_disk(self, tmp_path: Path, vdev: str, size: int) -> Disk:
-        """Make a fresh writable disk of *size* bytes under *tmp_path* (for file-based
-        backends) and return it with ``driver`` set to :attr:`driver`."""
+        """Make a fresh writable disk of *size* bytes under *tmp_path* (for file-based backends;
+        a fresh directory, the ``disk_dir`` fixture) and return it with ``driver`` set to
+        :attr:`driver`."""
         raise NotImplementedError
 
     def write(self, disk: Disk, offset: int, data: bytes) -> None:
@@ -350,6 +677,35 @@ class BackendConformance:
         if kind is SnapshotKind.EXTERNAL:
             target = str(tmp_path / f"{disk.vdev}.{name}.snapshot")
         return SnapshotRequest(disk=disk, name=name, kind=kind, target=target)
+
+    def watched_paths(self, disk: Disk, disk_dir: Path, ctx: HookContext) -> list[Path]:
+        """Where the backend keeps the disk's files: what the tests hash to see whether a hook
+        changed anything, and where fault injection fails file operations. By default
+        *disk_dir* (the directory given to :meth:`make_disk`), ``ctx.work_dir`` and, when the
+        disk is a file, its directory."""
+        paths = [disk_dir]
+        if ctx.work_dir is not None:
+            paths.append(ctx.work_dir)
+        if os.path.isfile(disk.path):
+            paths.append(Path(disk.path).parent)
+        return paths
+
+    def break_chain(self, disk: Disk, snapshot: DiskSnapshot) -> None:
+        """Break the backing chain of *disk*, of which *snapshot* (just made) is a layer, the
+        way a file removed behind snapcore's back does.
+
+        By default, for an external snapshot whose ``locator`` is a file other than the disk,
+        the file is moved away; otherwise the test that needs a broken chain is skipped.
+        Override it for a backend whose chain breaks otherwise.
+        """
+        locator = snapshot.locator
+        if (
+            snapshot.kind is not SnapshotKind.EXTERNAL
+            or not os.path.isfile(locator)
+            or os.path.realpath(locator) == os.path.realpath(disk.path)
+        ):
+            pytest.skip(f"{snapshot.kind.value} snapshots have no backing chain to break")
+        os.rename(locator, locator + ".moved-away")
 
     # -- parametrization and fixtures -----------------------------------------------------------
 
@@ -370,6 +726,16 @@ class BackendConformance:
             info = None  # test_backend_info reports why
         return sorted(info.kinds) if info else []
 
+    @pytest.fixture(autouse=True)
+    def _known_failure(self, request: pytest.FixtureRequest) -> None:
+        """Mark the tests of :attr:`known_failures` ``xfail(strict=True)``."""
+        node = request.node
+        reason = self.known_failures.get(node.name) or self.known_failures.get(
+            getattr(node, "originalname", node.name)
+        )
+        if reason is not None:
+            node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+
     @pytest.fixture
     def plugins(self) -> Plugins:
         """A fresh plugin manager holding the backend under test."""
@@ -388,9 +754,18 @@ class BackendConformance:
         return default_runner()
 
     @pytest.fixture
-    def disk(self, tmp_path: Path) -> Disk:
+    def disk_dir(self, tmp_path: Path) -> Path:
+        """The directory given to :meth:`make_disk` and :meth:`make_request`: ``disks`` under
+        *tmp_path*, so that what the test's own helpers keep in *tmp_path* (logs of stand-in
+        tools, say) is not taken for the backend's files."""
+        path = tmp_path / "disks"
+        path.mkdir(exist_ok=True)
+        return path
+
+    @pytest.fixture
+    def disk(self, disk_dir: Path) -> Disk:
         """A fresh disk made by :meth:`make_disk`."""
-        disk = self.make_disk(tmp_path, "vda", self.disk_size)
+        disk = self.make_disk(disk_dir, "vda", self.disk_size)
         assert disk.driver == self.driver, (
             f"make_disk must return a disk with driver={self.driver!r}, not {disk.driver!r}"
         )
@@ -412,9 +787,15 @@ class BackendConformance:
         for offset in self._offsets():
             self.write(disk, offset, _block(tag, offset))
 
+    def _read(self, disk: Disk, offset: int, when: str) -> bytes:
+        try:
+            return self.read(disk, offset, BLOCK)
+        except Exception as exc:  # any failure to read is the finding
+            pytest.fail(f"{when}: the disk cannot be read at offset {offset}: {exc!r}")
+
     def _expect(self, disk: Disk, tag: str, when: str) -> None:
         for offset in self._offsets():
-            got = self.read(disk, offset, BLOCK)
+            got = self._read(disk, offset, when)
             assert got == _block(tag, offset), (
                 f"{when}: the disk at offset {offset} does not hold the data {tag!r} "
                 f"(it holds {got[:24]!r}...)"
@@ -422,6 +803,52 @@ class BackendConformance:
 
     def _offsets(self) -> tuple[int, int]:
         return (0, (self.disk_size // 2) // BLOCK * BLOCK)
+
+    def _put(self, disk: Disk, k: int, tag: str) -> None:
+        """Write block *k* (at ``k * BLOCK``) marked *tag*."""
+        self.write(disk, k * BLOCK, _block(tag, k * BLOCK))
+
+    def _expect_blocks(self, disk: Disk, tags: Sequence[str], when: str) -> None:
+        """Block *k* holds the data marked ``tags[k]``, for every *k*."""
+        for k, tag in enumerate(tags):
+            got = self._read(disk, k * BLOCK, when)
+            assert got == _block(tag, k * BLOCK), (
+                f"{when}: block {k} (offset {k * BLOCK}) does not hold the data {tag!r} "
+                f"(it holds {got[:24]!r}...)"
+            )
+
+    def _holds(self, disk: Disk, tags: Sequence[str], when: str) -> str | None:
+        """Which of *tags* the disk holds at every offset of :meth:`_fill`, or ``None``."""
+        got = [self._read(disk, offset, when) for offset in self._offsets()]
+        for tag in tags:
+            if got == [_block(tag, offset) for offset in self._offsets()]:
+                return tag
+        return None
+
+    def _build_layers(
+        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, disk_dir: Path
+    ) -> list[DiskSnapshot]:
+        """Blocks 0..LAYERS hold "base"; then for each layer k, block k gets "layer{k}" and
+        snapshot s{k} is made; at last block LAYERS gets "current"."""
+        for k in range(LAYERS + 1):
+            self._put(disk, k, "base")
+        snaps = []
+        for k in range(LAYERS):
+            self._put(disk, k, f"layer{k}")
+            snaps.append(
+                self._create(plugins, ctx, self.make_request(disk, f"s{k}", kind, disk_dir))
+            )
+        self._put(disk, LAYERS, "current")
+        self._expect_blocks(disk, _CURRENT_LAYERS, "after making the layers")
+        return snaps
+
+    def _fault(
+        self, fault: str, n: int, ctx: HookContext, roots: Sequence[Path]
+    ) -> tuple[CommandFault | FileFault, HookContext]:
+        if fault == "command":
+            injector = CommandFault(ctx.run, n)
+            return injector, dataclasses.replace(ctx, run=injector)
+        return FileFault(n, roots), ctx
 
     def _backend(self, plugins: Plugins) -> StorageBackend:
         """The backend under test, called through snapcore's plugin boundary, which checks
@@ -506,31 +933,35 @@ class BackendConformance:
             assert not missing, f"kinds to test {sorted(missing)} are not in backend_info"
 
     def test_create_check_passes_on_fresh_disk(
-        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, tmp_path: Path
+        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, disk_dir: Path
     ) -> None:
         """A fresh disk has no blockers, and checking changes nothing."""
         self._fill(disk, "fresh")
-        request = self.make_request(disk, "c1", kind, tmp_path)
+        request = self.make_request(disk, "c1", kind, disk_dir)
+        roots = self.watched_paths(disk, disk_dir, ctx)
+        before = tree_state(*roots)
         blockers = self._check(plugins, ctx, request)
         assert blockers == [], f"a fresh disk is blocked: {blockers}"
+        changes = tree_changes(before, tree_state(*roots))
+        assert not changes, f"disk_snapshot_create_check changed files: {'; '.join(changes)}"
         self._expect(disk, "fresh", "after disk_snapshot_create_check")
         assert self._list(plugins, ctx) == [], "a fresh disk lists snapshots after a check"
 
     def test_create_then_list(
-        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, tmp_path: Path
+        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, disk_dir: Path
     ) -> None:
         """A snapshot just made is listed, and making it does not change the disk's data."""
         self._fill(disk, "before")
-        snap = self._create(plugins, ctx, self.make_request(disk, "c1", kind, tmp_path))
+        snap = self._create(plugins, ctx, self.make_request(disk, "c1", kind, disk_dir))
         self._expect(disk, "before", "after disk_snapshot_create")
         self._assert_listed(plugins, ctx, snap, "after disk_snapshot_create")
 
     def test_revert_restores_snapshot(
-        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, tmp_path: Path
+        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, disk_dir: Path
     ) -> None:
         """Data written after a snapshot is gone after reverting to it; the snapshot stays."""
         self._fill(disk, "snap")
-        snap = self._create(plugins, ctx, self.make_request(disk, "c1", kind, tmp_path))
+        snap = self._create(plugins, ctx, self.make_request(disk, "c1", kind, disk_dir))
         self._fill(disk, "later")
         self._expect(disk, "later", "after writing past the snapshot")
         self._revert(plugins, ctx, snap)
@@ -543,16 +974,16 @@ class BackendConformance:
         ctx: HookContext,
         disk: Disk,
         kind: SnapshotKind,
-        tmp_path: Path,
+        disk_dir: Path,
         info: BackendInfo,
     ) -> None:
         """With two snapshots, reverting to either restores its data and keeps both."""
         if not info.revert_any:
             pytest.skip(f"{self.driver} reverts only to the latest snapshot (revert_any=False)")
         self._fill(disk, "old")
-        old = self._create(plugins, ctx, self.make_request(disk, "c1", kind, tmp_path))
+        old = self._create(plugins, ctx, self.make_request(disk, "c1", kind, disk_dir))
         self._fill(disk, "new")
-        new = self._create(plugins, ctx, self.make_request(disk, "c2", kind, tmp_path))
+        new = self._create(plugins, ctx, self.make_request(disk, "c2", kind, disk_dir))
         self._fill(disk, "current")
         self._revert(plugins, ctx, old, others=[new])
         self._expect(disk, "old", "after reverting to the older snapshot")
@@ -564,14 +995,14 @@ class BackendConformance:
         self._assert_listed(plugins, ctx, new, "after reverting to the newer snapshot")
 
     def test_delete_older_keeps_newer(
-        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, tmp_path: Path
+        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, disk_dir: Path
     ) -> None:
         """Deleting the older of two snapshots loses neither the newer one nor the current data;
         a deleted snapshot cannot be reverted to."""
         self._fill(disk, "old")
-        old = self._create(plugins, ctx, self.make_request(disk, "c1", kind, tmp_path))
+        old = self._create(plugins, ctx, self.make_request(disk, "c1", kind, disk_dir))
         self._fill(disk, "new")
-        new = self._create(plugins, ctx, self.make_request(disk, "c2", kind, tmp_path))
+        new = self._create(plugins, ctx, self.make_request(disk, "c2", kind, disk_dir))
         self._fill(disk, "current")
         self._delete(plugins, ctx, old, others=[new])
         self._expect(disk, "current", "after deleting the older snapshot")
@@ -585,11 +1016,11 @@ class BackendConformance:
         self._expect(disk, "new", "after reverting to the newer snapshot")
 
     def test_delete_is_idempotent(
-        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, tmp_path: Path
+        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, disk_dir: Path
     ) -> None:
         """Deleting a snapshot twice succeeds twice and leaves the disk's data alone."""
         self._fill(disk, "snap")
-        snap = self._create(plugins, ctx, self.make_request(disk, "c1", kind, tmp_path))
+        snap = self._create(plugins, ctx, self.make_request(disk, "c1", kind, disk_dir))
         self._fill(disk, "current")
         self._delete(plugins, ctx, snap)
         self._assert_gone(plugins, ctx, snap, "after disk_snapshot_delete")
@@ -599,11 +1030,11 @@ class BackendConformance:
         self._assert_gone(plugins, ctx, snap, "after deleting it twice")
 
     def test_abort_after_create(
-        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, tmp_path: Path
+        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, disk_dir: Path
     ) -> None:
         """Aborting a finished create removes the snapshot and keeps the data from before."""
         self._fill(disk, "before")
-        request = self.make_request(disk, "c1", kind, tmp_path)
+        request = self.make_request(disk, "c1", kind, disk_dir)
         snap = self._create(plugins, ctx, request)
         backend = self._backend(plugins)
         backend.disk_snapshot_abort(request=request, created=snap, ctx=ctx)
@@ -613,14 +1044,14 @@ class BackendConformance:
         self._expect(disk, "before", "after a second disk_snapshot_abort")
 
     def test_abort_without_create(
-        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, tmp_path: Path
+        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, disk_dir: Path
     ) -> None:
         """Aborting a create that never ran succeeds and touches nothing: not the data, not
         another snapshot of the disk."""
         self._fill(disk, "kept")
-        kept = self._create(plugins, ctx, self.make_request(disk, "c0", kind, tmp_path))
+        kept = self._create(plugins, ctx, self.make_request(disk, "c0", kind, disk_dir))
         self._fill(disk, "current")
-        request = self.make_request(disk, "c1", kind, tmp_path)
+        request = self.make_request(disk, "c1", kind, disk_dir)
         self._backend(plugins).disk_snapshot_abort(request=request, created=None, ctx=ctx)
         self._expect(disk, "current", "after aborting a create that never ran")
         listed = self._list(plugins, ctx, kept)
@@ -628,3 +1059,341 @@ class BackendConformance:
         assert [s.name for s in listed if s.name == "c1"] == [], f"c1 appeared: {listed}"
         self._revert(plugins, ctx, kept)
         self._expect(disk, "kept", "after reverting to a snapshot made before the abort")
+
+    # -- layers: every delete keeps every other layer -------------------------------------------
+
+    @pytest.mark.parametrize("victim", range(LAYERS), ids=["oldest", "middle", "newest"])
+    def test_delete_one_layer_keeps_the_others(
+        self,
+        plugins: Plugins,
+        ctx: HookContext,
+        disk: Disk,
+        kind: SnapshotKind,
+        disk_dir: Path,
+        info: BackendInfo,
+        victim: int,
+    ) -> None:
+        """Three snapshots, each made after writing a block of its own (block k for s{k}, at
+        ``k * BLOCK``): deleting any one of them keeps every block of the current data (a
+        block written before the deleted snapshot must still read back, from whatever layer
+        now holds it) and every block of the other snapshots (reverted to, newest first)."""
+        snaps = self._build_layers(plugins, ctx, disk, kind, disk_dir)
+        rest = [s for k, s in enumerate(snaps) if k != victim]
+        self._delete(plugins, ctx, snaps[victim], others=rest)
+        when = f"after deleting snapshot s{victim} of s0..s{LAYERS - 1}"
+        self._expect_blocks(disk, _CURRENT_LAYERS, when)
+        self._assert_gone(plugins, ctx, snaps[victim], when)
+        for snap in rest:
+            self._assert_listed(plugins, ctx, snap, when)
+        kept = [k for k in range(LAYERS) if k != victim]
+        for k in reversed(kept):
+            if not info.revert_any and k != kept[-1]:
+                continue
+            others = [s for s in rest if s is not snaps[k]]
+            self._revert(plugins, ctx, snaps[k], others=others)
+            self._expect_blocks(disk, _layer_tags(k), f"{when}, then reverting to s{k}")
+
+    def test_delete_every_layer_in_turn(
+        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, disk_dir: Path
+    ) -> None:
+        """Deleting three layered snapshots one after another (middle, oldest, newest) keeps
+        every block of the current data after every delete."""
+        snaps = self._build_layers(plugins, ctx, disk, kind, disk_dir)
+        remaining = list(snaps)
+        for k in (1, 0, 2):
+            remaining.remove(snaps[k])
+            self._delete(plugins, ctx, snaps[k], others=remaining)
+            when = f"after deleting s{k} (left: {[s.name for s in remaining]})"
+            self._expect_blocks(disk, _CURRENT_LAYERS, when)
+            self._assert_gone(plugins, ctx, snaps[k], when)
+            for snap in remaining:
+                self._assert_listed(plugins, ctx, snap, when)
+
+    @pytest.mark.parametrize("then", ["write", "snapshot"])
+    def test_delete_after_revert_keeps_every_branch(
+        self,
+        plugins: Plugins,
+        ctx: HookContext,
+        disk: Disk,
+        kind: SnapshotKind,
+        disk_dir: Path,
+        info: BackendInfo,
+        then: str,
+    ) -> None:
+        """Snapshot s1, write, snapshot s2, revert to s1, write (and, with ``then=snapshot``,
+        snapshot s3 and write again): s1 now has several dependants (s2, and the current data
+        or s3). Deleting s1 keeps the current data, s2 and s3 (reverted to, to read them)."""
+        if not info.revert_any:
+            pytest.skip(f"{self.driver} reverts only to the latest snapshot (revert_any=False)")
+        for k in range(4):
+            self._put(disk, k, "base")
+        self._put(disk, 0, "a")
+        s1 = self._create(plugins, ctx, self.make_request(disk, "s1", kind, disk_dir))
+        self._put(disk, 1, "b")
+        s2 = self._create(plugins, ctx, self.make_request(disk, "s2", kind, disk_dir))
+        self._revert(plugins, ctx, s1, others=[s2])
+        self._expect_blocks(disk, ["a", "base", "base", "base"], "after reverting to s1")
+        self._put(disk, 2, "c")
+        later = [s2]
+        if then == "snapshot":
+            later.append(self._create(plugins, ctx, self.make_request(disk, "s3", kind, disk_dir)))
+            self._put(disk, 3, "d")
+        self._delete(plugins, ctx, s1, others=later)
+        when = f"after deleting s1 (on which {[s.name for s in later]} and the disk were made)"
+        self._expect_blocks(disk, ["a", "base", "c", "d" if then == "snapshot" else "base"], when)
+        self._assert_gone(plugins, ctx, s1, when)
+        for snap in later:
+            self._assert_listed(plugins, ctx, snap, when)
+        if then == "snapshot":
+            self._revert(plugins, ctx, later[1], others=[s2])
+            self._expect_blocks(disk, ["a", "base", "c", "base"], f"{when}, then reverting to s3")
+        self._revert(plugins, ctx, s2, others=later[1:])
+        self._expect_blocks(disk, ["a", "b", "base", "base"], f"{when}, then reverting to s2")
+
+    # -- checks change nothing ------------------------------------------------------------------
+
+    def test_looking_changes_nothing(
+        self,
+        plugins: Plugins,
+        ctx: HookContext,
+        disk: Disk,
+        kind: SnapshotKind,
+        disk_dir: Path,
+    ) -> None:
+        """The hooks that only look (the create, delete and revert checks, plan, list, claim)
+        change no file: every file under :meth:`watched_paths` has the same content, mode and
+        modification time afterwards, and no file or directory was added or removed."""
+        self._fill(disk, "snap")
+        snap = self._create(plugins, ctx, self.make_request(disk, "c1", kind, disk_dir))
+        self._fill(disk, "current")
+        backend = self._backend(plugins)
+        request = self.make_request(disk, "c2", kind, disk_dir)
+        unclaimed = Disk(vdev=disk.vdev, path=disk.path, options=disk.options)
+        looks: list[tuple[str, Callable[[], object]]] = [
+            ("disk_snapshot_create_check", lambda: self._check(plugins, ctx, request)),
+            ("disk_snapshot_plan", lambda: backend.disk_snapshot_plan(request=request, ctx=ctx)),
+            (
+                "disk_snapshot_delete_check",
+                lambda: backend.disk_snapshot_delete_check(snapshot=snap, disk=disk, ctx=ctx),
+            ),
+            (
+                "disk_snapshot_revert_check",
+                lambda: backend.disk_snapshot_revert_check(snapshot=snap, disk=disk, ctx=ctx),
+            ),
+            ("disk_snapshot_list", lambda: self._list(plugins, ctx, snap)),
+            ("disk_claim", lambda: backend.disk_claim(unclaimed)),
+        ]
+        roots = self.watched_paths(disk, disk_dir, ctx)
+        for hook, look in looks:
+            before = tree_state(*roots)
+            look()
+            changes = tree_changes(before, tree_state(*roots))
+            assert not changes, f"{hook} changed files: {'; '.join(changes)}"
+        self._expect(disk, "current", "after the checks")
+
+    def test_create_check_refuses_an_existing_target(
+        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, disk_dir: Path
+    ) -> None:
+        """An external snapshot whose target already exists is blocked by the create check,
+        which leaves that file alone."""
+        if kind is not SnapshotKind.EXTERNAL:
+            pytest.skip(f"{kind.value} snapshots have no target")
+        request = self.make_request(disk, "c1", kind, disk_dir)
+        if request.target is None:
+            pytest.skip("make_request gives external snapshots no target")
+        target = Path(request.target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"someone else's file, not a snapshot\n")
+        roots = [*self.watched_paths(disk, disk_dir, ctx), target.parent]
+        before = tree_state(*roots)
+        blockers = self._check(plugins, ctx, request)
+        assert blockers, f"disk_snapshot_create_check allows a snapshot into existing {target}"
+        changes = tree_changes(before, tree_state(*roots))
+        assert not changes, f"disk_snapshot_create_check changed files: {'; '.join(changes)}"
+
+    def test_list_reports_a_broken_chain(
+        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, disk_dir: Path
+    ) -> None:
+        """With a layer of its backing chain gone (:meth:`break_chain`), the list hook raises a
+        :class:`~snapcore.errors.BackendError` saying what is broken: not another exception,
+        and not a list as if all were well."""
+        self._fill(disk, "snap")
+        snap = self._create(plugins, ctx, self.make_request(disk, "c1", kind, disk_dir))
+        self._fill(disk, "current")
+        self.break_chain(disk, snap)
+        try:
+            listed = self._list(plugins, ctx, snap)
+        except PluginContractError as exc:
+            pytest.fail(f"disk_snapshot_list on a broken chain broke the hook contract: {exc}")
+        except BackendError:
+            return
+        pytest.fail(
+            f"disk_snapshot_list on a broken chain returned {listed} instead of raising "
+            "a BackendError that says what is broken"
+        )
+
+    def test_create_check_blocks_a_broken_chain(
+        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, disk_dir: Path
+    ) -> None:
+        """With a layer of its backing chain gone (:meth:`break_chain`), the create check lists
+        a blocker (and raises nothing)."""
+        self._fill(disk, "snap")
+        snap = self._create(plugins, ctx, self.make_request(disk, "c1", kind, disk_dir))
+        self._fill(disk, "current")
+        self.break_chain(disk, snap)
+        request = self.make_request(disk, "c2", kind, disk_dir)
+        try:
+            blockers = self._check(plugins, ctx, request)
+        except SnapcoreError as exc:
+            pytest.fail(f"disk_snapshot_create_check raised on a broken chain: {exc!r}")
+        assert blockers, "disk_snapshot_create_check finds nothing wrong with a broken chain"
+
+    # -- claims ---------------------------------------------------------------------------------
+
+    def test_claims_only_its_own_format(
+        self, plugins: Plugins, tmp_path: Path, disk: Disk, ctx: HookContext
+    ) -> None:
+        """``disk_claim`` claims none of the samples of :func:`make_samples` but its own
+        (:attr:`own_samples`), answers ``None`` or its driver, and changes no sample."""
+        own = set(self.own_samples if self.own_samples is not None else {self.driver})
+        samples = make_samples(tmp_path / "samples")
+        backend = self._backend(plugins)
+        before = tree_state(tmp_path / "samples")
+        claimed = []
+        for kind, path in samples.items():
+            try:
+                if backend.disk_claim(Disk(vdev="vdz", path=str(path))):
+                    claimed.append(kind)
+            except PluginContractError as exc:
+                pytest.fail(f"disk_claim of a {kind} sample: {exc}")
+        foreign = sorted(set(claimed) - own)
+        assert not foreign, (
+            f"disk_claim claims files of other formats: {foreign} (own formats: {sorted(own)})"
+        )
+        changes = tree_changes(before, tree_state(tmp_path / "samples"))
+        assert not changes, f"disk_claim changed files: {'; '.join(changes)}"
+
+    # -- fault injection ------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("fault", ["command", "file"])
+    def test_failed_create_leaves_nothing(
+        self,
+        plugins: Plugins,
+        ctx: HookContext,
+        disk: Disk,
+        kind: SnapshotKind,
+        disk_dir: Path,
+        fault: str,
+    ) -> None:
+        """Make the create fail at its first external command (``fault=command``: a
+        :class:`CommandFault` in ``ctx.run``) or file operation (``fault=file``: a
+        :class:`FileFault` under :meth:`watched_paths`), then at its second, and so on until it
+        finishes without reaching the failure. After each failure and the abort that snapcore
+        then calls, the disk holds its data from before, the snapshot is not listed and no
+        file is left behind."""
+        self._fill(disk, "before")
+        backend = self._backend(plugins)
+        request = self.make_request(disk, "c1", kind, disk_dir)
+        roots = self.watched_paths(disk, disk_dir, ctx)
+        assert self._check(plugins, ctx, request) == []
+        files_before = set(tree_state(*roots))
+        for n in range(1, self.max_fault_steps + 1):
+            injector, faulty_ctx = self._fault(fault, n, ctx, roots)
+            created: DiskSnapshot | None = None
+            try:
+                with injector.active():
+                    created = backend.disk_snapshot_create(request=request, ctx=faulty_ctx)
+            except PluginContractError:
+                raise
+            except SnapcoreError:
+                if injector.fired is None:
+                    raise
+            if injector.fired is None:
+                assert created is not None
+                self._expect(disk, "before", "after disk_snapshot_create")
+                self._assert_listed(plugins, ctx, created, "after disk_snapshot_create")
+                return
+            when = f"after {injector.fired} failed in disk_snapshot_create and the abort"
+            backend.disk_snapshot_abort(request=request, created=created, ctx=ctx)
+            self._expect(disk, "before", when)
+            listed = self._list(plugins, ctx, *([created] if created else []))
+            assert request.name not in [s.name for s in listed], f"{when}: it is listed"
+            left = sorted(set(tree_state(*roots)) - files_before)
+            assert not left, f"{when}: files are left behind: {left}"
+        pytest.fail(f"disk_snapshot_create took more than {self.max_fault_steps} steps")
+
+    @pytest.mark.parametrize("fault", ["command", "file"])
+    def test_failed_revert_is_all_or_nothing(
+        self,
+        plugins: Plugins,
+        ctx: HookContext,
+        disk: Disk,
+        kind: SnapshotKind,
+        disk_dir: Path,
+        fault: str,
+    ) -> None:
+        """Make the revert fail at each of its external commands or file operations in turn
+        (as :meth:`test_failed_create_leaves_nothing` does). After each failure the disk holds
+        either its data from before or the snapshot's, never a mix and never nothing; the
+        snapshot is still listed, and the revert run again (as recovery does) succeeds."""
+        self._fill(disk, "snap")
+        snap = self._create(plugins, ctx, self.make_request(disk, "c1", kind, disk_dir))
+        self._fill(disk, "current")
+        backend = self._backend(plugins)
+        roots = self.watched_paths(disk, disk_dir, ctx)
+        for n in range(1, self.max_fault_steps + 1):
+            injector, faulty_ctx = self._fault(fault, n, ctx, roots)
+            try:
+                with injector.active():
+                    backend.disk_snapshot_revert(
+                        snapshot=snap, disk=disk, others=[], ctx=faulty_ctx
+                    )
+            except PluginContractError:
+                raise
+            except SnapcoreError:
+                if injector.fired is None:
+                    raise
+                when = f"after {injector.fired} failed in disk_snapshot_revert"
+                held = self._holds(disk, ["current", "snap"], when)
+                assert held is not None, (
+                    f"{when}: the disk holds neither its data from before nor the snapshot's"
+                )
+                self._assert_listed(plugins, ctx, snap, when)
+                self._revert(plugins, ctx, snap)
+                when += ", then the revert again"
+            else:
+                when = "after disk_snapshot_revert"
+            self._expect(disk, "snap", when)
+            self._assert_listed(plugins, ctx, snap, when)
+            if injector.fired is None:
+                return
+            self._fill(disk, "current")
+        pytest.fail(f"disk_snapshot_revert took more than {self.max_fault_steps} steps")
+
+    # -- results --------------------------------------------------------------------------------
+
+    def test_every_hook_answers_in_its_type(
+        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, disk_dir: Path
+    ) -> None:
+        """Each hook, called once the way the coordinator calls it (prepare and group create
+        first, one create when the group call declines), answers with the type its spec
+        declares: snapcore's boundary raises no :class:`~snapcore.errors.PluginContractError`."""
+        backend = self._backend(plugins)
+        request = self.make_request(disk, "c1", kind, disk_dir)
+        try:
+            backend.backend_info(InfoContext(run=ctx.run))
+            backend.disk_claim(Disk(vdev=disk.vdev, path=disk.path, options=disk.options))
+            backend.disk_snapshot_create_check(request=request, ctx=ctx)
+            backend.disk_snapshot_plan(request=request, ctx=ctx)
+            backend.disk_snapshot_prepare_group(requests=[request], ctx=ctx)
+            group = backend.disk_snapshot_create_group(requests=[request], ctx=ctx)
+            snap = group[0] if group else backend.disk_snapshot_create(request=request, ctx=ctx)
+            backend.disk_snapshot_list(disk=disk, known=[snap], ctx=ctx)
+            backend.disk_snapshot_revert_check(snapshot=snap, disk=disk, ctx=ctx)
+            backend.disk_snapshot_revert(snapshot=snap, disk=disk, ctx=ctx)
+            backend.disk_snapshot_delete_check(snapshot=snap, disk=disk, ctx=ctx)
+            backend.disk_snapshot_delete(snapshot=snap, disk=disk, ctx=ctx)
+            never = self.make_request(disk, "c2", kind, disk_dir)
+            backend.disk_snapshot_abort(request=never, created=None, ctx=ctx)
+        except PluginContractError as exc:
+            pytest.fail(f"a hook broke its contract: {exc}")

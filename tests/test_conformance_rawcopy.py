@@ -58,6 +58,7 @@ def _read(path: str, offset: int, length: int) -> bytes:
 class TestRawcopyConformance(BackendConformance):
     plugin = rawcopy
     driver = "rawcopy"
+    own_samples = frozenset({"raw"})  # it claims every ``*.raw`` path
 
     def make_disk(self, tmp_path: Path, vdev: str, size: int) -> Disk:
         path = tmp_path / f"{vdev}.raw"
