@@ -44,6 +44,7 @@ from snapcore.errors import (
     CreateBlockedError,
     DeleteBlockedError,
     DomainStateError,
+    HookTimeoutError,
     NoBackendError,
     OperationFailedError,
     PartialCheckpointError,
@@ -836,26 +837,54 @@ class Coordinator:
         state: DomainState,
     ) -> None:
         done, failed = self._each_disk(Operation.DELETE, checkpoint, others, self._ctx(state))
-        if failed:
-            exc = _first_error(failed)
-            # Nothing to undo: the record is kept and running the delete again finishes it.
-            self.journal.end()
-            if not done:
-                raise OperationFailedError("delete", checkpoint.name, exc) from exc
-            deleted = ", ".join(s.vdev for s, _ in done)
-            remaining = ", ".join(s.vdev for s, _ in failed)
-            raise PartialCheckpointError(
-                "delete",
-                checkpoint.name,
-                exc,
-                [f"disks deleted: {deleted}", f"disks still holding the snapshot: {remaining}"],
-                remedy=f"run 'snapcore snapshot-delete -n {checkpoint.name} DOMAIN' again "
-                "to finish",
-            ) from exc
+        self._settle_disks(Operation.DELETE, checkpoint, done, failed)
         if checkpoint.memory:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(checkpoint.memory.path)
         self._unlink_record(checkpoint)
+
+    def _settle_disks(
+        self,
+        operation: Operation,
+        checkpoint: Checkpoint,
+        done: Sequence[tuple[DiskSnapshot, object]],
+        failed: Sequence[tuple[DiskSnapshot, BaseException]],
+    ) -> None:
+        """After the per-disk steps of a delete or revert: return if every disk succeeded,
+        otherwise raise, the same way for both.
+
+        Nothing is undone: both steps are idempotent and are finished by running them again.
+        No disk changed: the journal is closed and :class:`OperationFailedError` (exit 1)
+        raised. Some disks changed: :class:`PartialCheckpointError` (exit 3) names the disks
+        done and not done; a revert keeps the journal (the next command or ``snapcore recover``
+        finishes it: the disks must not stay mixed), a delete closes it (its record is kept and
+        running the delete again finishes it, without blocking every other command meanwhile).
+        A hook that was abandoned past its time limit may still change its disk until this
+        process ends, so the journal is then kept in either case.
+        """
+        if not failed:
+            return
+        exc = _first_error(list(failed))
+        abandoned = any(isinstance(e, HookTimeoutError) and e.abandoned for _, e in failed)
+        if not done and not abandoned:
+            self.journal.end()
+            raise OperationFailedError(operation.value, checkpoint.name, exc) from exc
+        if operation is Operation.DELETE and not abandoned:
+            self.journal.end()
+        past = "deleted" if operation is Operation.DELETE else "reverted"
+        changed = ", ".join(s.vdev for s, _ in done) or "none"
+        remaining = ", ".join(s.vdev for s, _ in failed)
+        leftovers = [f"disks {past}: {changed}", f"disks not {past}: {remaining}"]
+        if operation is Operation.DELETE and not abandoned:
+            raise PartialCheckpointError(
+                operation.value,
+                checkpoint.name,
+                exc,
+                leftovers,
+                remedy=f"run 'snapcore snapshot-delete -n {checkpoint.name} DOMAIN' again "
+                "to finish",
+            ) from exc
+        raise PartialCheckpointError(operation.value, checkpoint.name, exc, leftovers) from exc
 
     def _unlink_record(self, checkpoint: Checkpoint) -> None:
         for child in self.store.list():
@@ -912,19 +941,7 @@ class Coordinator:
             self.hv.domain_stop(ctx=ctx)
             ctx = self._ctx(DomainState.SHUTOFF)
         done, failed = self._each_disk(Operation.REVERT, checkpoint, others, ctx)
-        if failed:
-            exc = _first_error(failed)
-            if not done:
-                self.journal.end()
-                raise OperationFailedError("revert", checkpoint.name, exc) from exc
-            reverted = ", ".join(s.vdev for s, _ in done)
-            remaining = ", ".join(s.vdev for s, _ in failed)
-            raise PartialCheckpointError(
-                "revert",
-                checkpoint.name,
-                exc,
-                [f"disks reverted: {reverted}", f"disks not reverted: {remaining}"],
-            ) from exc
+        self._settle_disks(Operation.REVERT, checkpoint, done, failed)
         if checkpoint.memory:
             self._report("memory", msg=f"restoring memory from {checkpoint.memory.path}")
             self.hv.domain_memory_restore(image=checkpoint.memory, state=checkpoint.state, ctx=ctx)

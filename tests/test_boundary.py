@@ -396,6 +396,7 @@ class TestLegacyRawcopyConformance(BackendConformance):
 
     plugin = rawcopy_api1
     driver = "rawcopy"
+    own_samples = ("raw",)  # rawcopy claims files by their .raw name
 
     def make_disk(self, tmp_path: Path, vdev: str, size: int) -> Disk:
         path = tmp_path / f"{vdev}.raw"

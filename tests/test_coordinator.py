@@ -415,7 +415,7 @@ def test_delete_partial_failure_keeps_record_and_retry_finishes(
     backend.fail["delete", "vdb"] = "busy"
     with pytest.raises(PartialCheckpointError) as err:
         dom.delete("a")
-    assert "still holding the snapshot: vdb" in str(err.value)
+    assert "disks not deleted: vdb" in str(err.value)
     assert [v.checkpoint.name for v in dom.list()] == ["a"]
     del backend.fail["delete", "vdb"]
     dom.delete("a")
