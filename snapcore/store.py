@@ -13,6 +13,9 @@ Layout under the state dir (``$SNAPCORE_STATE_DIR``, default ``/var/lib/snapcore
 
 Every write goes to a temporary file in the same directory, is fsynced, renamed over the target
 and the directory fsynced, so a crash leaves either the old or the new record, never a torn one.
+A crash between the write and the rename leaves the temporary file (``.journal.json.*.tmp``,
+``.current.json.*.tmp``, ``checkpoints/.NAME.json.*.tmp``...): the next command that takes the
+domain's lock removes every file of that pattern, and nothing else.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
+import re
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,6 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from snapcore.errors import (
+    InvalidNameError,
     SnapshotNotFoundError,
     StoreCorruptError,
     StoreError,
@@ -37,9 +44,17 @@ from snapcore.errors import (
 from snapcore.files import fsync_dir
 from snapcore.model import Checkpoint, Domain, check_name
 
+log = logging.getLogger(__name__)
+
 #: Version of the record format; records with a higher version are refused.
 SCHEMA_VERSION: Final = 1
 DEFAULT_STATE_DIR: Final = "/var/lib/snapcore"
+
+#: The files of the domain's directory that :func:`atomic_write` replaces.
+_ROOT_FILES: Final = frozenset({"journal.json", "current.json", "domain.json"})
+#: A temporary file of :func:`atomic_write`: ``.`` + the target's name + ``.`` + the 8 random
+#: characters of :func:`tempfile.mkstemp` + ``.tmp``.
+_TEMP_NAME: Final = re.compile(r"\.(?P<target>[^/]+)\.[a-z0-9_]{8}\.tmp\Z")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -67,6 +82,18 @@ def atomic_write(path: Path, data: bytes) -> None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _is_record_name(name: str) -> bool:
+    """Whether *name* is the file name of a checkpoint record (``NAME.json``, NAME valid)."""
+    base, dot, ext = name.rpartition(".")
+    if not dot or ext != "json":
+        return False
+    try:
+        check_name(base)
+    except InvalidNameError:
+        return False
+    return True
 
 
 def _dump(obj: Any) -> bytes:
@@ -125,6 +152,50 @@ class CheckpointStore:
         if current != wanted:
             atomic_write(info, _dump(wanted))
 
+    # -- leftovers ----------------------------------------------------------------------------
+
+    def leftover_temp_files(self) -> list[Path]:
+        """The temporary files that writes killed between write and rename left behind.
+
+        Only regular files whose name is the temporary name :func:`atomic_write` gives to one of
+        the store's own files (``journal.json``, ``current.json``, ``domain.json``, or a
+        checkpoint record) are listed; anything else is not snapcore's to judge.
+        """
+        found: list[Path] = []
+        for directory, is_target in (
+            (self.root, lambda t: t in _ROOT_FILES),
+            (self._records, _is_record_name),
+        ):
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                match = _TEMP_NAME.match(entry.name)
+                if match is None or not is_target(match["target"]):
+                    continue
+                with contextlib.suppress(OSError):
+                    if stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode):
+                        found.append(Path(entry.path))
+        return sorted(found)
+
+    def _remove_leftovers(self) -> None:
+        """Remove :meth:`leftover_temp_files`; only with the lock held (no write is running).
+
+        Failure guarantee: a file that cannot be removed is left and logged, never raised.
+        """
+        for path in self.leftover_temp_files():
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cannot remove leftover temporary file %s: %s", path, exc.strerror)
+                continue
+            log.info("removed leftover temporary file %s", path)
+            with contextlib.suppress(OSError):
+                fsync_dir(path.parent)
+
     # -- lock ---------------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -132,11 +203,18 @@ class CheckpointStore:
         """Hold the domain's exclusive lock, waiting up to *timeout* seconds for it.
 
         The lock is an ``flock`` on ``lock``: the kernel drops it when the process dies, so a
-        crash never leaves the domain locked.
+        crash never leaves the domain locked. Once it is held, the domain's directories are
+        made and the temporary files left by a killed write are removed.
 
         :raises StoreLockedError: when another command still holds it after *timeout*.
+        :raises StoreError: when the state dir cannot be used.
         """
-        self.ensure()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create state directory {self.root}: {exc.strerror or exc}"
+            ) from exc
         path = self.root / "lock"
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -156,6 +234,8 @@ class CheckpointStore:
                         raise StoreLockedError(self.domain.name, timeout) from None
                     time.sleep(delay)
                     delay = min(delay * 2, 0.2)
+            self.ensure()
+            self._remove_leftovers()
             yield
         finally:
             os.close(fd)  # closing drops the flock

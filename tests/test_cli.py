@@ -233,3 +233,27 @@ def test_progress_shown_on_a_terminal_and_silent_when_piped() -> None:
     piped = io.StringIO()
     cli._Progress(piped)(ProgressEvent(step="create", vdev="vda", done=1, total=2))
     assert piped.getvalue() == ""
+
+
+def test_a_command_removes_temp_files_left_by_a_killed_write(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, raw_domain: Path
+) -> None:
+    from snapcore.config import load_domain
+
+    state = tmp_path / "state"
+    root = state / "domains" / load_domain(raw_domain).uuid
+    (root / "checkpoints").mkdir(parents=True)
+    left = [
+        root / ".journal.json.x8k2_a0q.tmp",
+        root / ".current.json.abc123de.tmp",
+        root / "checkpoints" / ".nightly.json.0p9o8i7u.tmp",
+    ]
+    kept = root / "checkpoints" / "my-notes.tmp"
+    for path in [*left, kept]:
+        path.write_text('{"schema": 1, "oper')
+
+    code, out, err = run(capsys, "--state-dir", str(state), "snapshot-list", str(raw_domain))
+
+    assert (code, out, err) == (0, "no snapshots\n", "")
+    assert [p.name for p in left if p.exists()] == []
+    assert kept.read_text() == '{"schema": 1, "oper'

@@ -336,6 +336,60 @@ def test_temp_file_left_by_a_crashed_write_is_ignored(
     assert not store.exists("b")
 
 
+def _leave_temp_files(store: CheckpointStore) -> tuple[list[Path], list[Path]]:
+    """Plant what writes killed between write and rename leave (ours) and look-alikes (not
+    ours); return both lists."""
+    store.save(make_checkpoint(store.domain, "a"))
+    root, records = store.root, store.root / "checkpoints"
+    ours = [
+        root / ".journal.json.k2j_9x0a.tmp",
+        root / ".current.json.abcdefgh.tmp",
+        root / ".domain.json.01234567.tmp",
+        records / ".a.json.zz9_yy8x.tmp",
+        records / ".before-upgrade.json.q1w2e3r4.tmp",
+    ]
+    not_ours = [
+        root / "notes.tmp",
+        root / ".journal.json.tmp",  # no random part
+        root / ".journal.json.ABCDEFGH.tmp",  # mkstemp never uses capitals
+        root / ".other.json.abcdefgh.tmp",  # not a file of the store
+        records / ".b.json.tmp-4242",
+        records / "..json.abcdefgh.tmp",  # not a valid checkpoint name
+        records / ".a.txt.abcdefgh.tmp",
+        store.memory_dir / ".a.img.abcdefgh.tmp",
+        store.work_dir / ".current.json.abcdefgh.tmp",
+    ]
+    for path in ours + not_ours:
+        path.write_bytes(b'{"schema": 1, "chec')
+    link = records / ".c.json.abcdefgh.tmp"  # the pattern, but a symlink: left alone
+    link.symlink_to(root / "notes.tmp")
+    directory = root / ".current.json.aaaaaaaa.tmp"  # the pattern, but a directory
+    directory.mkdir()
+    return ours, [*not_ours, link, directory]
+
+
+def test_taking_the_lock_removes_temp_files_of_killed_writes_and_nothing_else(
+    store: CheckpointStore,
+) -> None:
+    ours, not_ours = _leave_temp_files(store)
+
+    assert store.leftover_temp_files() == sorted(ours)
+    with store.lock(timeout=1):
+        assert [p for p in ours if os.path.lexists(p)] == []
+    assert [p for p in not_ours if not os.path.lexists(p)] == []
+    assert store.leftover_temp_files() == []
+    assert [c.name for c in store.list()] == ["a"]
+
+
+def test_temp_files_are_kept_by_readers_without_the_lock(store: CheckpointStore) -> None:
+    ours, _ = _leave_temp_files(store)
+
+    store.list()
+    store.current()
+    store.exists("a")
+    assert [p for p in ours if not p.exists()] == []
+
+
 def test_unusable_state_dir_is_a_store_error(tmp_path: Path, domain: Domain) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
