@@ -52,6 +52,7 @@ from snapcore.errors import (
     RevertBlockedError,
     SnapcoreError,
     SnapshotExistsError,
+    StoreCorruptError,
 )
 from snapcore.journal import Journal
 from snapcore.model import (
@@ -359,6 +360,7 @@ class Coordinator:
         with self.store.lock(self.lock_timeout), self._session():
             if recover:
                 self._recover_pending()
+                self.store.verify()  # an unreadable record stops every change, create too
             yield
 
     @contextlib.contextmanager
@@ -1013,16 +1015,25 @@ class Coordinator:
     def recover(self, *, forget: bool = False) -> str | None:
         """Finish or undo an operation left in the journal by a crash; return what was done.
 
-        :param forget: drop the journal entry without acting on it.
+        :param forget: drop the journal entry without acting on it, and move an unreadable
+            journal, record or ``current.json`` aside (``NAME.corrupt-<epoch>``, never deleted).
         :raises RecoveryNeededError: when it cannot be finished or undone.
         """
         with self.store.lock(self.lock_timeout):
             if forget:
-                entry = self.journal.pending()
+                moved: list[tuple[object, object]] = []
+                try:
+                    entry = self.journal.pending()
+                except StoreCorruptError:
+                    entry = None
+                    moved.append((self.journal.path, self.journal.quarantine()))
                 self.journal.end()
-                if entry is None:
-                    return None
-                return f"forgot the interrupted {entry['operation']} of snapshot {entry['name']!r}"
+                moved += self.store.quarantine_unreadable()
+                said = [f"moved the unreadable {a} aside to {b}" for a, b in moved if b]
+                if entry is not None:
+                    what = f"{entry['operation']} of snapshot {entry['name']!r}"
+                    said.insert(0, f"forgot the interrupted {what}")
+                return "; ".join(said) or None
             return self._recover_pending()
 
     def pending(self) -> dict[str, object] | None:

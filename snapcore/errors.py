@@ -30,8 +30,12 @@ enter snapcore, with ``raise ... from exc``. The CLI maps each branch to an exit
     │   └── PartialCheckpointError         undo failed too (.leftovers)           exit 3
     └── StoreError                                                                exit 1
         ├── StoreLockedError               another command holds the domain
-        ├── StoreCorruptError              a record cannot be read (.path)
+        ├── StoreCorruptError              a record or current.json cannot be read (.path)
+        │   └── JournalCorruptError        the journal cannot be read (.path)     exit 3
         └── RecoveryNeededError            an interrupted operation is pending    exit 3
+
+An unreadable file of the store never leaves a domain stuck: its message names the file and
+the way out, ``snapcore recover --forget DOMAIN``, which moves it aside (never deletes it).
 """
 
 from __future__ import annotations
@@ -369,14 +373,58 @@ class StoreLockedError(StoreError):
         )
 
 
-@final
-class StoreCorruptError(StoreError):
-    """A record in the store cannot be read."""
+#: The longest reason an error about an unreadable file quotes (the file's content may be huge).
+_REASON_MAX = 200
 
-    def __init__(self, path: str, reason: str):
+
+def _shorten(text: str, limit: int = _REASON_MAX) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+class StoreCorruptError(StoreError):
+    """A file of the store (a checkpoint record, ``current.json``) cannot be read.
+
+    ``path`` is the file, ``reason`` what is wrong with it, ``what`` the kind of file. Nothing
+    was changed; ``snapcore recover --forget DOMAIN`` moves the file aside.
+    """
+
+    #: The kind of file, as the message names it.
+    what = "snapshot record"
+
+    def __init__(self, path: str, reason: str, *, what: str | None = None):
         self.path = path
         self.reason = reason
-        super().__init__(f"snapshot record {path} is unreadable: {reason}")
+        if what is not None:
+            self.what = what
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        return (
+            f"{self.what} {self.path} is unreadable: {_shorten(self.reason)}; nothing was "
+            "changed; run 'snapcore recover --forget DOMAIN' to move it aside "
+            f"(to {os.path.basename(self.path)}.corrupt-<time>)"
+        )
+
+
+@final
+class JournalCorruptError(StoreCorruptError):
+    """The domain's journal cannot be read: an interrupted operation of unknown extent.
+
+    Exit 3, as for :class:`RecoveryNeededError`: snapcore cannot finish or undo what the
+    journal was recording, and ``snapcore recover --forget DOMAIN`` (after a look at the
+    domain's disks) moves it aside.
+    """
+
+    exit_code = 3
+    what = "journal"
+
+    def _message(self) -> str:
+        return (
+            f"the journal {self.path} is unreadable: {_shorten(self.reason)}; an interrupted "
+            "operation may have left changes that snapcore cannot finish or undo: check the "
+            "domain's disks, then run 'snapcore recover --forget DOMAIN' to move the journal "
+            "aside (to journal.json.corrupt-<time>)"
+        )
 
 
 @final

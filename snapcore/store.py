@@ -46,6 +46,9 @@ from snapcore.model import Checkpoint, Domain, check_name
 
 log = logging.getLogger(__name__)
 
+_Paths = list[Path]
+_Moved = list[tuple[Path, Path]]
+
 #: Version of the record format; records with a higher version are refused.
 SCHEMA_VERSION: Final = 1
 DEFAULT_STATE_DIR: Final = "/var/lib/snapcore"
@@ -84,6 +87,30 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+def quarantine(path: Path) -> Path | None:
+    """Move *path* aside to ``<name>.corrupt-<epoch>`` in its directory (``.1``, ``.2``... if
+    taken), durably; never delete it. Only with the domain's lock held.
+
+    Failure guarantee: the file is either where it was or at the returned path.
+
+    :returns: the new path, or ``None`` when *path* does not exist.
+    :raises StoreError: when it cannot be moved.
+    """
+    base = f"{path.name}.corrupt-{int(time.time())}"
+    target, n = path.with_name(base), 0
+    while os.path.lexists(target):
+        n += 1
+        target = path.with_name(f"{base}.{n}")
+    try:
+        os.rename(path, target)
+        fsync_dir(path.parent)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot move {path} aside: {exc.strerror or exc}") from exc
+    return target
+
+
 def _is_record_name(name: str) -> bool:
     """Whether *name* is the file name of a checkpoint record (``NAME.json``, NAME valid)."""
     base, dot, ext = name.rpartition(".")
@@ -111,6 +138,10 @@ class CheckpointStore:
         self.domain = domain
         self.root = self.state_dir / "domains" / domain.uuid
         self._records = self.root / "checkpoints"
+        #: While this object holds the lock, no one else writes records: what :meth:`list`
+        #: read is kept until this object writes one (one read per command, not one per call).
+        self._held = False
+        self._listed: tuple[Checkpoint, ...] | None = None
 
     # -- locations ----------------------------------------------------------------------------
 
@@ -236,8 +267,10 @@ class CheckpointStore:
                     delay = min(delay * 2, 0.2)
             self.ensure()
             self._remove_leftovers()
+            self._held, self._listed = True, None
             yield
         finally:
+            self._held, self._listed = False, None
             os.close(fd)  # closing drops the flock
 
     # -- records ------------------------------------------------------------------------------
@@ -264,6 +297,8 @@ class CheckpointStore:
         return self._parse(str(path), data)
 
     def _parse(self, path: str, data: bytes) -> Checkpoint:
+        if not data.strip():
+            raise StoreCorruptError(path, "it is empty")
         try:
             obj = json.loads(data)
             schema = obj["schema"]
@@ -274,7 +309,7 @@ class CheckpointStore:
             cp = Checkpoint.from_json(obj["checkpoint"])
         except StoreCorruptError:
             raise
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise StoreCorruptError(path, f"{type(exc).__name__}: {exc}") from exc
         if cp.domain_uuid != self.domain.uuid or os.path.basename(path) != f"{cp.name}.json":
             raise StoreCorruptError(path, "it belongs to another domain or name")
@@ -285,6 +320,8 @@ class CheckpointStore:
 
         :raises StoreCorruptError: when a record cannot be read.
         """
+        if self._listed is not None:
+            return list(self._listed)
         out = []
         try:
             entries = list(os.scandir(self._records))
@@ -300,6 +337,8 @@ class CheckpointStore:
                 raise StoreCorruptError(entry.path, exc.strerror or str(exc)) from exc
             out.append(self._parse(entry.path, data))
         out.sort(key=lambda c: (c.creation_time, c.name))
+        if self._held:
+            self._listed = tuple(out)
         return out
 
     def save(self, checkpoint: Checkpoint) -> None:
@@ -313,6 +352,7 @@ class CheckpointStore:
                 f"not to {self.domain.name!r} ({self.domain.uuid})"
             )
         self.ensure()
+        self._listed = None
         atomic_write(
             self._path(checkpoint.name),
             _dump({"schema": SCHEMA_VERSION, "checkpoint": checkpoint.to_json()}),
@@ -320,6 +360,7 @@ class CheckpointStore:
 
     def remove(self, name: str) -> None:
         """Delete the record of checkpoint *name*; a missing record is not an error."""
+        self._listed = None
         with contextlib.suppress(FileNotFoundError):
             self._path(name).unlink()
             fsync_dir(self._records)
@@ -327,16 +368,73 @@ class CheckpointStore:
     # -- current ------------------------------------------------------------------------------
 
     def current(self) -> str | None:
-        """The name of the current checkpoint (the one the domain's disks descend from)."""
+        """The name of the current checkpoint (the one the domain's disks descend from).
+
+        :raises StoreCorruptError: when ``current.json`` cannot be read, is not JSON, or is not
+            ``{"schema": 1, "current": NAME or null}``.
+        """
         path = self.root / "current.json"
+        what = "current-snapshot file"
         try:
-            obj = json.loads(path.read_bytes())
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
-            raise StoreCorruptError(str(path), str(exc)) from exc
-        name = obj.get("current") if isinstance(obj, dict) else None
-        return name if isinstance(name, str) else None
+        except OSError as exc:
+            raise StoreCorruptError(str(path), exc.strerror or str(exc), what=what) from exc
+        if not data.strip():
+            raise StoreCorruptError(str(path), "it is empty", what=what)
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise StoreCorruptError(str(path), f"it is not JSON ({exc})", what=what) from None
+        schema = obj.get("schema") if isinstance(obj, dict) else None
+        if not isinstance(obj, dict) or not isinstance(schema, int) or schema > SCHEMA_VERSION:
+            raise StoreCorruptError(
+                str(path), f'it is not {{"schema": {SCHEMA_VERSION}, "current": ...}}', what=what
+            )
+        name = obj.get("current")
+        if name is not None and not (isinstance(name, str) and _is_record_name(f"{name}.json")):
+            raise StoreCorruptError(str(path), "its snapshot name is invalid", what=what)
+        return name
+
+    def verify(self) -> None:
+        """Check that every record and ``current.json`` can be read.
+
+        :raises StoreCorruptError: naming the first file that cannot, and the way out.
+        """
+        self.list()
+        self.current()
+
+    def quarantine_unreadable(self) -> _Moved:
+        """Move every unreadable record and an unreadable ``current.json`` aside (see
+        :func:`quarantine`); only with the lock held. The journal is :class:`Journal`'s.
+
+        :returns: each file moved and where it went.
+        :raises StoreError: when one cannot be moved (those before it were).
+        """
+        suspects: _Paths = []
+        with contextlib.suppress(FileNotFoundError):
+            suspects = [
+                Path(e.path)
+                for e in os.scandir(self._records)
+                if e.name.endswith(".json") and not e.name.startswith(".")
+            ]
+        self._listed = None
+        moved: _Moved = []
+        for path in sorted(suspects):
+            try:
+                self._parse(str(path), path.read_bytes())
+            except (StoreCorruptError, OSError):
+                target = quarantine(path)
+                if target is not None:
+                    moved.append((path, target))
+        try:
+            self.current()
+        except StoreCorruptError:
+            target = quarantine(self.root / "current.json")
+            if target is not None:
+                moved.append((self.root / "current.json", target))
+        return moved
 
     def set_current(self, name: str | None) -> None:
         self.ensure()

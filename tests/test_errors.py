@@ -18,6 +18,7 @@ from snapcore.errors import (
     DomainStateError,
     DomainUnreachableError,
     InvalidNameError,
+    JournalCorruptError,
     NoBackendError,
     NoHypervisorError,
     OperationFailedError,
@@ -82,6 +83,7 @@ SAMPLES: list[tuple[SnapcoreError, int]] = [
     (StoreError("cannot write"), 1),
     (StoreLockedError("web1", 60), 1),
     (StoreCorruptError("/var/lib/snapcore/x.json", "bad JSON"), 1),
+    (JournalCorruptError("/var/lib/snapcore/journal.json", "it is empty"), 3),
     (RecoveryNeededError("web1", "undo of vda failed"), 3),
 ]
 

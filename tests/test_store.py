@@ -512,3 +512,22 @@ def test_two_processes_writing_under_the_lock_lose_nothing(store: CheckpointStor
     assert {c.description for c in records} == {"p1", "p2"}
     assert store.current() == "c-100"
     assert temp_files(store.state_dir) == []
+
+
+def test_list_under_the_lock_sees_every_write_made_through_the_store(
+    store: CheckpointStore, domain: Domain
+) -> None:
+    with store.lock(timeout=1):
+        assert store.list() == []
+        store.save(make_checkpoint(domain, "a"))
+        assert [c.name for c in store.list()] == ["a"]
+        store.save(make_checkpoint(domain, "a", description="changed"))
+        assert [c.description for c in store.list()] == ["changed"]
+        store.remove("a")
+        assert store.list() == []
+        store.save(make_checkpoint(domain, "b"))
+    (store.root / "checkpoints" / "c.json").write_bytes(
+        (store.root / "checkpoints" / "b.json").read_bytes().replace(b'"b"', b'"c"')
+    )
+    with store.lock(timeout=1):  # a new lock reads again
+        assert [c.name for c in store.list()] == ["b", "c"]
