@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from snapcore.config import load_domain, resolve_domain_path
+from snapcore.config import check_description, load_domain, resolve_domain_path
 from snapcore.context import ProgressCallback
 from snapcore.coordinator import Coordinator
 from snapcore.errors import ConfigError, SnapshotNotFoundError
@@ -161,17 +161,25 @@ class DomainHandle:
         )
 
     def plan_create(self, options: CreateOptions | None = None) -> Plan:
-        """What :meth:`create` would do; changes nothing (the dry run)."""
-        return self._coordinator().plan_create(options or CreateOptions())
+        """What :meth:`create` would do; changes nothing (the dry run).
+
+        :raises ConfigError: a description longer than 4096 characters, among others.
+        """
+        options = options or CreateOptions()
+        check_description(options.description)
+        return self._coordinator().plan_create(options)
 
     def create(self, options: CreateOptions | None = None) -> Checkpoint:
         """Create a checkpoint; see :meth:`snapcore.coordinator.Coordinator.create`.
 
         Failure guarantee: the domain and its disks are left as they were
         (:class:`~snapcore.errors.OperationFailedError`), or what is left is listed
-        (:class:`~snapcore.errors.PartialCheckpointError`).
+        (:class:`~snapcore.errors.PartialCheckpointError`). A description longer than 4096
+        characters is refused (:class:`~snapcore.errors.ConfigError`) before anything is touched.
         """
-        return self._coordinator().create(options or CreateOptions())
+        options = options or CreateOptions()
+        check_description(options.description)
+        return self._coordinator().create(options)
 
     def list(self, *, verify: bool = False) -> list[CheckpointView]:
         """Every checkpoint, oldest first; with *verify*, check each disk snapshot still exists."""

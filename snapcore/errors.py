@@ -45,6 +45,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import final
 
+#: The longest reason an error about an unreadable file quotes (the file's content may be huge).
+_REASON_MAX = 200
+#: The longest message of a :class:`ConfigError`: an error line never carries a whole input.
+_CONFIG_MESSAGE_MAX = 1000
+
+
+def _shorten(text: str, limit: int = _REASON_MAX) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
 
 class SnapcoreError(Exception):
     """Base of every error snapcore raises on purpose."""
@@ -57,6 +66,7 @@ class ConfigError(SnapcoreError, ValueError):
     """Bad input: a name, a domain file, a snapshot config file or a command-line option.
 
     Raised before anything is touched. ``source`` and ``line`` locate the problem when known.
+    ``str()`` is cut to 1000 characters, so that no input, however large, floods a terminal.
     """
 
     exit_code = 2
@@ -68,7 +78,7 @@ class ConfigError(SnapcoreError, ValueError):
         where = source or ""
         if line is not None:
             where = f"{where}:{line}" if where else f"line {line}"
-        super().__init__(f"{where}: {message}" if where else message)
+        super().__init__(_shorten(f"{where}: {message}" if where else message, _CONFIG_MESSAGE_MAX))
 
 
 @final
@@ -371,14 +381,6 @@ class StoreLockedError(StoreError):
         super().__init__(
             f"domain {domain!r} is busy: another snapcore command held its lock for {timeout:g} s"
         )
-
-
-#: The longest reason an error about an unreadable file quotes (the file's content may be huge).
-_REASON_MAX = 200
-
-
-def _shorten(text: str, limit: int = _REASON_MAX) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class StoreCorruptError(StoreError):

@@ -235,43 +235,111 @@ class CheckpointStore:
 
         The lock is an ``flock`` on ``lock``: the kernel drops it when the process dies, so a
         crash never leaves the domain locked. Once it is held, the domain's directories are
-        made and the temporary files left by a killed write are removed.
+        made and the temporary files left by a killed write are removed. A domain directory
+        this call made is removed again on the way out when nothing but its empty skeleton is
+        left, so a refused command (or a read) on a new domain leaves nothing in the state dir.
 
         :raises StoreLockedError: when another command still holds it after *timeout*.
         :raises StoreError: when the state dir cannot be used.
         """
+        created: list[Path] = []
+        fd = self._acquire(timeout, created)
         try:
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create state directory {self.root}: {exc.strerror or exc}"
-            ) from exc
-        path = self.root / "lock"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise StoreError(f"cannot open lock file {path}: {exc.strerror or exc}") from exc
-        try:
-            deadline = time.monotonic() + timeout
-            delay = 0.005
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise StoreError(f"cannot lock {path}: {exc.strerror}") from exc
-                    if time.monotonic() >= deadline:
-                        raise StoreLockedError(self.domain.name, timeout) from None
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.2)
             self.ensure()
             self._remove_leftovers()
             self._held, self._listed = True, None
             yield
         finally:
             self._held, self._listed = False, None
-            os.close(fd)  # closing drops the flock
+            try:
+                if self.root in created:
+                    self._prune(created)
+            finally:
+                os.close(fd)  # closing drops the flock
+
+    def _make_root(self, created: list[Path]) -> None:
+        """Make the domain's directory, adding to *created* each directory that was missing."""
+        missing = []
+        d = self.root
+        while not os.path.isdir(d) and d != d.parent:
+            missing.append(d)
+            d = d.parent
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create state directory {self.root}: {exc.strerror or exc}"
+            ) from exc
+        created.extend(d for d in missing if d not in created)
+
+    def _acquire(self, timeout: float, created: list[Path]) -> int:
+        """Open and flock the lock file; return its descriptor.
+
+        A holder may remove the lock file of a domain it made (see :meth:`_prune`) while this
+        process waits on it: the lock is only taken once the locked file is still ``lock``.
+        """
+        path = self.root / "lock"
+        deadline = time.monotonic() + timeout
+        while True:
+            self._make_root(created)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                if time.monotonic() >= deadline:
+                    raise StoreError(f"cannot open lock file {path}: it keeps vanishing") from None
+                continue  # its directory was removed between mkdir and open: make it again
+            except OSError as exc:
+                raise StoreError(f"cannot open lock file {path}: {exc.strerror or exc}") from exc
+            try:
+                self._wait_for_flock(fd, path, deadline, timeout)
+                st = os.fstat(fd)
+                try:
+                    now = os.stat(path)
+                except FileNotFoundError:
+                    now = None
+            except BaseException:
+                os.close(fd)
+                raise
+            if now is not None and (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                return fd
+            os.close(fd)  # locked a lock file that was removed meanwhile: start again
+
+    def _wait_for_flock(self, fd: int, path: Path, deadline: float, timeout: float) -> None:
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise StoreError(f"cannot lock {path}: {exc.strerror}") from exc
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(self.domain.name, timeout) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+
+    def _prune(self, created: list[Path]) -> None:
+        """Remove the domain's directory (and the parents in *created*) if it holds nothing
+        but what :meth:`lock` and :meth:`ensure` made; with the lock still held.
+
+        Failure guarantee: never raises; what cannot be removed is left.
+        """
+        skeleton = ("checkpoints", "memory", "work")
+        try:
+            if not set(os.listdir(self.root)) <= {"lock", "domain.json", *skeleton}:
+                return
+            if any(os.listdir(self.root / d) for d in skeleton if (self.root / d).is_dir()):
+                return
+            for d in skeleton:
+                with contextlib.suppress(FileNotFoundError):
+                    os.rmdir(self.root / d)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.root / "domain.json")
+            os.unlink(self.root / "lock")
+            for made in created:  # innermost first; stops at the first one in use
+                os.rmdir(made)
+        except OSError as exc:
+            log.debug("left the state directory %s: %s", self.root, exc)
 
     # -- records ------------------------------------------------------------------------------
 

@@ -211,10 +211,14 @@ options = {{ cache = "none", aio = "native" }}
     def test_permission_denied(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         path = write(tmp_path / "d.toml", 'name = "x"\n')
 
-        def refuse(self: Path) -> bytes:
-            raise PermissionError(13, "Permission denied", str(self))
+        real_open = os.open
 
-        monkeypatch.setattr(Path, "read_bytes", refuse)
+        def refuse(file: str | os.PathLike[str], *args: int) -> int:
+            if os.fspath(file) == os.fspath(path):
+                raise PermissionError(13, "Permission denied", os.fspath(file))
+            return real_open(file, *args)
+
+        monkeypatch.setattr(os, "open", refuse)
         assert domain_error(path).message == "cannot read domain file: permission denied"
 
     @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
@@ -986,10 +990,14 @@ class TestLoadSnapshotConfig:
     def test_permission_denied(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         path = write(tmp_path / "s.cfg", "")
 
-        def refuse(self: Path) -> bytes:
-            raise PermissionError(13, "Permission denied", str(self))
+        real_open = os.open
 
-        monkeypatch.setattr(Path, "read_bytes", refuse)
+        def refuse(file: str | os.PathLike[str], *args: int) -> int:
+            if os.fspath(file) == os.fspath(path):
+                raise PermissionError(13, "Permission denied", os.fspath(file))
+            return real_open(file, *args)
+
+        monkeypatch.setattr(os, "open", refuse)
         with pytest.raises(ConfigError) as info:
             load_snapshot_config(path)
         assert info.value.message == "cannot read snapshot config file: permission denied"

@@ -531,3 +531,32 @@ def test_list_under_the_lock_sees_every_write_made_through_the_store(
     )
     with store.lock(timeout=1):  # a new lock reads again
         assert [c.name for c in store.list()] == ["b", "c"]
+
+
+def test_a_new_domain_left_empty_is_removed_and_a_waiter_still_locks_it_alone(
+    store: CheckpointStore,
+) -> None:
+    with holder(store, hold=0.3) as proc:  # made the domain's directory, removes it on release
+        with store.lock(timeout=10):
+            assert (store.root / "lock").exists()
+            with (
+                pytest.raises(StoreLockedError),
+                CheckpointStore(store.state_dir, store.domain).lock(timeout=0.05),
+            ):
+                pytest.fail("two holders of one domain's lock")
+        assert proc.wait(timeout=10) == 0
+    assert not store.state_dir.exists()  # nothing was written: nothing is left
+
+
+def test_a_domain_with_records_keeps_its_directory(store: CheckpointStore, domain: Domain) -> None:
+    with store.lock(timeout=1):
+        store.save(make_checkpoint(domain, "a"))
+    with store.lock(timeout=1):
+        pass
+    assert sorted(p.name for p in store.root.iterdir()) == [
+        "checkpoints",
+        "domain.json",
+        "lock",
+        "memory",
+        "work",
+    ]
