@@ -32,6 +32,38 @@ from snapcore.process import CommandRunner, default_runner
 from snapcore.store import DEFAULT_STATE_DIR, CheckpointStore
 
 DEFAULT_DOMAINS_DIR: Final = "/etc/snapcore/domains"
+#: Seconds a command waits for another command working on the same domain.
+DEFAULT_LOCK_TIMEOUT: Final = 60.0
+
+
+def check_lock_timeout(seconds: float) -> float:
+    """Return *seconds* if it is a finite number of seconds, 0 or more.
+
+    :raises ConfigError: if it is not.
+    """
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not (0 <= seconds < float("inf"))
+    ):
+        raise ConfigError(f"lock timeout must be a number of seconds, 0 or more, not {seconds!r}")
+    return float(seconds)
+
+
+def lock_timeout_from_env() -> float:
+    """``$SNAPCORE_LOCK_TIMEOUT`` in seconds, or :data:`DEFAULT_LOCK_TIMEOUT` when unset or empty.
+
+    :raises ConfigError: when it is set to anything but a number of seconds, 0 or more.
+    """
+    text = os.environ.get("SNAPCORE_LOCK_TIMEOUT", "").strip()
+    if not text:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        return check_lock_timeout(float(text))
+    except (ValueError, ConfigError):
+        raise ConfigError(
+            f"SNAPCORE_LOCK_TIMEOUT must be a number of seconds, 0 or more, not {text[:40]!r}"
+        ) from None
 
 
 class Host:
@@ -47,7 +79,10 @@ class Host:
     :param disabled: plugin names not to load.
     :param runner: the command runner handed to plugins (default: the real one).
     :param progress: called with a :class:`~snapcore.model.ProgressEvent` during long steps.
-    :param lock_timeout: seconds to wait for another command working on the same domain.
+    :param lock_timeout: seconds to wait for another command working on the same domain
+        (default ``$SNAPCORE_LOCK_TIMEOUT``, else 60); then
+        :class:`~snapcore.errors.StoreLockedError` (busy, exit 4).
+    :raises ConfigError: when ``$SNAPCORE_LOCK_TIMEOUT`` is not a number of seconds.
     """
 
     def __init__(
@@ -59,7 +94,7 @@ class Host:
         disabled: Iterable[str] = (),
         runner: CommandRunner | None = None,
         progress: ProgressCallback | None = None,
-        lock_timeout: float = 60.0,
+        lock_timeout: float | None = None,
     ):
         self.state_dir = Path(
             state_dir or os.environ.get("SNAPCORE_STATE_DIR") or DEFAULT_STATE_DIR
@@ -73,7 +108,11 @@ class Host:
         self._plugins: Plugins | None = None
         self.runner = runner
         self.progress = progress
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = (
+            check_lock_timeout(lock_timeout)
+            if lock_timeout is not None
+            else lock_timeout_from_env()
+        )
 
     @property
     def plugins(self) -> Plugins:

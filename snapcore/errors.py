@@ -29,7 +29,7 @@ enter snapcore, with ``raise ... from exc``. The CLI maps each branch to an exit
     │   ├── OperationFailedError           failed and fully undone (.cause)       exit 1
     │   └── PartialCheckpointError         undo failed too (.leftovers)           exit 3
     └── StoreError                                                                exit 1
-        ├── StoreLockedError               another command holds the domain
+        ├── StoreLockedError               busy: another command holds the lock   exit 4
         ├── StoreCorruptError              a record or current.json cannot be read (.path)
         │   └── JournalCorruptError        the journal cannot be read (.path)     exit 3
         └── RecoveryNeededError            an interrupted operation is pending    exit 3
@@ -373,13 +373,23 @@ class StoreError(SnapcoreError):
 
 @final
 class StoreLockedError(StoreError):
-    """Another snapcore command holds the domain's lock."""
+    """Another command held the domain's lock for as long as this one would wait: busy.
 
-    def __init__(self, domain: str, timeout: float):
+    Exit 4, its own code: nothing was touched, and trying again later may well succeed (exit 1
+    means an operation failed and was undone). ``holder`` says who holds the lock when the
+    system tells (``"pid 1234: snapcore snapshot-create ..."``), else ``None``.
+    """
+
+    exit_code = 4
+
+    def __init__(self, domain: str, timeout: float, holder: str | None = None):
         self.domain = domain
         self.timeout = timeout
+        self.holder = holder
+        who = f"another command ({holder})" if holder else "another command"
         super().__init__(
-            f"domain {domain!r} is busy: another snapcore command held its lock for {timeout:g} s"
+            f"domain {domain!r} is busy: {who} held its lock for the {timeout:g} s this one "
+            "waited; nothing was changed; try again later, or wait longer with --lock-timeout"
         )
 
 

@@ -111,6 +111,36 @@ def quarantine(path: Path) -> Path | None:
     return target
 
 
+def lock_holder(fd: int) -> str | None:
+    """Who holds the ``flock`` on the file open at *fd*: ``"pid N: its command line"``, from
+    ``/proc/locks``; ``None`` when the system does not say (another pid namespace, no /proc)."""
+    try:
+        st = os.fstat(fd)
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or "->" in fields or fields[1] != "FLOCK" or fields[5] != key:
+            continue
+        pid = fields[4]
+        if not pid.isdigit() or pid == str(os.getpid()):
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = fh.read(4096).rstrip(b"\0").split(b"\0")
+        except OSError:
+            return f"pid {pid}"
+        words = " ".join(a.decode(errors="replace") for a in argv).split()
+        command = "".join(c if c.isprintable() else "?" for c in " ".join(words))
+        if len(command) > 200:  # keep its start (the program) and its end (what and where)
+            command = f"{command[:80]} ... {command[-110:]}"
+        return f"pid {pid}: {command}" if command else f"pid {pid}"
+    return None
+
+
 def _is_record_name(name: str) -> bool:
     """Whether *name* is the file name of a checkpoint record (``NAME.json``, NAME valid)."""
     base, dot, ext = name.rpartition(".")
@@ -314,7 +344,7 @@ class CheckpointStore:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise StoreError(f"cannot lock {path}: {exc.strerror}") from exc
                 if time.monotonic() >= deadline:
-                    raise StoreLockedError(self.domain.name, timeout) from None
+                    raise StoreLockedError(self.domain.name, timeout, lock_holder(fd)) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
 
