@@ -22,7 +22,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from snapcore.config import check_description, load_domain, resolve_domain_path
+from snapcore.config import (
+    check_description,
+    check_distinct_disks,
+    load_domain,
+    resolve_domain_path,
+)
 from snapcore.context import ProgressCallback
 from snapcore.coordinator import Coordinator
 from snapcore.errors import ConfigError, SnapshotNotFoundError
@@ -160,7 +165,7 @@ class Host:
     def _disks_from_hypervisor(self, domain: Domain) -> Domain:
         """Ask the domain's hypervisor plugin for the disks its file leaves out.
 
-        :raises ConfigError: when it knows of none.
+        :raises ConfigError: when it knows of none, or names one image twice.
         """
         from snapcore.context import HookContext
 
@@ -173,6 +178,7 @@ class Host:
                 f"domain {domain.name!r}: its file lists no [[disk]] and hypervisor "
                 f"{domain.hypervisor!r} reports none"
             )
+        check_distinct_disks(found)
         return dataclasses.replace(domain, disks=tuple(found))
 
 

@@ -32,7 +32,7 @@ import os
 import stat
 import string
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -54,6 +54,7 @@ __all__ = [
     "MAX_DESCRIPTION",
     "MAX_FILE_SIZE",
     "check_description",
+    "check_distinct_disks",
     "load_domain",
     "load_snapshot_config",
     "merge_create_options",
@@ -289,6 +290,7 @@ def _build_domain(doc: Mapping[str, Any], base: Path, source: str) -> Domain:
             )
         first_seen[disk.vdev] = index
         disks.append(disk)
+    check_distinct_disks(disks)
     return Domain(
         name=name,
         disks=tuple(disks),
@@ -297,6 +299,39 @@ def _build_domain(doc: Mapping[str, Any], base: Path, source: str) -> Domain:
         qemu=qemu,
         source=source,
     )
+
+
+def _image_identity(path: str) -> tuple[object, ...]:
+    """What *path* resolves to: a device number for a device, a file's device and inode, or,
+    for a path that does not exist (yet), its real path (symlinks resolved)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return ("path", os.path.realpath(path))
+    if stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode):
+        return ("device", st.st_rdev)
+    return ("file", st.st_dev, st.st_ino)
+
+
+def check_distinct_disks(disks: Sequence[Disk]) -> None:
+    """Refuse disks of which two are one image: the same file (through a symlink, a hard link
+    or another spelling of its path) or the same device (``/dev/vg/lv`` and ``/dev/dm-3``).
+
+    Two snapshots of one image in one checkpoint would be one snapshot taken twice, and an
+    external one would leave one disk's checkpoint writable through the other disk.
+
+    :raises ConfigError: naming both vdevs and both paths.
+    """
+    seen: dict[tuple[object, ...], Disk] = {}
+    for disk in disks:
+        key = _image_identity(disk.path)
+        first = seen.setdefault(key, disk)
+        if first is not disk:
+            same = f"{disk.path}" if disk.path == first.path else f"{disk.path} is {first.path}"
+            raise ConfigError(
+                f"disks {first.vdev} and {disk.vdev} are one image ({same}); "
+                "a domain may name each image only once"
+            )
 
 
 def _build_qemu(table: object) -> QemuSettings:

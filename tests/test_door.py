@@ -260,3 +260,35 @@ def test_a_refused_create_on_a_new_domain_leaves_no_directory(
     assert list((tmp_path / "state").iterdir()) == []
     uuid = load_domain(domain).uuid
     assert not (tmp_path / "state" / "domains" / uuid).exists()
+
+
+# -- one image named twice ------------------------------------------------------------------------
+
+
+def test_a_domain_naming_one_image_twice_through_a_symlink_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    image = tmp_path / "vda.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
+    (tmp_path / "alias.qcow2").symlink_to("vda.qcow2")
+    dom = tmp_path / "twice.toml"
+    dom.write_text(
+        'name = "twice"\n'
+        '[[disk]]\nvdev = "vda"\npath = "vda.qcow2"\n'
+        '[[disk]]\nvdev = "vdb"\npath = "alias.qcow2"\n'
+    )
+    cfg = tmp_path / "snap.cfg"
+    cfg.write_text('name = "k"\ntype = "external"\n')
+
+    line = refused(capsys, tmp_path, "snapshot-create", str(cfg), str(dom))
+
+    assert line == (
+        f"snapcore: error: {dom}: disks vda and vdb are one image "
+        f"({tmp_path}/alias.qcow2 is {tmp_path}/vda.qcow2); a domain may name each image only once"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "alias.qcow2",
+        "snap.cfg",
+        "twice.toml",
+        "vda.qcow2",
+    ]
