@@ -54,6 +54,7 @@ from snapcore.errors import (
     SnapshotExistsError,
     StoreCorruptError,
 )
+from snapcore.imagelock import hold_images
 from snapcore.journal import Journal
 from snapcore.model import (
     Checkpoint,
@@ -357,11 +358,18 @@ class Coordinator:
 
     @contextlib.contextmanager
     def _locked(self, *, recover: bool = True) -> Iterator[None]:
-        with self.store.lock(self.lock_timeout), self._session():
+        with contextlib.ExitStack() as held:
+            held.enter_context(self.store.lock(self.lock_timeout))
+            if recover:  # a command that may touch the disks: none other may work on them
+                held.enter_context(self._hold_images())
+            held.enter_context(self._session())
             if recover:
                 self._recover_pending()
                 self.store.verify()  # an unreadable record stops every change, create too
             yield
+
+    def _hold_images(self) -> contextlib.AbstractContextManager[None]:
+        return hold_images(self.domain, state_dir=self.store.state_dir, timeout=self.lock_timeout)
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[None]:
@@ -1019,7 +1027,7 @@ class Coordinator:
             journal, record or ``current.json`` aside (``NAME.corrupt-<epoch>``, never deleted).
         :raises RecoveryNeededError: when it cannot be finished or undone.
         """
-        with self.store.lock(self.lock_timeout):
+        with self.store.lock(self.lock_timeout), self._hold_images():
             if forget:
                 moved: list[tuple[object, object]] = []
                 try:

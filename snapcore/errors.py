@@ -30,6 +30,7 @@ enter snapcore, with ``raise ... from exc``. The CLI maps each branch to an exit
     │   └── PartialCheckpointError         undo failed too (.leftovers)           exit 3
     └── StoreError                                                                exit 1
         ├── StoreLockedError               busy: another command holds the lock   exit 4
+        │   └── ImageLockedError           busy: another command works on a disk (.vdev, .path)
         ├── StoreCorruptError              a record or current.json cannot be read (.path)
         │   └── JournalCorruptError        the journal cannot be read (.path)     exit 3
         └── RecoveryNeededError            an interrupted operation is pending    exit 3
@@ -371,7 +372,6 @@ class StoreError(SnapcoreError):
     """The checkpoint store cannot be used."""
 
 
-@final
 class StoreLockedError(StoreError):
     """Another command held the domain's lock for as long as this one would wait: busy.
 
@@ -391,6 +391,31 @@ class StoreLockedError(StoreError):
             f"domain {domain!r} is busy: {who} held its lock for the {timeout:g} s this one "
             "waited; nothing was changed; try again later, or wait longer with --lock-timeout"
         )
+
+
+@final
+class ImageLockedError(StoreLockedError):
+    """Another command, of this domain or of another one sharing the image, held the host-wide
+    lock of one of the domain's disks for as long as this one would wait (exit 4, busy).
+
+    ``vdev`` and ``path`` name the disk; ``holder`` as for :class:`StoreLockedError`.
+    """
+
+    def __init__(
+        self, domain: str, vdev: str, path: str, timeout: float, holder: str | None = None
+    ):
+        self.vdev = vdev
+        self.path = path
+        who = f"another command ({holder})" if holder else "another command"
+        StoreError.__init__(
+            self,
+            f"disk {vdev} ({path}) of domain {domain!r} is busy: {who} held its image lock for "
+            f"the {timeout:g} s this one waited; nothing was changed; try again later, or wait "
+            "longer with --lock-timeout",
+        )
+        self.domain = domain
+        self.timeout = timeout
+        self.holder = holder
 
 
 class StoreCorruptError(StoreError):
