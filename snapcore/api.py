@@ -22,7 +22,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from snapcore.config import load_domain, resolve_domain_path
+from snapcore.config import (
+    check_description,
+    check_distinct_disks,
+    load_domain,
+    resolve_domain_path,
+)
 from snapcore.context import ProgressCallback
 from snapcore.coordinator import Coordinator
 from snapcore.errors import ConfigError, SnapshotNotFoundError
@@ -32,6 +37,38 @@ from snapcore.process import CommandRunner, default_runner
 from snapcore.store import DEFAULT_STATE_DIR, CheckpointStore
 
 DEFAULT_DOMAINS_DIR: Final = "/etc/snapcore/domains"
+#: Seconds a command waits for another command working on the same domain.
+DEFAULT_LOCK_TIMEOUT: Final = 60.0
+
+
+def check_lock_timeout(seconds: float) -> float:
+    """Return *seconds* if it is a finite number of seconds, 0 or more.
+
+    :raises ConfigError: if it is not.
+    """
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not (0 <= seconds < float("inf"))
+    ):
+        raise ConfigError(f"lock timeout must be a number of seconds, 0 or more, not {seconds!r}")
+    return float(seconds)
+
+
+def lock_timeout_from_env() -> float:
+    """``$SNAPCORE_LOCK_TIMEOUT`` in seconds, or :data:`DEFAULT_LOCK_TIMEOUT` when unset or empty.
+
+    :raises ConfigError: when it is set to anything but a number of seconds, 0 or more.
+    """
+    text = os.environ.get("SNAPCORE_LOCK_TIMEOUT", "").strip()
+    if not text:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        return check_lock_timeout(float(text))
+    except (ValueError, ConfigError):
+        raise ConfigError(
+            f"SNAPCORE_LOCK_TIMEOUT must be a number of seconds, 0 or more, not {text[:40]!r}"
+        ) from None
 
 
 class Host:
@@ -47,7 +84,10 @@ class Host:
     :param disabled: plugin names not to load.
     :param runner: the command runner handed to plugins (default: the real one).
     :param progress: called with a :class:`~snapcore.model.ProgressEvent` during long steps.
-    :param lock_timeout: seconds to wait for another command working on the same domain.
+    :param lock_timeout: seconds to wait for another command working on the same domain
+        (default ``$SNAPCORE_LOCK_TIMEOUT``, else 60); then
+        :class:`~snapcore.errors.StoreLockedError` (busy, exit 4).
+    :raises ConfigError: when ``$SNAPCORE_LOCK_TIMEOUT`` is not a number of seconds.
     """
 
     def __init__(
@@ -59,7 +99,7 @@ class Host:
         disabled: Iterable[str] = (),
         runner: CommandRunner | None = None,
         progress: ProgressCallback | None = None,
-        lock_timeout: float = 60.0,
+        lock_timeout: float | None = None,
     ):
         self.state_dir = Path(
             state_dir or os.environ.get("SNAPCORE_STATE_DIR") or DEFAULT_STATE_DIR
@@ -73,7 +113,11 @@ class Host:
         self._plugins: Plugins | None = None
         self.runner = runner
         self.progress = progress
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = (
+            check_lock_timeout(lock_timeout)
+            if lock_timeout is not None
+            else lock_timeout_from_env()
+        )
 
     @property
     def plugins(self) -> Plugins:
@@ -141,7 +185,7 @@ class Host:
     def _disks_from_hypervisor(self, domain: Domain) -> Domain:
         """Ask the domain's hypervisor plugin for the disks its file leaves out.
 
-        :raises ConfigError: when it knows of none.
+        :raises ConfigError: when it knows of none, or names one image twice.
         """
         from snapcore.context import HookContext
 
@@ -153,6 +197,7 @@ class Host:
                 f"domain {domain.name!r}: its file lists no [[disk]] and hypervisor "
                 f"{domain.hypervisor!r} reports none"
             )
+        check_distinct_disks(found)
         return dataclasses.replace(domain, disks=tuple(found))
 
 
@@ -180,17 +225,25 @@ class DomainHandle:
         )
 
     def plan_create(self, options: CreateOptions | None = None) -> Plan:
-        """What :meth:`create` would do; changes nothing (the dry run)."""
-        return self._coordinator().plan_create(options or CreateOptions())
+        """What :meth:`create` would do; changes nothing (the dry run).
+
+        :raises ConfigError: a description longer than 4096 characters, among others.
+        """
+        options = options or CreateOptions()
+        check_description(options.description)
+        return self._coordinator().plan_create(options)
 
     def create(self, options: CreateOptions | None = None) -> Checkpoint:
         """Create a checkpoint; see :meth:`snapcore.coordinator.Coordinator.create`.
 
         Failure guarantee: the domain and its disks are left as they were
         (:class:`~snapcore.errors.OperationFailedError`), or what is left is listed
-        (:class:`~snapcore.errors.PartialCheckpointError`).
+        (:class:`~snapcore.errors.PartialCheckpointError`). A description longer than 4096
+        characters is refused (:class:`~snapcore.errors.ConfigError`) before anything is touched.
         """
-        return self._coordinator().create(options or CreateOptions())
+        options = options or CreateOptions()
+        check_description(options.description)
+        return self._coordinator().create(options)
 
     def list(self, *, verify: bool = False) -> list[CheckpointView]:
         """Every checkpoint, oldest first; with *verify*, check each disk snapshot still exists."""

@@ -2,7 +2,8 @@
 
 This is the only module that prints or exits. Exit codes: 0 done; 1 the operation failed and
 was undone; 2 bad usage, configuration or input, nothing touched; 3 a failure whose undo also
-failed (the message lists what is left; ``snapcore recover`` is the way out).
+failed (the message lists what is left; ``snapcore recover`` is the way out); 4 busy: another
+command held the domain's lock for the whole ``--lock-timeout``, nothing touched.
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds, 0 or more: {text[:40]!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -47,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where domain names are looked up "
         "(default: $SNAPCORE_DOMAINS_DIR or /etc/snapcore/domains)",
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        help="how long to wait for another command working on the same domain before giving "
+        "up as busy, exit 4 (default: $SNAPCORE_LOCK_TIMEOUT or 60)",
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="log more (twice: every command run)"
@@ -272,6 +290,7 @@ def _host(args: argparse.Namespace, progress: _Progress | None = None) -> Host:
         domains_dir=args.domains_dir,
         disabled=args.disable_plugin,
         progress=progress,
+        lock_timeout=args.lock_timeout,
     )
 
 

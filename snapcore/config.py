@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import string
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -49,6 +50,10 @@ from snapcore.model import (
 )
 
 __all__ = [
+    "MAX_DESCRIPTION",
+    "MAX_FILE_SIZE",
+    "check_description",
+    "check_distinct_disks",
     "load_domain",
     "load_snapshot_config",
     "merge_create_options",
@@ -61,29 +66,91 @@ _DISK_KEYS: Final = ("vdev", "path", "driver", "readonly", "options")
 _SNAPSHOT_KEYS: Final = ("name", "description", "memory", "type", "disk")
 _FORMAT_CHARS: Final = frozenset(string.ascii_lowercase + string.digits)
 
+#: The largest domain file or snapshot config file read, in bytes (1 MiB).
+MAX_FILE_SIZE: Final = 1 << 20
+#: The longest checkpoint description, in characters.
+MAX_DESCRIPTION: Final = 4096
+#: The most characters of an input value an error message quotes.
+QUOTE_MAX: Final = 60
+
 
 # --------------------------------------------------------------------------------------------
 # Reading files
 # --------------------------------------------------------------------------------------------
 
 
+def _q(text: str) -> str:
+    """*text* quoted for an error message, cut to :data:`QUOTE_MAX` characters: an error line
+    never carries a whole input."""
+    if len(text) <= QUOTE_MAX:
+        return repr(text)
+    return f"{text[:QUOTE_MAX]!r}... ({len(text)} characters)"
+
+
+def _kind_of_file(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return kind
+    return "special file"
+
+
 def _read_text(path: str | os.PathLike[str], what: str) -> str:
     """Return the UTF-8 text of the file at *path*; *what* names the kind of file in errors.
 
-    :raises ConfigError: with ``source`` set if the file is missing, unreadable or not UTF-8.
+    At most :data:`MAX_FILE_SIZE` bytes are read: a larger file, or a device, socket or
+    directory, is refused before it is read (a pipe, such as ``<(...)`` in a shell, is read
+    up to the limit).
+
+    :raises ConfigError: with ``source`` set if the file is missing, unreadable, too large, not
+        a regular file or a pipe, or not UTF-8.
     """
     source = os.fspath(path)
+    limit = f"the limit is {MAX_FILE_SIZE // 1024 // 1024} MiB ({MAX_FILE_SIZE} bytes)"
     try:
-        data = Path(path).read_bytes()
+        mode = os.stat(path).st_mode  # refuse a device before opening it
+        if stat.S_ISDIR(mode):
+            raise ConfigError(f"cannot read {what}: it is a directory", source=source)
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise ConfigError(
+                f"cannot read {what}: it is a {_kind_of_file(mode)}, not a regular file",
+                source=source,
+            )
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+                raise ConfigError(f"cannot read {what}: it is not a regular file", source=source)
+            if st.st_size > MAX_FILE_SIZE:
+                raise ConfigError(
+                    f"{what} is too large ({st.st_size} bytes); {limit}", source=source
+                )
+            os.set_blocking(fd, True)  # a pipe: wait for its writer
+            chunks: list[bytes] = []
+            size = 0
+            while size <= MAX_FILE_SIZE:
+                chunk = os.read(fd, MAX_FILE_SIZE + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise ConfigError(f"no such {what}", source=source) from None
-    except IsADirectoryError:
-        raise ConfigError(f"cannot read {what}: it is a directory", source=source) from None
     except PermissionError:
         raise ConfigError(f"cannot read {what}: permission denied", source=source) from None
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ConfigError(f"cannot read {what}: {reason}", source=source) from None
+    if size > MAX_FILE_SIZE:
+        raise ConfigError(
+            f"{what} is too large (more than {MAX_FILE_SIZE} bytes); {limit}", source=source
+        )
+    data = b"".join(chunks)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -171,20 +238,20 @@ def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: str) 
     for key in table:
         if key not in allowed:
             place = where or " at the top level"
-            raise ConfigError(f"unknown key {key!r}{place}; known keys: {', '.join(allowed)}")
+            raise ConfigError(f"unknown key {_q(key)}{place}; known keys: {', '.join(allowed)}")
 
 
 def _opt_str(table: Mapping[str, Any], key: str, where: str) -> str | None:
     value = table.get(key)
     if value is not None and not isinstance(value, str):
-        raise ConfigError(f"{key!r}{where} must be a string")
+        raise ConfigError(f"{_q(key)}{where} must be a string")
     return value
 
 
 def _req_str(table: Mapping[str, Any], key: str, where: str) -> str:
     value = _opt_str(table, key, where)
     if value is None:
-        raise ConfigError(f"missing required key {key!r}{where}")
+        raise ConfigError(f"missing required key {_q(key)}{where}")
     return value
 
 
@@ -224,6 +291,7 @@ def _build_domain(doc: Mapping[str, Any], base: Path, source: str) -> Domain:
             )
         first_seen[disk.vdev] = index
         disks.append(disk)
+    check_distinct_disks(disks)
     return Domain(
         name=name,
         disks=tuple(disks),
@@ -232,6 +300,39 @@ def _build_domain(doc: Mapping[str, Any], base: Path, source: str) -> Domain:
         hypervisor_table=table,
         source=source,
     )
+
+
+def _image_identity(path: str) -> tuple[object, ...]:
+    """What *path* resolves to: a device number for a device, a file's device and inode, or,
+    for a path that does not exist (yet), its real path (symlinks resolved)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return ("path", os.path.realpath(path))
+    if stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode):
+        return ("device", st.st_rdev)
+    return ("file", st.st_dev, st.st_ino)
+
+
+def check_distinct_disks(disks: Sequence[Disk]) -> None:
+    """Refuse disks of which two are one image: the same file (through a symlink, a hard link
+    or another spelling of its path) or the same device (``/dev/vg/lv`` and ``/dev/dm-3``).
+
+    Two snapshots of one image in one checkpoint would be one snapshot taken twice, and an
+    external one would leave one disk's checkpoint writable through the other disk.
+
+    :raises ConfigError: naming both vdevs and both paths.
+    """
+    seen: dict[tuple[object, ...], Disk] = {}
+    for disk in disks:
+        key = _image_identity(disk.path)
+        first = seen.setdefault(key, disk)
+        if first is not disk:
+            same = f"{disk.path}" if disk.path == first.path else f"{disk.path} is {first.path}"
+            raise ConfigError(
+                f"disks {first.vdev} and {disk.vdev} are one image ({same}); "
+                "a domain may name each image only once"
+            )
 
 
 def _build_disk(raw: object, index: int, base: Path) -> Disk:
@@ -252,7 +353,7 @@ def _build_disk(raw: object, index: int, base: Path) -> Disk:
         raise ConfigError(f"'options'{where} must be a table of strings")
     for key, value in options.items():
         if not isinstance(value, str):
-            raise ConfigError(f"option {key!r}{where} must be a string")
+            raise ConfigError(f"option {_q(key)}{where} must be a string")
     # An empty path or one with a NUL byte is left as is for Disk to refuse.
     path = str(base / raw_path) if raw_path and "\0" not in raw_path else raw_path
     disk = Disk(vdev=vdev, path=path, driver=driver, readonly=readonly, options=dict(options))
@@ -287,11 +388,11 @@ class _Token:
 
     def describe(self) -> str:
         if self.kind is _Tok.IDENT:
-            return f"name {self.text!r}"
+            return f"name {_q(self.text)}"
         if self.kind is _Tok.INT:
             return f"number {self.text}"
         if self.kind is _Tok.STRING:
-            return f"string {self.text!r}"
+            return f"string {_q(self.text)}"
         return str(self.kind.value)
 
 
@@ -397,7 +498,7 @@ class _Lexer:
             return _Token(_Tok.IDENT, word, self.line)
         if word.isascii() and word.isdigit():
             return _Token(_Tok.INT, word, self.line)
-        raise self.error(f"bad token {word!r}: neither a number nor a name")
+        raise self.error(f"bad token {_q(word)}: neither a number nor a name")
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,23 +559,23 @@ class _Parser:
             key = token.text
             if key not in _SNAPSHOT_KEYS:
                 raise self.error(
-                    f"unknown key {key!r}; known keys: {', '.join(_SNAPSHOT_KEYS)}", token.line
+                    f"unknown key {_q(key)}; known keys: {', '.join(_SNAPSHOT_KEYS)}", token.line
                 )
             if key in settings:
                 raise self.error(
-                    f"duplicate key {key!r} (first set on line {key_lines[key]})", token.line
+                    f"duplicate key {_q(key)} (first set on line {key_lines[key]})", token.line
                 )
             equals = self.advance()
             if equals.kind is not _Tok.EQUALS:
                 raise self.error(
-                    f"missing '=' after {key!r} (found {equals.describe()})", equals.line
+                    f"missing '=' after {_q(key)} (found {equals.describe()})", equals.line
                 )
             settings[key] = self._value(key)
             key_lines[key] = token.line
             end = self.advance()
             if end.kind not in (_Tok.NEWLINE, _Tok.SEMI, _Tok.EOF):
                 raise self.error(
-                    f"expected ';' or end of line after the value of {key!r}, "
+                    f"expected ';' or end of line after the value of {_q(key)}, "
                     f"found {end.describe()}",
                     end.line,
                 )
@@ -489,7 +590,7 @@ class _Parser:
             return self._list(token)
         hint = "; strings must be quoted" if token.kind is _Tok.IDENT else ""
         raise self.error(
-            f"expected a value for {key!r} (a quoted string, a number or a list), "
+            f"expected a value for {_q(key)} (a quoted string, a number or a list), "
             f"found {token.describe()}{hint}",
             token.line,
         )
@@ -558,7 +659,7 @@ def parse_snapshot_config(text: str, source: str = "<snapshot config>") -> Creat
         if value is None:
             return None
         if not isinstance(value.data, str):
-            raise fail(f"{key!r} must be a string, not {value.type_name()}", value)
+            raise fail(f"{_q(key)} must be a string, not {value.type_name()}", value)
         return value.data, value
 
     name: str | None = None
@@ -571,19 +672,23 @@ def parse_snapshot_config(text: str, source: str = "<snapshot config>") -> Creat
 
     description = ""
     if (found := string_of("description")) is not None:
-        description = found[0]
+        description, value = found
+        try:
+            check_description(description)
+        except ConfigError as exc:
+            raise _relocate(exc, source, value.line) from None
 
     memory: str | None = None
     if (found := string_of("memory")) is not None:
         memory, value = found
         if memory not in ("yes", "no") and (not memory.startswith("/") or "\0" in memory):
-            raise fail(f'memory must be "yes", "no" or an absolute path, not {memory!r}', value)
+            raise fail(f'memory must be "yes", "no" or an absolute path, not {_q(memory)}', value)
 
     kind: SnapshotKind | None = None
     if (found := string_of("type")) is not None:
         text_kind, value = found
         if text_kind not in (SnapshotKind.INTERNAL, SnapshotKind.EXTERNAL):
-            raise fail(f'type must be "internal" or "external", not {text_kind!r}', value)
+            raise fail(f'type must be "internal" or "external", not {_q(text_kind)}', value)
         kind = SnapshotKind(text_kind)
 
     disks: tuple[DiskChoice, ...] | None = None
@@ -646,12 +751,13 @@ def _disk_choice(entry: str) -> DiskChoice:
     if not equals:
         if comma:
             raise ConfigError(
-                f"disk entry {entry!r}: options need a target; use VDEV=TARGET,type=FORMAT"
+                f"disk entry {_q(entry)}: options need a target; use VDEV=TARGET,type=FORMAT"
             )
         return DiskChoice(vdev=vdev)
     if not target.startswith("/") or "\0" in target:
         raise ConfigError(
-            f"disk entry {entry!r}: target {target!r} must be an absolute path without NUL bytes"
+            f"disk entry {_q(entry)}: target {_q(target)} "
+            "must be an absolute path without NUL bytes"
         )
     fmt: str | None = None
     if comma:
@@ -659,16 +765,29 @@ def _disk_choice(entry: str) -> DiskChoice:
             key, eq, val = option.partition("=")
             if key != "type" or not eq:
                 raise ConfigError(
-                    f"disk entry {entry!r}: unknown option {option!r}; only type=FORMAT is allowed"
+                    f"disk entry {_q(entry)}: unknown option {_q(option)}; "
+                    "only type=FORMAT is allowed"
                 )
             if fmt is not None:
-                raise ConfigError(f"disk entry {entry!r}: type= given twice")
+                raise ConfigError(f"disk entry {_q(entry)}: type= given twice")
             if not val or not set(val) <= _FORMAT_CHARS:
                 raise ConfigError(
-                    f"disk entry {entry!r}: format {val!r} must be lowercase letters and digits"
+                    f"disk entry {_q(entry)}: format {_q(val)} must be lowercase letters and digits"
                 )
             fmt = val
     return DiskChoice(vdev=vdev, target=target, format=fmt, kind=SnapshotKind.EXTERNAL)
+
+
+def check_description(description: str) -> str:
+    """Return *description* if it is at most :data:`MAX_DESCRIPTION` characters long.
+
+    :raises ConfigError: if it is longer.
+    """
+    if len(description) > MAX_DESCRIPTION:
+        raise ConfigError(
+            f"description is {len(description)} characters long; at most {MAX_DESCRIPTION}"
+        )
+    return description
 
 
 def load_snapshot_config(path: str | os.PathLike[str]) -> CreateOptions:
@@ -712,7 +831,7 @@ def merge_create_options(
     if disk_only:
         if options.memory not in (None, "no"):
             raise ConfigError(
-                f"-D/--disk-only conflicts with memory = {options.memory!r} "
+                f"-D/--disk-only conflicts with memory = {_q(options.memory)} "
                 "in the snapshot config file"
             )
         memory = "no"

@@ -52,7 +52,9 @@ from snapcore.errors import (
     RevertBlockedError,
     SnapcoreError,
     SnapshotExistsError,
+    StoreCorruptError,
 )
+from snapcore.imagelock import hold_images
 from snapcore.journal import Journal
 from snapcore.model import (
     Checkpoint,
@@ -368,10 +370,18 @@ class Coordinator:
 
     @contextlib.contextmanager
     def _locked(self, *, recover: bool = True) -> Iterator[None]:
-        with self.store.lock(self.lock_timeout), self._session():
+        with contextlib.ExitStack() as held:
+            held.enter_context(self.store.lock(self.lock_timeout))
+            if recover:  # a command that may touch the disks: none other may work on them
+                held.enter_context(self._hold_images())
+            held.enter_context(self._session())
             if recover:
                 self._recover_pending()
+                self.store.verify()  # an unreadable record stops every change, create too
             yield
+
+    def _hold_images(self) -> contextlib.AbstractContextManager[None]:
+        return hold_images(self.domain, state_dir=self.store.state_dir, timeout=self.lock_timeout)
 
     def _service(self, name: str) -> object | None:
         """``ctx.service(name)``: the hypervisor's service *name*, asked for once per operation
@@ -1043,16 +1053,25 @@ class Coordinator:
     def recover(self, *, forget: bool = False) -> str | None:
         """Finish or undo an operation left in the journal by a crash; return what was done.
 
-        :param forget: drop the journal entry without acting on it.
+        :param forget: drop the journal entry without acting on it, and move an unreadable
+            journal, record or ``current.json`` aside (``NAME.corrupt-<epoch>``, never deleted).
         :raises RecoveryNeededError: when it cannot be finished or undone.
         """
-        with self.store.lock(self.lock_timeout):
+        with self.store.lock(self.lock_timeout), self._hold_images():
             if forget:
-                entry = self.journal.pending()
+                moved: list[tuple[object, object]] = []
+                try:
+                    entry = self.journal.pending()
+                except StoreCorruptError:
+                    entry = None
+                    moved.append((self.journal.path, self.journal.quarantine()))
                 self.journal.end()
-                if entry is None:
-                    return None
-                return f"forgot the interrupted {entry['operation']} of snapshot {entry['name']!r}"
+                moved += self.store.quarantine_unreadable()
+                said = [f"moved the unreadable {a} aside to {b}" for a, b in moved if b]
+                if entry is not None:
+                    what = f"{entry['operation']} of snapshot {entry['name']!r}"
+                    said.insert(0, f"forgot the interrupted {what}")
+                return "; ".join(said) or None
             return self._recover_pending()
 
     def pending(self) -> dict[str, object] | None:

@@ -30,9 +30,14 @@ enter snapcore, with ``raise ... from exc``. The CLI maps each branch to an exit
     │   ├── OperationFailedError           failed and fully undone (.cause)       exit 1
     │   └── PartialCheckpointError         undo failed too (.leftovers)           exit 3
     └── StoreError                                                                exit 1
-        ├── StoreLockedError               another command holds the domain
-        ├── StoreCorruptError              a record cannot be read (.path)
+        ├── StoreLockedError               busy: another command holds the lock   exit 4
+        │   └── ImageLockedError           busy: another command works on a disk (.vdev, .path)
+        ├── StoreCorruptError              a record or current.json cannot be read (.path)
+        │   └── JournalCorruptError        the journal cannot be read (.path)     exit 3
         └── RecoveryNeededError            an interrupted operation is pending    exit 3
+
+An unreadable file of the store never leaves a domain stuck: its message names the file and
+the way out, ``snapcore recover --forget DOMAIN``, which moves it aside (never deletes it).
 """
 
 from __future__ import annotations
@@ -41,6 +46,15 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import final
+
+#: The longest reason an error about an unreadable file quotes (the file's content may be huge).
+_REASON_MAX = 200
+#: The longest message of a :class:`ConfigError`: an error line never carries a whole input.
+_CONFIG_MESSAGE_MAX = 1000
+
+
+def _shorten(text: str, limit: int = _REASON_MAX) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class SnapcoreError(Exception):
@@ -54,6 +68,7 @@ class ConfigError(SnapcoreError, ValueError):
     """Bad input: a name, a domain file, a snapshot config file or a command-line option.
 
     Raised before anything is touched. ``source`` and ``line`` locate the problem when known.
+    ``str()`` is cut to 1000 characters, so that no input, however large, floods a terminal.
     """
 
     exit_code = 2
@@ -65,7 +80,7 @@ class ConfigError(SnapcoreError, ValueError):
         where = source or ""
         if line is not None:
             where = f"{where}:{line}" if where else f"line {line}"
-        super().__init__(f"{where}: {message}" if where else message)
+        super().__init__(_shorten(f"{where}: {message}" if where else message, _CONFIG_MESSAGE_MAX))
 
 
 @final
@@ -395,26 +410,96 @@ class StoreError(SnapcoreError):
     """The checkpoint store cannot be used."""
 
 
-@final
 class StoreLockedError(StoreError):
-    """Another snapcore command holds the domain's lock."""
+    """Another command held the domain's lock for as long as this one would wait: busy.
 
-    def __init__(self, domain: str, timeout: float):
+    Exit 4, its own code: nothing was touched, and trying again later may well succeed (exit 1
+    means an operation failed and was undone). ``holder`` says who holds the lock when the
+    system tells (``"pid 1234: snapcore snapshot-create ..."``), else ``None``.
+    """
+
+    exit_code = 4
+
+    def __init__(self, domain: str, timeout: float, holder: str | None = None):
         self.domain = domain
         self.timeout = timeout
+        self.holder = holder
+        who = f"another command ({holder})" if holder else "another command"
         super().__init__(
-            f"domain {domain!r} is busy: another snapcore command held its lock for {timeout:g} s"
+            f"domain {domain!r} is busy: {who} held its lock for the {timeout:g} s this one "
+            "waited; nothing was changed; try again later, or wait longer with --lock-timeout"
         )
 
 
 @final
-class StoreCorruptError(StoreError):
-    """A record in the store cannot be read."""
+class ImageLockedError(StoreLockedError):
+    """Another command, of this domain or of another one sharing the image, held the host-wide
+    lock of one of the domain's disks for as long as this one would wait (exit 4, busy).
 
-    def __init__(self, path: str, reason: str):
+    ``vdev`` and ``path`` name the disk; ``holder`` as for :class:`StoreLockedError`.
+    """
+
+    def __init__(
+        self, domain: str, vdev: str, path: str, timeout: float, holder: str | None = None
+    ):
+        self.vdev = vdev
+        self.path = path
+        who = f"another command ({holder})" if holder else "another command"
+        StoreError.__init__(
+            self,
+            f"disk {vdev} ({path}) of domain {domain!r} is busy: {who} held its image lock for "
+            f"the {timeout:g} s this one waited; nothing was changed; try again later, or wait "
+            "longer with --lock-timeout",
+        )
+        self.domain = domain
+        self.timeout = timeout
+        self.holder = holder
+
+
+class StoreCorruptError(StoreError):
+    """A file of the store (a checkpoint record, ``current.json``) cannot be read.
+
+    ``path`` is the file, ``reason`` what is wrong with it, ``what`` the kind of file. Nothing
+    was changed; ``snapcore recover --forget DOMAIN`` moves the file aside.
+    """
+
+    #: The kind of file, as the message names it.
+    what = "snapshot record"
+
+    def __init__(self, path: str, reason: str, *, what: str | None = None):
         self.path = path
         self.reason = reason
-        super().__init__(f"snapshot record {path} is unreadable: {reason}")
+        if what is not None:
+            self.what = what
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        return (
+            f"{self.what} {self.path} is unreadable: {_shorten(self.reason)}; nothing was "
+            "changed; run 'snapcore recover --forget DOMAIN' to move it aside "
+            f"(to {os.path.basename(self.path)}.corrupt-<time>)"
+        )
+
+
+@final
+class JournalCorruptError(StoreCorruptError):
+    """The domain's journal cannot be read: an interrupted operation of unknown extent.
+
+    Exit 3, as for :class:`RecoveryNeededError`: snapcore cannot finish or undo what the
+    journal was recording, and ``snapcore recover --forget DOMAIN`` (after a look at the
+    domain's disks) moves it aside.
+    """
+
+    exit_code = 3
+    what = "journal"
+
+    def _message(self) -> str:
+        return (
+            f"the journal {self.path} is unreadable: {_shorten(self.reason)}; an interrupted "
+            "operation may have left changes that snapcore cannot finish or undo: check the "
+            "domain's disks, then run 'snapcore recover --forget DOMAIN' to move the journal "
+            "aside (to journal.json.corrupt-<time>)"
+        )
 
 
 @final

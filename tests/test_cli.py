@@ -6,6 +6,7 @@ import hashlib
 import io
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,147 @@ def test_progress_shown_on_a_terminal_and_silent_when_piped() -> None:
     piped = io.StringIO()
     cli._Progress(piped)(ProgressEvent(step="create", vdev="vda", done=1, total=2))
     assert piped.getvalue() == ""
+
+
+def test_a_command_removes_temp_files_left_by_a_killed_write(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, raw_domain: Path
+) -> None:
+    from snapcore.config import load_domain
+
+    state = tmp_path / "state"
+    root = state / "domains" / load_domain(raw_domain).uuid
+    (root / "checkpoints").mkdir(parents=True)
+    left = [
+        root / ".journal.json.x8k2_a0q.tmp",
+        root / ".current.json.abc123de.tmp",
+        root / "checkpoints" / ".nightly.json.0p9o8i7u.tmp",
+    ]
+    kept = root / "checkpoints" / "my-notes.tmp"
+    for path in [*left, kept]:
+        path.write_text('{"schema": 1, "oper')
+
+    code, out, err = run(capsys, "--state-dir", str(state), "snapshot-list", str(raw_domain))
+
+    assert (code, out, err) == (0, "no snapshots\n", "")
+    assert [p.name for p in left if p.exists()] == []
+    assert kept.read_text() == '{"schema": 1, "oper'
+
+
+# -- busy ----------------------------------------------------------------------------------------
+
+HOLD = """
+import sys, time
+from snapcore.config import load_domain
+from snapcore.store import CheckpointStore
+
+with CheckpointStore(sys.argv[1], load_domain(sys.argv[2])).lock(timeout=5):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def held(tmp_path: Path, raw_domain: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the lock of *raw_domain* in ``tmp_path/state``."""
+    script = tmp_path / "hold.py"
+    script.write_text(HOLD)
+    argv = [sys.executable, str(script), str(tmp_path / "state"), str(raw_domain), "holder-mark"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "locked\n"
+            yield proc
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize(
+    "args", [["snapshot-create", "-n", "x"], ["snapshot-list"], ["recover", "--forget"]]
+)
+def test_busy_domain_exits_4_naming_the_holder_and_touches_nothing(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    raw_domain: Path,
+    held: subprocess.Popen[str],
+    args: list[str],
+) -> None:
+    before = _tree_digest(tmp_path)
+    state = str(tmp_path / "state")
+
+    code, out, err = run(
+        capsys, "--state-dir", state, "--lock-timeout", "0.5", *args, str(raw_domain)
+    )
+
+    assert (code, out) == (4, "")
+    line = _one_line_error(err)
+    assert line.startswith(
+        f"snapcore: error: domain 'raw' is busy: another command (pid {held.pid}: "
+    )
+    assert "holder-mark" in line  # its command line
+    assert "held its lock for the 0.5 s this one waited; nothing was changed" in line
+    assert _tree_digest(tmp_path) == before
+
+
+def test_lock_timeout_from_the_environment(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    raw_domain: Path,
+    held: subprocess.Popen[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SNAPCORE_LOCK_TIMEOUT", "0.25")
+    code, _, err = run(
+        capsys, "--state-dir", str(tmp_path / "state"), "snapshot-list", str(raw_domain)
+    )
+    assert code == 4
+    assert "for the 0.25 s this one waited" in _one_line_error(err)
+    # the option wins over the environment
+    code, _, err = run(
+        capsys,
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--lock-timeout",
+        "0",
+        "snapshot-list",
+        str(raw_domain),
+    )
+    assert code == 4
+    assert "for the 0 s this one waited" in _one_line_error(err)
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "nan", "inf", ""])
+def test_bad_lock_timeout_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, raw_domain: Path, value: str
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(
+            [
+                "--state-dir",
+                str(tmp_path / "state"),
+                f"--lock-timeout={value}",
+                "snapshot-list",
+                str(raw_domain),
+            ]
+        )
+    out, err = capsys.readouterr()
+    assert (exc.value.code, out) == (2, "")
+    assert "--lock-timeout: not a number of seconds, 0 or more" in err
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "nan", "1e999"])
+def test_bad_lock_timeout_in_the_environment_is_refused(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    raw_domain: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    value: str,
+) -> None:
+    monkeypatch.setenv("SNAPCORE_LOCK_TIMEOUT", value)
+    code, out, err = run(
+        capsys, "--state-dir", str(tmp_path / "s"), "snapshot-list", str(raw_domain)
+    )
+    assert (code, out) == (2, "")
+    assert "SNAPCORE_LOCK_TIMEOUT must be a number of seconds, 0 or more" in _one_line_error(err)
+    assert not (tmp_path / "s").exists()

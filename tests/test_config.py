@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from snapcore.config import (
+    check_distinct_disks,
     load_domain,
     load_snapshot_config,
     merge_create_options,
@@ -17,6 +18,7 @@ from snapcore.config import (
 from snapcore.errors import ConfigError, InvalidNameError
 from snapcore.model import (
     CreateOptions,
+    Disk,
     DiskChoice,
     Domain,
     SnapshotKind,
@@ -210,10 +212,14 @@ options = {{ cache = "none", aio = "native" }}
     def test_permission_denied(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         path = write(tmp_path / "d.toml", 'name = "x"\n')
 
-        def refuse(self: Path) -> bytes:
-            raise PermissionError(13, "Permission denied", str(self))
+        real_open = os.open
 
-        monkeypatch.setattr(Path, "read_bytes", refuse)
+        def refuse(file: str | os.PathLike[str], *args: int) -> int:
+            if os.fspath(file) == os.fspath(path):
+                raise PermissionError(13, "Permission denied", os.fspath(file))
+            return real_open(file, *args)
+
+        monkeypatch.setattr(os, "open", refuse)
         assert domain_error(path).message == "cannot read domain file: permission denied"
 
     @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
@@ -498,6 +504,71 @@ options = {{ cache = "none", aio = "native" }}
         assert len(name) == 64
         path = write(images / "d.toml", f'name = "{name}"\n' + two_disks(images))
         assert load_domain(path).name == name
+
+
+class TestOneImageNamedTwice:
+    """Disks are told apart by what their paths resolve to, never by the path text."""
+
+    @staticmethod
+    def domain_naming(images: Path, vda: str, vdb: str) -> Path:
+        return write(
+            images / "d.toml",
+            f'name = "d"\n[[disk]]\nvdev = "vda"\npath = "{vda}"\n'
+            f'[[disk]]\nvdev = "vdb"\npath = "{vdb}"\n',
+        )
+
+    def test_a_symlink_to_another_disk_is_refused_naming_both_vdevs(self, images: Path) -> None:
+        (images / "alias.img").symlink_to("a.img")
+        err = domain_error(self.domain_naming(images, "a.img", "alias.img"))
+        assert err.message == (
+            f"disks vda and vdb are one image ({images}/alias.img is {images}/a.img); "
+            "a domain may name each image only once"
+        )
+
+    def test_a_symlink_into_another_directory_is_refused(self, images: Path) -> None:
+        (images / "links").mkdir()
+        (images / "links" / "disk").symlink_to("../a.img")
+        err = domain_error(self.domain_naming(images, "links/disk", f"{images}/a.img"))
+        assert err.message.startswith("disks vda and vdb are one image")
+
+    def test_a_hard_link_is_refused(self, images: Path) -> None:
+        os.link(images / "a.img", images / "same.img")
+        err = domain_error(self.domain_naming(images, "same.img", "a.img"))
+        assert "disks vda and vdb are one image" in err.message
+
+    @pytest.mark.parametrize("spelling", ["./a.img", "sub/../a.img", "a.img"])
+    def test_another_spelling_of_the_same_path_is_refused(
+        self, images: Path, spelling: str
+    ) -> None:
+        (images / "sub").mkdir()
+        err = domain_error(self.domain_naming(images, "a.img", spelling))
+        assert err.message.startswith("disks vda and vdb are one image")
+
+    def test_a_device_through_two_names_is_refused(self, images: Path) -> None:
+        (images / "null-alias").symlink_to("/dev/null")
+        err = domain_error(self.domain_naming(images, "/dev/null", "null-alias"))
+        assert err.message.startswith("disks vda and vdb are one image")
+
+    def test_two_images_with_equal_content_are_two_disks(self, images: Path) -> None:
+        domain = load_domain(self.domain_naming(images, "a.img", "b.img"))
+        assert [d.vdev for d in domain.disks] == ["vda", "vdb"]
+
+    def test_the_library_refuses_disks_given_twice_too(self, images: Path) -> None:
+        (images / "alias.img").symlink_to("a.img")
+        disks = [
+            Disk(vdev="xvda", path=str(images / "a.img")),
+            Disk(vdev="xvdb", path=str(images / "b.img")),
+            Disk(vdev="xvdc", path=str(images / "alias.img")),
+        ]
+        with pytest.raises(ConfigError, match="disks xvda and xvdc are one image"):
+            check_distinct_disks(disks)
+        check_distinct_disks(disks[:2])
+        # paths that do not exist here are compared by their real path
+        check_distinct_disks([Disk(vdev="a", path="/nonexistent/x"), Disk(vdev="b", path="/y")])
+        with pytest.raises(ConfigError):
+            check_distinct_disks(
+                [Disk(vdev="a", path="/nonexistent/x"), Disk(vdev="b", path="/nonexistent/./x")]
+            )
 
 
 # ============================================================================================
@@ -961,10 +1032,14 @@ class TestLoadSnapshotConfig:
     def test_permission_denied(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         path = write(tmp_path / "s.cfg", "")
 
-        def refuse(self: Path) -> bytes:
-            raise PermissionError(13, "Permission denied", str(self))
+        real_open = os.open
 
-        monkeypatch.setattr(Path, "read_bytes", refuse)
+        def refuse(file: str | os.PathLike[str], *args: int) -> int:
+            if os.fspath(file) == os.fspath(path):
+                raise PermissionError(13, "Permission denied", os.fspath(file))
+            return real_open(file, *args)
+
+        monkeypatch.setattr(os, "open", refuse)
         with pytest.raises(ConfigError) as info:
             load_snapshot_config(path)
         assert info.value.message == "cannot read snapshot config file: permission denied"

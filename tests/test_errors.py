@@ -18,7 +18,9 @@ from snapcore.errors import (
     DomainStateError,
     DomainUnreachableError,
     HookTimeoutError,
+    ImageLockedError,
     InvalidNameError,
+    JournalCorruptError,
     NoBackendError,
     NoHypervisorError,
     OperationFailedError,
@@ -82,8 +84,11 @@ SAMPLES: list[tuple[SnapcoreError, int]] = [
     (OperationFailedError("create", "cp1", CAUSE), 1),
     (PartialCheckpointError("create", "cp1", CAUSE, ["vg/lv-cp1 left behind"]), 3),
     (StoreError("cannot write"), 1),
-    (StoreLockedError("web1", 60), 1),
+    (StoreLockedError("web1", 60), 4),
+    (ImageLockedError("web1", "vda", "/srv/web1.qcow2", 0.5, "pid 42: snapcore list web2"), 4),
+    (StoreLockedError("web1", 0.5, "pid 42: snapcore snapshot-create -n a web1"), 4),
     (StoreCorruptError("/var/lib/snapcore/x.json", "bad JSON"), 1),
+    (JournalCorruptError("/var/lib/snapcore/journal.json", "it is empty"), 3),
     (RecoveryNeededError("web1", "undo of vda failed"), 3),
 ]
 

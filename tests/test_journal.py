@@ -155,3 +155,25 @@ def test_mark_done_from_eight_threads_records_every_item_once(path: Path) -> Non
     assert len(done) == len(set(done))
     assert all(entry[f"t{t}"] == per_thread - 1 for t in range(threads_n))
     assert [p.name for p in path.parent.iterdir()] == ["journal.json"]  # no temp files
+
+
+def test_quarantine_moves_the_journal_aside_and_keeps_every_byte(path: Path) -> None:
+    path.write_bytes(b'{"schema": 1, "operation": "cre')
+    journal = Journal(path)
+    with pytest.raises(StoreCorruptError, match="recover --forget"):
+        journal.pending()
+
+    moved = journal.quarantine()
+    again = Journal(path)
+    path.write_bytes(b"")
+    moved_again = again.quarantine()
+
+    assert moved is not None
+    assert moved_again is not None
+    assert moved.name.startswith("journal.json.corrupt-")
+    assert moved_again != moved
+    assert moved.read_bytes() == b'{"schema": 1, "operation": "cre'
+    assert moved_again.read_bytes() == b""
+    assert not path.exists()
+    assert Journal(path).pending() is None
+    assert Journal(path).quarantine() is None

@@ -336,6 +336,60 @@ def test_temp_file_left_by_a_crashed_write_is_ignored(
     assert not store.exists("b")
 
 
+def _leave_temp_files(store: CheckpointStore) -> tuple[list[Path], list[Path]]:
+    """Plant what writes killed between write and rename leave (ours) and look-alikes (not
+    ours); return both lists."""
+    store.save(make_checkpoint(store.domain, "a"))
+    root, records = store.root, store.root / "checkpoints"
+    ours = [
+        root / ".journal.json.k2j_9x0a.tmp",
+        root / ".current.json.abcdefgh.tmp",
+        root / ".domain.json.01234567.tmp",
+        records / ".a.json.zz9_yy8x.tmp",
+        records / ".before-upgrade.json.q1w2e3r4.tmp",
+    ]
+    not_ours = [
+        root / "notes.tmp",
+        root / ".journal.json.tmp",  # no random part
+        root / ".journal.json.ABCDEFGH.tmp",  # mkstemp never uses capitals
+        root / ".other.json.abcdefgh.tmp",  # not a file of the store
+        records / ".b.json.tmp-4242",
+        records / "..json.abcdefgh.tmp",  # not a valid checkpoint name
+        records / ".a.txt.abcdefgh.tmp",
+        store.memory_dir / ".a.img.abcdefgh.tmp",
+        store.work_dir / ".current.json.abcdefgh.tmp",
+    ]
+    for path in ours + not_ours:
+        path.write_bytes(b'{"schema": 1, "chec')
+    link = records / ".c.json.abcdefgh.tmp"  # the pattern, but a symlink: left alone
+    link.symlink_to(root / "notes.tmp")
+    directory = root / ".current.json.aaaaaaaa.tmp"  # the pattern, but a directory
+    directory.mkdir()
+    return ours, [*not_ours, link, directory]
+
+
+def test_taking_the_lock_removes_temp_files_of_killed_writes_and_nothing_else(
+    store: CheckpointStore,
+) -> None:
+    ours, not_ours = _leave_temp_files(store)
+
+    assert store.leftover_temp_files() == sorted(ours)
+    with store.lock(timeout=1):
+        assert [p for p in ours if os.path.lexists(p)] == []
+    assert [p for p in not_ours if not os.path.lexists(p)] == []
+    assert store.leftover_temp_files() == []
+    assert [c.name for c in store.list()] == ["a"]
+
+
+def test_temp_files_are_kept_by_readers_without_the_lock(store: CheckpointStore) -> None:
+    ours, _ = _leave_temp_files(store)
+
+    store.list()
+    store.current()
+    store.exists("a")
+    assert [p for p in ours if not p.exists()] == []
+
+
 def test_unusable_state_dir_is_a_store_error(tmp_path: Path, domain: Domain) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
@@ -458,3 +512,51 @@ def test_two_processes_writing_under_the_lock_lose_nothing(store: CheckpointStor
     assert {c.description for c in records} == {"p1", "p2"}
     assert store.current() == "c-100"
     assert temp_files(store.state_dir) == []
+
+
+def test_list_under_the_lock_sees_every_write_made_through_the_store(
+    store: CheckpointStore, domain: Domain
+) -> None:
+    with store.lock(timeout=1):
+        assert store.list() == []
+        store.save(make_checkpoint(domain, "a"))
+        assert [c.name for c in store.list()] == ["a"]
+        store.save(make_checkpoint(domain, "a", description="changed"))
+        assert [c.description for c in store.list()] == ["changed"]
+        store.remove("a")
+        assert store.list() == []
+        store.save(make_checkpoint(domain, "b"))
+    (store.root / "checkpoints" / "c.json").write_bytes(
+        (store.root / "checkpoints" / "b.json").read_bytes().replace(b'"b"', b'"c"')
+    )
+    with store.lock(timeout=1):  # a new lock reads again
+        assert [c.name for c in store.list()] == ["b", "c"]
+
+
+def test_a_new_domain_left_empty_is_removed_and_a_waiter_still_locks_it_alone(
+    store: CheckpointStore,
+) -> None:
+    with holder(store, hold=0.3) as proc:  # made the domain's directory, removes it on release
+        with store.lock(timeout=10):
+            assert (store.root / "lock").exists()
+            with (
+                pytest.raises(StoreLockedError),
+                CheckpointStore(store.state_dir, store.domain).lock(timeout=0.05),
+            ):
+                pytest.fail("two holders of one domain's lock")
+        assert proc.wait(timeout=10) == 0
+    assert not store.state_dir.exists()  # nothing was written: nothing is left
+
+
+def test_a_domain_with_records_keeps_its_directory(store: CheckpointStore, domain: Domain) -> None:
+    with store.lock(timeout=1):
+        store.save(make_checkpoint(domain, "a"))
+    with store.lock(timeout=1):
+        pass
+    assert sorted(p.name for p in store.root.iterdir()) == [
+        "checkpoints",
+        "domain.json",
+        "lock",
+        "memory",
+        "work",
+    ]
