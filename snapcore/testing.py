@@ -63,6 +63,7 @@ import shutil
 import stat
 import struct
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -1397,3 +1398,103 @@ class BackendConformance:
             backend.disk_snapshot_abort(request=never, created=None, ctx=ctx)
         except PluginContractError as exc:
             pytest.fail(f"a hook broke its contract: {exc}")
+
+
+# --------------------------------------------------------------------------------------------
+# pytest --snapcore-driver=NAME: the suite against an installed plugin, no test module needed
+# --------------------------------------------------------------------------------------------
+
+
+class InstalledBackendConformance(BackendConformance):
+    """The suite against an installed plugin, for ``pytest --snapcore-driver=NAME``.
+
+    Its disks are plain files of zeros named ``vda.<suffix>`` (``--snapcore-disk-suffix``,
+    default ``raw``), read and written directly: the guest's bytes are the file's bytes. So it
+    fits backends of raw image files (as the rawcopy example); a backend whose disks have a
+    format of their own (qcow2, VMDK, LVM volumes) needs a subclass of
+    :class:`BackendConformance` that knows how to make, read and write them.
+    """
+
+    #: The file name suffix of the disks.
+    suffix: ClassVar[str] = "raw"
+
+    def make_disk(self, tmp_path: Path, vdev: str, size: int) -> Disk:
+        path = tmp_path / f"{vdev}.{self.suffix}"
+        with path.open("wb") as f:
+            f.truncate(size)
+        return Disk(vdev=vdev, path=str(path), driver=self.driver)
+
+    def write(self, disk: Disk, offset: int, data: bytes) -> None:
+        with open(disk.path, "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+
+    def read(self, disk: Disk, offset: int, length: int) -> bytes:
+        with open(disk.path, "rb") as f:
+            f.seek(offset)
+            return f.read(length)
+
+
+#: The name of the test class ``--snapcore-driver`` adds to this module while pytest runs.
+INSTALLED_TEST_CLASS: Final = "TestInstalledBackend"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--snapcore-driver`` and ``--snapcore-disk-suffix``."""
+    group = parser.getgroup("snapcore", "snapcore conformance suite")
+    group.addoption(
+        "--snapcore-driver",
+        metavar="NAME",
+        default=None,
+        help="run snapcore's conformance suite against the installed plugin providing NAME "
+        "(disks are raw files: see snapcore.testing.InstalledBackendConformance)",
+    )
+    group.addoption(
+        "--snapcore-disk-suffix",
+        metavar="EXT",
+        default="raw",
+        help="file name suffix of the disks --snapcore-driver makes (default: raw)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With ``--snapcore-driver``: load the installed plugins through their entry points, add
+    a test class for that driver's plugin to this module and this module to the paths to
+    collect."""
+    driver = config.getoption("snapcore_driver", None)
+    if not driver:
+        return
+    suffix = config.getoption("snapcore_disk_suffix")
+    try:
+        plugins = load_plugins()
+    except SnapcoreError as exc:
+        raise pytest.UsageError(f"--snapcore-driver={driver}: {exc}") from exc
+    if driver not in plugins.drivers:
+        raise pytest.UsageError(
+            f"--snapcore-driver={driver}: no installed plugin provides driver {driver!r} "
+            f"(installed: {', '.join(plugins.drivers) or 'none'})"
+        )
+    backend = plugins.storage(driver)
+    attrs = {
+        "plugin": backend.plugin,
+        "driver": driver,
+        "suffix": suffix,
+        "own_samples": frozenset({suffix}),
+        "__module__": __name__,
+        "__doc__": f"snapcore's conformance suite against the installed {driver!r} plugin.",
+    }
+    setattr(
+        sys.modules[__name__],
+        INSTALLED_TEST_CLASS,
+        type(INSTALLED_TEST_CLASS, (InstalledBackendConformance,), attrs),
+    )
+    here = str(Path(__file__).resolve())
+    if here not in config.args:
+        config.args.append(here)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Take the test class ``--snapcore-driver`` added away again."""
+    if config.getoption("snapcore_driver", None):
+        with contextlib.suppress(AttributeError):
+            delattr(sys.modules[__name__], INSTALLED_TEST_CLASS)

@@ -495,3 +495,31 @@ def test_kinds_narrows_the_kinds_tested(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["*test_create_then_list?external? FAILED*"])
     result.stdout.fnmatch_lines(["*are not in backend_info*"])
+
+
+# -- pytest --snapcore-driver ---------------------------------------------------------------------
+
+
+def _rawcopy_installed() -> bool:
+    from importlib.metadata import entry_points
+
+    return any(ep.name == "rawcopy" for ep in entry_points(group="snapcore.plugins"))
+
+
+@pytest.mark.skipif(not _rawcopy_installed(), reason="examples/snapcore-rawcopy is not installed")
+def test_snapcore_driver_runs_the_suite_on_an_installed_plugin(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "-v", "--snapcore-driver=rawcopy", "--snapcore-disk-suffix=raw")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0, result.stdout.str()
+    assert outcomes["passed"] >= 20
+    result.stdout.fnmatch_lines(["*TestInstalledBackend::test_claims_only_its_own_format PASSED*"])
+    result.stdout.fnmatch_lines(["*TestInstalledBackend::test_failed_revert_is_all_or_nothing*"])
+    import snapcore.testing
+
+    assert not hasattr(snapcore.testing, "TestInstalledBackend"), "the class outlived the run"
+
+
+def test_snapcore_driver_names_a_missing_driver(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "--snapcore-driver=nosuch")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*no installed plugin provides driver 'nosuch' (installed: *"])
