@@ -79,6 +79,7 @@ QUICK_HOOKS: Final = frozenset(
         "disk_snapshot_delete_check",
         "disk_snapshot_revert_check",
         "disk_snapshot_list",
+        "disk_verify",
         "domain_state",
         "domain_disks",
         "domain_config_check",
@@ -339,11 +340,13 @@ def _hashable(value: object) -> bool:
 # -- result checks ------------------------------------------------------------------------------
 
 
-def _blockers(handle: PluginHandle, hook: str, subject: str, result: object) -> list[str]:
+def _blockers(
+    handle: PluginHandle, hook: str, subject: str, result: object, what: str = "the blockers"
+) -> list[str]:
     if isinstance(result, list | tuple) and all(isinstance(b, str) for b in result):
         return [str(b) for b in result]
     raise handle.contract(
-        hook, subject, f"it returned {describe(result)}, not a list of strings (the blockers)"
+        hook, subject, f"it returned {describe(result)}, not a list of strings ({what})"
     )
 
 
@@ -548,6 +551,24 @@ class StorageBackend(PluginHandle):
             ctx=ctx,
         )
         _acknowledged(self, hook, snapshot.vdev, result)
+
+    def disk_verify(
+        self, *, disk: Disk, known: Sequence[DiskSnapshot], ctx: HookContext
+    ) -> list[str] | None:
+        """The problems found, or ``None`` when the plugin cannot verify (no such hook)."""
+        if not self.implements("disk_verify"):
+            return None
+        result = self.call("disk_verify", disk.vdev, disk=disk, known=tuple(known), ctx=ctx)
+        return _blockers(self, "disk_verify", disk.vdev, result, "the problems")
+
+    def disk_repair(
+        self, *, disk: Disk, known: Sequence[DiskSnapshot], ctx: HookContext
+    ) -> list[str]:
+        """The repairs made (empty too when the plugin has no such hook)."""
+        if not self.implements("disk_repair"):
+            return []
+        result = self.call("disk_repair", disk.vdev, disk=disk, known=tuple(known), ctx=ctx)
+        return _blockers(self, "disk_repair", disk.vdev, result, "the repairs")
 
     def disk_snapshot_list(
         self, *, disk: Disk, known: Sequence[DiskSnapshot], ctx: HookContext

@@ -688,6 +688,8 @@ class Coordinator:
         """Abort every started disk create in reverse order; return what could not be undone.
 
         *created* holds what each disk's create returned, by vdev (handed to the abort hook).
+        Then every disk aborted is repaired and verified (:meth:`_verify_disks`): an image the
+        undo left failing its format's check is reported, never passed over.
         """
         created = created or {}
         leftovers: list[str] = []
@@ -700,6 +702,8 @@ class Coordinator:
                 )
             except Exception as exc:
                 leftovers.append(f"disk {req.disk.vdev}: snapshot {work.name} not removed: {exc}")
+        if not leftovers:
+            leftovers += self._verify_disks(ctx, [r.disk for r in started])
         if memory_path:
             try:
                 os.unlink(memory_path)
@@ -708,6 +712,35 @@ class Coordinator:
             except OSError as exc:
                 leftovers.append(f"memory image {memory_path} not removed: {exc.strerror}")
         return leftovers
+
+    def _verify_disks(self, ctx: HookContext, disks: Sequence[Disk]) -> list[str]:
+        """Repair what is safe and verify the images of *disks* after an undo or a recovery;
+        return what is still wrong, one line per problem naming the disk.
+
+        Only with the domain shut off: a running QEMU owns its images, and what a check reads
+        beside it may be stale. A disk whose plugin has no ``disk_verify`` is taken as it is.
+        """
+        if ctx.state is not DomainState.SHUTOFF:
+            return []
+        try:
+            checkpoints = self.store.list()
+        except SnapcoreError:
+            checkpoints = []
+        problems: list[str] = []
+        for disk in disks:
+            if disk.driver is None or self.plugins.backend(disk.driver) is None:
+                continue
+            backend = self.plugins.storage(disk.driver, vdev=disk.vdev, path=disk.path)
+            known = [s for cp in checkpoints if (s := cp.disk(disk.vdev)) is not None]
+            try:
+                for repair in backend.disk_repair(disk=disk, known=known, ctx=ctx):
+                    log.warning("disk %s: %s", disk.vdev, repair)
+                found = backend.disk_verify(disk=disk, known=known, ctx=ctx)
+            except SnapcoreError as exc:
+                problems.append(f"disk {disk.vdev}: its images could not be verified: {exc}")
+                continue
+            problems += [f"disk {disk.vdev}: {p}" for p in found or ()]
+        return problems
 
     # -- delete -------------------------------------------------------------------------------
 
@@ -1096,6 +1129,7 @@ class Coordinator:
                         s.vdev: self._others(s.vdev, name, everything) for s in checkpoint.disks
                     }
                     self._run_delete(checkpoint, others, self.state())
+                    self._raise_unclean(checkpoint, f"delete of {name!r}")
                 self.journal.end()
                 return f"completed the interrupted delete of snapshot {name!r}"
             if op == Operation.REVERT.value:
@@ -1103,11 +1137,25 @@ class Coordinator:
                 everything = self.store.list()
                 others = {s.vdev: self._others(s.vdev, name, everything) for s in checkpoint.disks}
                 self._run_revert(checkpoint, others, self.state())
+                self._raise_unclean(checkpoint, f"revert to {name!r}")
                 self.journal.end()
                 return f"completed the interrupted revert to snapshot {name!r}"
         except SnapcoreError as exc:
             raise RecoveryNeededError(self.domain.name, f"{op} of {name!r}: {exc}") from exc
         raise RecoveryNeededError(self.domain.name, f"unknown operation {op!r} in the journal")
+
+    def _raise_unclean(self, checkpoint: Checkpoint, what: str) -> None:
+        """After a recovery finished *what*: repair and verify the checkpoint's disks.
+
+        :raises RecoveryNeededError: (exit 3) an image still fails its format's check; the
+            journal is kept, so the next command tries again.
+        """
+        ctx = self._ctx(self.state())
+        problems = self._verify_disks(ctx, [self._disk_of(s) for s in checkpoint.disks])
+        if problems:
+            raise RecoveryNeededError(
+                self.domain.name, f"{what} finished, but " + "; ".join(problems)
+            )
 
     def _recover_create(self, entry: dict[str, object], name: str) -> str:
         if entry.get("phase") == "commit" and isinstance(entry.get("checkpoint"), dict):

@@ -326,6 +326,40 @@ def disk_snapshot_list(
     """
 
 
+@hookspec
+def disk_verify(disk: Disk, known: Sequence[DiskSnapshot], ctx: HookContext) -> list[str]:
+    """List what is wrong on the storage of *disk*: its image, or the files of the snapshots in
+    *known*, fail their format's own check (``qemu-img check``, ``vhd-util check``), a
+    snapshot's file is the same inode as the live disk, a scratch file of snapcore's own naming
+    is left over.
+
+    Optional (none: snapcore cannot vouch for the disk's images). Called after every undo of a
+    create and every crash recovery, for the disks they touched (a problem then is exit 3,
+    never exit 0 over a failing image), and by ``snapcore check``. Must not change anything; a
+    disk of a running domain is checked without taking its locks (``qemu-img check -U``).
+
+    .. versionadded:: 2.0
+
+    :param known: the snapshots of this disk snapcore has on record.
+    :returns: the problems, each a sentence naming the file and what is wrong (empty: clean).
+    """
+
+
+@hookspec
+def disk_repair(disk: Disk, known: Sequence[DiskSnapshot], ctx: HookContext) -> list[str]:
+    """Repair on the storage of *disk* what can be repaired without losing data: leaked
+    clusters (``qemu-img check -r leaks``), scratch files of snapcore's own naming. Anything
+    that could lose data is left for :func:`disk_verify` to report.
+
+    Optional. Called right before :func:`disk_verify` after an undo or a recovery, and by
+    ``snapcore check --repair``; only with the domain shut off.
+
+    .. versionadded:: 2.0
+
+    :returns: one line per repair made (empty: nothing needed repairing).
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # Hypervisors
 # --------------------------------------------------------------------------------------------

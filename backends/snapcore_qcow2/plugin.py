@@ -15,6 +15,7 @@ module runs nothing and imports nothing heavy.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -275,3 +276,50 @@ def disk_snapshot_list(
 ) -> list[DiskSnapshot]:
     with _for_disk(disk.vdev):
         return _disk(disk.vdev, ctx).list_snapshots(disk, known)
+
+
+# -- verify and repair (qemu-img check) ------------------------------------------------------
+
+
+@hookimpl
+def disk_verify(disk: Disk, known: Sequence[DiskSnapshot], ctx: HookContext) -> list[str]:
+    """``qemu-img check`` of the disk's image and of its external snapshots' files (``-U``
+    while the domain runs); a snapshot file that is the live image's inode is a problem too."""
+    from snapcore_qcow2.check import check, files_of
+
+    problems = []
+    with _for_disk(disk.vdev):
+        for path in files_of(disk, known):
+            result = check(ctx.run, path, force_share=_running(ctx))
+            if not result.clean:
+                problems.append(result.problem())
+        for snap in known:
+            if snap.kind is SnapshotKind.EXTERNAL and _same_inode(snap.locator, disk.path):
+                problems.append(
+                    f"{snap.locator}, the file of snapshot {snap.name!r}, is the disk's own "
+                    f"image {disk.path}: writing the disk would change the snapshot"
+                )
+    return problems
+
+
+@hookimpl
+def disk_repair(disk: Disk, known: Sequence[DiskSnapshot], ctx: HookContext) -> list[str]:
+    """``qemu-img check -r leaks`` of each of the disk's qcow2 files that is not clean."""
+    from snapcore_qcow2.check import check, files_of
+
+    repairs = []
+    with _for_disk(disk.vdev):
+        for path in files_of(disk, known):
+            if check(ctx.run, path).clean:
+                continue
+            result = check(ctx.run, path, repair=True)
+            if result.fixed:
+                repairs.append(f"{path}: qemu-img check -r leaks repaired {result.fixed} clusters")
+    return repairs
+
+
+def _same_inode(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
