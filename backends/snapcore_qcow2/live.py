@@ -11,15 +11,16 @@ image in use is a QMP command.
 that path whenever it switches between read-only and read-write (``blockdev-snapshot`` turns
 the old active node read-only at once; ``block-stream`` and ``block-commit`` turn a backing node
 read-write). Once ``P`` names the new overlay, a reopen of the old node by ``P`` would open the
-overlay instead of the old image (checked on QEMU 7.2). So the new overlay is written to the
-scratch file ``P.snapcore-tmp``, handed to QEMU as a descriptor in an fd set
+overlay instead of the old image (checked on QEMU 7.2). So the new overlay is written to a
+scratch file beside ``P`` (unique per command), handed to QEMU as a descriptor in an fd set
 (``add-fd``; the node's file is ``/dev/fdset/N``), switched to in the transaction while ``P``
 still names the old image (whose read-only reopen then opens the right file), and only then
-renamed onto ``P``. Such a node never depends on a name again. Its fd set holds one read-write
-descriptor only: a read-only one would keep the node's old file locks alive after a switch (the
-set's copy shares the open file description with the node's own), so the node's read-only
-reopen is let fail, which QEMU ignores, and the node stays read-write underneath while its
-permissions follow its place in the graph.
+renamed onto ``P``: the steps of :class:`snapcore.overlay.ExternalOverlay`, with QEMU's part
+between its write and its switch. Such a node never depends on a name again. Its fd set
+holds one read-write descriptor only: a read-only one would keep the node's old file locks
+alive after a switch (the set's copy shares the open file description with the node's own), so
+the node's read-only reopen is let fail, which QEMU ignores, and the node stays read-write
+underneath while its permissions follow its place in the graph.
 
 The node QEMU was started with keeps its path, which names the snapshot's image under ``T``
 after the first external snapshot. Two operations would reopen it by that path: undoing that
@@ -27,27 +28,22 @@ snapshot (its image becomes active again) and merging an older snapshot into it.
 puts the names back first (the overlay keeps a second name, ``T`` goes back onto ``P``); the
 second is refused by its check (see ``docs/design-notes.md``).
 
-**How a disk is found in QEMU.** The block device whose active node's file is ``P``, or whose
-active node reads an fd set marked (``opaque``) with ``P``. Its backing chain comes from
-``x-debug-query-block-graph``, the only query that names each node's backing node on 7.2.
+This module holds the operations on one disk (:class:`LiveDisk`); the switch of a checkpoint's
+disks in one transaction is :mod:`snapcore_qcow2.transaction`, QEMU's block graph
+:mod:`snapcore_qcow2.blockgraph`, block jobs :mod:`snapcore_qcow2.jobs`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import logging
 import os
-import threading
-from collections.abc import Callable, Container, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from snapcore.context import HookContext
-from snapcore.errors import BackendError, DomainUnreachableError
-from snapcore.files import copy_mode as _copy_mode
-from snapcore.files import fsync_file as _fsync_file
+from snapcore.errors import BackendError
 from snapcore.files import fsync_parent as _fsync_dir
 from snapcore.files import remove as _remove
 from snapcore.model import (
@@ -57,239 +53,30 @@ from snapcore.model import (
     SnapshotKind,
     SnapshotRequest,
 )
+from snapcore.overlay import ExternalOverlay, same_file, scratch_files, scratch_path
+from snapcore_qcow2.blockgraph import (
+    FDSET_PREFIX,
+    BlockView,
+    Device,
+    Node,
+    add_fd,
+    fdset_mark,
+    node_name,
+)
+from snapcore_qcow2.jobs import job_id, job_lock, run_job
 from snapcore_qcow2.offline import (
     DEFAULT_KIND,
     DRIVER,
+    TMP_SUFFIX,
     OfflineDisk,
     _DeletePlan,
     _names,
     _real,
-    _same_file,
     _tag,
     default_target,
-    tmp_path,
 )
 from snapcore_qcow2.qemu_img import QCOW2, ImageInfo, QemuImg
 from snapcore_qemu.qmp import QMPCommandError, QMPSession, monitor
-
-log = logging.getLogger(__name__)
-
-#: Seconds between two looks at a running block job (an event wakes the wait earlier).
-JOB_POLL: Final = 0.5
-#: First word of the ``opaque`` string of the fd sets this backend adds.
-FDSET_MARK: Final = "snapcore"
-_FDSET_PREFIX: Final = "/dev/fdset/"
-#: QEMU's longest node name.
-NODE_NAME_MAX: Final = 31
-
-
-# One graph change at a time per QEMU: QEMU 7.2 was seen to crash (segfault) when one disk's
-# block-stream job ran while another disk's graph was read or changed. A live delete (its
-# queries, its job and the closing of its nodes) holds this lock from start to end, so the
-# disks of one domain are merged one after the other.
-_JOB_LOCKS: dict[str, threading.RLock] = {}
-_JOB_LOCKS_GUARD = threading.Lock()
-
-
-def _job_lock(address: str) -> threading.RLock:
-    with _JOB_LOCKS_GUARD:
-        return _JOB_LOCKS.setdefault(address, threading.RLock())
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
-
-
-def node_name(vdev: str, name: str, taken: Container[str] = ()) -> str:
-    """A QEMU node name for the overlay of snapshot *name* of disk *vdev*, not in *taken*.
-
-    ``snap-<vdev>-<hash>``: at most 31 characters, starting with a letter, of letters,
-    digits, ``-`` and ``_`` (vdev names use no others).
-    """
-    stem = f"snap-{vdev[:12]}-"
-    for n in range(1000):
-        candidate = stem + _digest(vdev, name, str(n))[:10]
-        if candidate not in taken:
-            assert len(candidate) <= NODE_NAME_MAX
-            return candidate
-    raise BackendError(f"no free QEMU node name for snapshot {name!r}", driver=DRIVER, vdev=vdev)
-
-
-def job_id(operation: str, vdev: str, name: str) -> str:
-    """The QEMU job id of *operation* (``abort``, ``delete``) on snapshot *name* of *vdev*:
-    the same on every run, so a run after a crash finds the job an earlier run started."""
-    return f"snapcore-{operation}-{_digest(vdev, name)[:16]}"
-
-
-def fdset_mark(vdev: str, name: str, path: str) -> str:
-    """The ``opaque`` string of the fd set holding the overlay of snapshot *name* of disk
-    *vdev* whose image is (or becomes) *path*."""
-    return f"{FDSET_MARK}:{vdev}:{name}:{_real(path)}"
-
-
-def _mark_path(opaque: str) -> str | None:
-    parts = opaque.split(":", 3)
-    if len(parts) == 4 and parts[0] == FDSET_MARK:
-        return parts[3]
-    return None
-
-
-def add_fd(qmp: QMPSession, fd: int, opaque: str) -> int:
-    """Give QEMU a copy of descriptor *fd* in a new fd set (QMP ``add-fd``); return its id."""
-    return qmp.add_fd(fd, opaque=opaque)
-
-
-# -- what QEMU has open ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    """One format node of QEMU's block graph."""
-
-    name: str
-    driver: str
-    read_only: bool
-    #: The file name of its protocol node: a path, or ``/dev/fdset/N``.
-    filename: str
-    tags: tuple[str, ...]
-    virtual_size: int
-    #: The node name of its backing node.
-    backing: str | None
-    #: The backing file its image's header names (QEMU's view of the header).
-    backing_filename: str | None = None
-    cache: Mapping[str, Any] = field(default_factory=dict)
-    detect_zeroes: str = "off"
-    #: QEMU's ``ImageInfo`` of the node's image (tags, corrupt flag, ...), if it gave one.
-    image: ImageInfo | None = None
-
-    @property
-    def fdset(self) -> int | None:
-        """The fd set its file was opened from, if any."""
-        if self.filename.startswith(_FDSET_PREFIX):
-            with contextlib.suppress(ValueError):
-                return int(self.filename[len(_FDSET_PREFIX) :])
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class Device:
-    """A block device of the guest and the chain of nodes under it, active node first."""
-
-    name: str
-    chain: tuple[Node, ...]
-
-    @property
-    def top(self) -> Node:
-        return self.chain[0]
-
-
-class BlockView:
-    """QEMU's block devices, nodes and fd sets, read at one moment (four queries)."""
-
-    def __init__(self, qmp: QMPSession):
-        blocks = qmp.execute("query-block")
-        infos = {n["node-name"]: n for n in qmp.execute("query-named-block-nodes", {"flat": True})}
-        try:
-            graph = qmp.execute("x-debug-query-block-graph")
-        except QMPCommandError as exc:
-            raise BackendError(
-                f"QEMU cannot show its block graph (x-debug-query-block-graph): {exc.desc}",
-                driver=DRIVER,
-            ) from exc
-        names = {n["id"]: n["name"] for n in graph["nodes"]}
-        children: dict[str, dict[str, str]] = {}
-        for edge in graph["edges"]:
-            parent, child = names.get(edge["parent"]), names.get(edge["child"])
-            if parent is not None and child is not None:
-                children.setdefault(parent, {})[edge["name"]] = child
-        self.fdsets: dict[int, list[str]] = {
-            int(s["fdset-id"]): [str(f.get("opaque", "")) for f in s.get("fds", [])]
-            for s in qmp.execute("query-fdsets")
-        }
-        self.nodes: dict[str, Node] = {}
-        for node, info in infos.items():
-            kids = children.get(node, {})
-            protocol = infos.get(kids.get("file", ""), info)
-            image = info.get("image") or {}
-            self.nodes[node] = Node(
-                name=node,
-                driver=str(info.get("drv", "")),
-                read_only=bool(info.get("ro")),
-                filename=str(protocol.get("file", "")),
-                tags=tuple(s["name"] for s in image.get("snapshots") or ()),
-                virtual_size=int(image.get("virtual-size", 0)),
-                backing=kids.get("backing"),
-                backing_filename=image.get("backing-filename"),
-                cache=dict(info.get("cache") or {}),
-                detect_zeroes=str(info.get("detect_zeroes", "off")),
-                image=_image_info(image),
-            )
-        # the format node that reads each fd set
-        self.fdset_nodes: dict[int, str] = {}
-        for parent, kids in children.items():
-            file_node = self.nodes.get(kids.get("file", ""))
-            if file_node is not None and file_node.fdset is not None and parent in self.nodes:
-                self.fdset_nodes[file_node.fdset] = parent
-        self.devices: list[Device] = []
-        for block in blocks:
-            inserted = block.get("inserted")
-            if not inserted:
-                continue
-            chain: list[Node] = []
-            name: str | None = inserted.get("node-name")
-            while name is not None and name in self.nodes and len(chain) < 1000:
-                chain.append(self.nodes[name])
-                name = self.nodes[name].backing
-            if chain:
-                self.devices.append(
-                    Device(block.get("device") or block.get("qdev", ""), tuple(chain))
-                )
-
-    def file_of(self, node: Node) -> str | None:
-        """The real path of the image *node* reads when QEMU tells it: its file name, or the
-        path in the mark of our fd set. Beware: a path-opened node may have been renamed."""
-        fdset = node.fdset
-        if fdset is None:
-            return _real(node.filename) if node.filename.startswith("/") else None
-        for opaque in self.fdsets.get(fdset, ()):
-            path = _mark_path(opaque)
-            if path is not None:
-                return path
-        return None
-
-    def device_for(self, path: str) -> Device | None:
-        """The device whose active image is *path*."""
-        real = _real(path)
-        for device in self.devices:
-            if self.file_of(device.top) == real:
-                return device
-        return None
-
-    def in_chains(self) -> set[str]:
-        return {node.name for device in self.devices for node in device.chain}
-
-    def marked(self, vdev: str, name: str) -> list[int]:
-        """The fd sets this backend added for snapshot *name* of disk *vdev*."""
-        prefix = f"{FDSET_MARK}:{vdev}:{name}:"
-        return [
-            fdset
-            for fdset, opaques in self.fdsets.items()
-            if any(o.startswith(prefix) for o in opaques)
-        ]
-
-
-def _image_info(data: Mapping[str, Any]) -> ImageInfo | None:
-    try:
-        return ImageInfo.from_json(data) if data else None
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _find_job(qmp: QMPSession, job: str) -> dict[str, Any] | None:
-    for found in qmp.execute("query-jobs"):
-        if found.get("id") == job:
-            return dict(found)
-    return None
 
 
 def require_qmp(ctx: HookContext, vdev: str = "") -> QMPSession:
@@ -321,15 +108,14 @@ class _LivePlan:
 
 
 @dataclass(slots=True)
-class _Prepared:
-    """What create has done for one external snapshot before the transaction."""
+class Prepared:
+    """What create has done for one external snapshot before the transaction: the file
+    procedure up to its switch (:class:`~snapcore.overlay.ExternalOverlay`: linked, overlay
+    written) and what QEMU was given (fd set, node)."""
 
     request: SnapshotRequest
-    path: str
-    target: str
+    overlay: ExternalOverlay
     old_node: str
-    linked: bool = False
-    scratch: bool = False
     fdset: int | None = None
     node: str | None = None
 
@@ -358,6 +144,9 @@ class LiveDisk:
 
     def _error(self, message: str) -> BackendError:
         return BackendError(message, driver=DRIVER, vdev=self.vdev)
+
+    def _overlay(self, path: str, target: str) -> ExternalOverlay:
+        return ExternalOverlay(path, target, suffix=TMP_SUFFIX, driver=DRIVER, vdev=self.vdev)
 
     def _step(self, step: str, message: str) -> None:
         self.log.info("disk %s: %s", self.vdev, message)
@@ -424,7 +213,7 @@ class LiveDisk:
         return device, kind
 
     def prepare_external(
-        self, request: SnapshotRequest, device: Device, taken: set[str], into: list[_Prepared]
+        self, request: SnapshotRequest, device: Device, taken: set[str], into: list[Prepared]
     ) -> dict[str, Any]:
         """Everything of an external snapshot but the switch: link ``P`` to ``T``, write the
         overlay to the scratch file, open it in QEMU as a new node. Appends its record to
@@ -439,11 +228,10 @@ class LiveDisk:
         if os.path.lexists(target):
             raise self._error(f"the snapshot target {target} already exists")
         top = device.top
-        prep = _Prepared(request, path, target, top.name)
+        overlay = self._overlay(path, target)
+        prep = Prepared(request, overlay, top.name)
         into.append(prep)
-        scratch = tmp_path(path)
         self._step("create", f"external snapshot {request.name!r}: {path} becomes {target}")
-        _remove(scratch)
         header = self.img.info(path, force_share=True)
         if (
             header.backing_filename is not None
@@ -461,16 +249,13 @@ class LiveDisk:
                     "backing-file": header.backing_path,
                 },
             )
-        os.link(path, target)
-        prep.linked = True
-        _fsync_dir(target)
-        prep.scratch = True
-        self.img.create_overlay(
-            scratch, backing=target, backing_format=QCOW2, size=top.virtual_size
+        overlay.link()
+        overlay.write(
+            lambda scratch: self.img.create_overlay(
+                scratch, backing=target, backing_format=QCOW2, size=top.virtual_size
+            )
         )
-        _copy_mode(path, scratch)
-        _fsync_file(scratch)
-        fd = os.open(scratch, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(overlay.scratch, os.O_RDWR | os.O_CLOEXEC)
         try:
             prep.fdset = add_fd(self.qmp, fd, fdset_mark(self.vdev, request.name, path))
         finally:
@@ -479,7 +264,7 @@ class LiveDisk:
         options: dict[str, Any] = {
             "driver": QCOW2,
             "node-name": name,
-            "file": {"driver": "file", "filename": f"{_FDSET_PREFIX}{prep.fdset}"},
+            "file": {"driver": "file", "filename": f"{FDSET_PREFIX}{prep.fdset}"},
             "backing": None,
         }
         cache = {k: bool(top.cache[k]) for k in ("direct", "no-flush") if k in top.cache}
@@ -492,7 +277,7 @@ class LiveDisk:
         taken.add(name)
         return {"type": "blockdev-snapshot", "data": {"node": top.name, "overlay": name}}
 
-    def unprepare(self, prep: _Prepared) -> None:
+    def unprepare(self, prep: Prepared) -> None:
         """Undo :meth:`prepare_external` before the switch (from any point it reached)."""
         if prep.node is not None:
             with contextlib.suppress(QMPCommandError):
@@ -500,23 +285,27 @@ class LiveDisk:
         if prep.fdset is not None:
             with contextlib.suppress(QMPCommandError):
                 self.qmp.execute("remove-fd", {"fdset-id": prep.fdset})
-        if prep.scratch:
-            _remove(tmp_path(prep.path))
-        if prep.linked and _same_file(prep.path, prep.target):
-            _remove(prep.target)
+        overlay = prep.overlay
+        _remove(overlay.scratch)
+        if overlay.linked and same_file(overlay.path, overlay.target):
+            _remove(overlay.target)
 
-    def finish_external(self, prep: _Prepared) -> DiskSnapshot:
-        """After the switch: the overlay QEMU now writes to takes the name ``P``."""
-        os.replace(tmp_path(prep.path), prep.path)
-        _fsync_dir(prep.path)
+    def finish_external(self, prep: Prepared) -> DiskSnapshot:
+        """After the switch: the overlay QEMU now writes to takes the name ``P``
+        (:meth:`~snapcore.overlay.ExternalOverlay.switch`, which checks that ``P`` and ``T``
+        are then different inodes, the overlay and the old image).
+
+        :raises ~snapcore.overlay.ImageIdentityError: they are not; the caller aborts.
+        """
+        prep.overlay.switch()
         return DiskSnapshot(
             vdev=self.vdev,
             path=prep.request.disk.path,
             driver=DRIVER,
             kind=SnapshotKind.EXTERNAL,
             name=prep.request.name,
-            locator=prep.target,
-            size=os.stat(prep.target).st_blocks * 512,
+            locator=prep.overlay.target,
+            size=os.stat(prep.overlay.target).st_blocks * 512,
             extra={"node": prep.node, "base_node": prep.old_node, "fdset": prep.fdset},
         )
 
@@ -541,8 +330,9 @@ class LiveDisk:
         renamed onto ``P``), the overlay is committed into the old image (an active
         ``block-commit``, so writes made since are kept) and closed. Not switched: the new
         node is closed, the scratch file removed and ``T``, a second name of ``P``, unlinked.
+        What a prepared transaction kept for *request* is the caller's to drop
+        (:meth:`snapcore_qcow2.transaction.PreparedSwitches.forget`).
         """
-        forget_prepared(request, self.ctx)
         view = BlockView(self.qmp)
         path = os.path.abspath(request.disk.path)
         device = view.device_for(path)
@@ -590,37 +380,40 @@ class LiveDisk:
                     continue
             with contextlib.suppress(QMPCommandError):
                 qmp.execute("remove-fd", {"fdset-id": fdset})
-        _remove(tmp_path(path))
-        if not os.path.lexists(target):
-            return
-        if _same_file(path, target):
+        if os.path.lexists(target) and same_file(path, target):
             self._step("abort", f"unlink {target}, a second name of {path}")
-            _remove(target)
-            return
-        if self.img.info(path, force_share=True).backing_filename == target:
-            raise self._error(
-                f"{path} is an overlay of {target} that this QEMU did not open through "
-                "snapcore (was QEMU restarted?); stop the domain and run 'snapcore recover'"
-            )
+
+        def refuse_foreign_overlay() -> None:
+            if self.img.info(path, force_share=True).backing_filename == target:
+                raise self._error(
+                    f"{path} is an overlay of {target} that this QEMU did not open through "
+                    "snapcore (was QEMU restarted?); stop the domain and run 'snapcore recover'"
+                )
+
+        self._overlay(path, target).undo(refuse_foreign_overlay)
 
     def _unswitch(self, device: Device, path: str, target: str) -> None:
         """Make the old image the active one again, keeping what was written since."""
         if len(device.chain) < 2:
             raise self._error(f"QEMU's overlay {device.top.name} has no backing node")
         new, base = device.chain[0], device.chain[1]
-        scratch = tmp_path(path)
-        if os.path.lexists(target) and not _same_file(path, target):
+
+        def overlay_names() -> list[str]:
+            """The scratch names (of any command) that name the image now at ``P``."""
+            return [s for s in scratch_files(path, TMP_SUFFIX) if same_file(path, s)]
+
+        if os.path.lexists(target) and not same_file(path, target):
             # P is the overlay and T the old image: the overlay keeps a second name (QEMU
             # reads it by descriptor), and the old image gets its name P back, the name by
             # which QEMU may reopen the old node.
-            if not _same_file(path, scratch):
-                _remove(scratch)
-                os.link(path, scratch)
-                _fsync_dir(scratch)
+            if not overlay_names():
+                keep = scratch_path(path, TMP_SUFFIX)
+                os.link(path, keep)
+                _fsync_dir(keep)
             self._step("abort", f"move {target} back to {path}")
             os.replace(target, path)
             _fsync_dir(path)
-        if _same_file(path, scratch):
+        if overlay_names():
             raise self._error(f"{path} is still the overlay; the image under it is not found")
         self._step("abort", f"commit {new.name} into {base.name}")
         job = job_id("abort", self.vdev, new.name)
@@ -639,44 +432,16 @@ class LiveDisk:
     def _run_job(
         self, job: str, start: Callable[[], object], *, step: str, complete: bool = False
     ) -> None:
-        """Start a block job (unless one of that id runs already, from an interrupted run),
-        report its progress, complete it when *complete* and it is ready, wait until it
-        concludes, and dismiss it.
-
-        :raises BackendError: when the job ends with an error.
-        """
-        qmp = self.qmp
-        with _job_lock(qmp.address), qmp.events("JOB_STATUS_CHANGE") as waiter:
-            if _find_job(qmp, job) is None:
-                start()
-            completing = False
-            while True:
-                found = _find_job(qmp, job)
-                if found is None:
-                    raise self._error(f"QEMU's job {job} disappeared before it concluded")
-                status = found.get("status")
-                kind = found.get("type", "block")
-                self.ctx.progress(
-                    ProgressEvent(
-                        step=step,
-                        vdev=self.vdev,
-                        done=int(found.get("current-progress", 0)),
-                        total=int(found.get("total-progress", 0)),
-                        message=f"{kind} job {status}",
-                        unit="bytes",
-                    )
-                )
-                if status == "ready" and complete and not completing:
-                    qmp.execute("job-complete", {"id": job})
-                    completing = True
-                elif status == "concluded":
-                    error = found.get("error")
-                    qmp.execute("job-dismiss", {"id": job})
-                    if error:
-                        raise self._error(f"QEMU's {kind} job failed: {error}")
-                    return
-                with contextlib.suppress(DomainUnreachableError):  # no event in time: look
-                    waiter.get(JOB_POLL, match=lambda e: e.get("data", {}).get("id") == job)
+        """:func:`snapcore_qcow2.jobs.run_job` for this disk."""
+        run_job(
+            self.qmp,
+            job,
+            start,
+            step=step,
+            vdev=self.vdev,
+            progress=self.ctx.progress,
+            complete=complete,
+        )
 
     # -- delete -----------------------------------------------------------------------------
 
@@ -702,7 +467,7 @@ class LiveDisk:
         not in use: as offline (unlinked, or merged with qemu-img when images not in use
         depend on it).
         """
-        with _job_lock(self.qmp.address):
+        with job_lock(self.qmp.address):
             plan = self._delete_plan(snapshot, others)
             if plan.blockers:
                 raise self._error("; ".join(plan.blockers))
@@ -771,7 +536,7 @@ class LiveDisk:
         path = os.path.abspath(snapshot.path)
         if not os.path.lexists(target):
             return _LivePlan([])
-        if _same_file(target, path):
+        if same_file(target, path):
             return _LivePlan([], lambda: _remove(target))
         files = self.files._chain(path)
         chain = device.chain
@@ -911,183 +676,3 @@ class LiveDisk:
     def revert_check(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> list[str]:
         """Blockers for the revert that follows once the domain is stopped; reads with -U."""
         return self.files.revert_check(snapshot, others)
-
-
-@dataclass(slots=True)
-class _Switch:
-    """A checkpoint's disks made ready for the one transaction that switches them."""
-
-    disks: list[LiveDisk]
-    requests: list[SnapshotRequest]
-    #: Per request: its QEMU device, the active node it snapshots, its kind.
-    planned: list[tuple[Device, SnapshotKind]]
-    actions: list[dict[str, Any]]
-    prepared: list[_Prepared]
-
-    def unprepare(self) -> list[str]:
-        """Undo every prepared external snapshot; return what could not be undone."""
-        by_vdev = {d.vdev: d for d in self.disks}
-        problems: list[str] = []
-        for prep in reversed(self.prepared):
-            vdev = prep.request.disk.vdev
-            try:
-                by_vdev[vdev].unprepare(prep)
-            except Exception as undo:
-                log.exception("disk %s: undoing a prepared snapshot failed", vdev)
-                problems.append(f"disk {vdev}: undoing it failed too: {undo}")
-        self.prepared.clear()
-        return problems
-
-
-# Switches prepared while the guest ran (``prepare_group``), waiting for the ``create_group``
-# of the same checkpoint in the pause; keyed by QEMU monitor, disk and checkpoint name.
-_PENDING: dict[tuple[str, str, str], _Switch] = {}
-_PENDING_GUARD = threading.Lock()
-
-
-def _key(qmp: QMPSession, request: SnapshotRequest) -> tuple[str, str, str]:
-    return (qmp.address, request.disk.vdev, request.name)
-
-
-def prepare_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> None:
-    """Prepare, while the guest runs, the switch of every disk of *requests*: plan each one
-    and make each external overlay (file, fd set, QEMU node), so that :func:`create_group` in
-    the pause has only the transaction left to run.
-
-    Failure guarantee: when it raises, what was prepared is removed again.
-    """
-    qmp = require_qmp(ctx, ", ".join(r.disk.vdev for r in requests))
-    switch = _prepare(requests, ctx, qmp)
-    with _PENDING_GUARD:
-        for request in requests:
-            _PENDING[_key(qmp, request)] = switch
-
-
-def forget_prepared(request: SnapshotRequest, ctx: HookContext) -> None:
-    """Drop what :func:`prepare_group` kept for *request* (its files and nodes are left to
-    :meth:`LiveDisk.abort`)."""
-    session = monitor(ctx)
-    if session is not None:
-        with _PENDING_GUARD:
-            _PENDING.pop(_key(session, request), None)
-
-
-def _take_prepared(qmp: QMPSession, requests: Sequence[SnapshotRequest]) -> _Switch | None:
-    """The switch prepared for exactly *requests*, removed from the waiting ones; ``None``
-    when there is none. A switch prepared for other requests than these is undone."""
-    with _PENDING_GUARD:
-        found = [_PENDING.pop(_key(qmp, r), None) for r in requests]
-        switch = found[0]
-        if (
-            switch is not None
-            and all(f is switch for f in found)
-            and len(switch.requests) == len(requests)
-        ):
-            return switch
-        others = {id(f): f for f in found if f is not None}.values()
-        for other in others:
-            for request in other.requests:
-                _PENDING.pop(_key(qmp, request), None)
-    for other in others:
-        other.unprepare()
-    return None
-
-
-def create_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> list[DiskSnapshot]:
-    """Snapshot every disk of *requests* at one instant, in one QMP ``transaction``.
-
-    Every external overlay is prepared first (files and QEMU nodes), by
-    :func:`prepare_group` before the pause when the coordinator called it, here otherwise; one
-    transaction then switches every disk (and makes every internal snapshot), all or none, and
-    finally the overlays are renamed onto the disks' paths. A prepared switch is run only if
-    every disk's active node in QEMU is still the one it was prepared on.
-
-    Failure guarantee: when it raises, no disk has a snapshot of this checkpoint: before
-    the switch, what was prepared is removed; after it, every disk is aborted (the overlays
-    committed back), and an abort that fails is logged and noted on the exception.
-    """
-    vdevs = ", ".join(r.disk.vdev for r in requests)
-    qmp = require_qmp(ctx, vdevs)
-    switch = _take_prepared(qmp, requests)
-    try:
-        if switch is None:
-            switch = _prepare(requests, ctx, qmp)
-        else:
-            _check_unchanged(qmp, switch)
-        qmp.execute("transaction", {"actions": switch.actions})
-    except BaseException as exc:
-        if switch is not None:
-            for problem in switch.unprepare():
-                exc.add_note(problem)
-        raise
-    try:
-        by_request = {id(p.request): p for p in switch.prepared}
-        snaps: list[DiskSnapshot] = []
-        for disk, request, (device, kind) in zip(
-            switch.disks, switch.requests, switch.planned, strict=True
-        ):
-            if kind is SnapshotKind.INTERNAL:
-                snaps.append(disk.internal_snapshot(request, device))
-            else:
-                snaps.append(disk.finish_external(by_request[id(request)]))
-        by_vdev = {snap.vdev: snap for snap in snaps}
-        return [by_vdev[r.disk.vdev] for r in requests]  # in the caller's order
-    except BaseException as exc:
-        for disk, request in reversed(list(zip(switch.disks, switch.requests, strict=True))):
-            try:
-                disk.abort(request)
-            except Exception as undo:
-                log.exception("disk %s: undoing the switched snapshot failed", disk.vdev)
-                exc.add_note(f"disk {disk.vdev}: undoing it failed too: {undo}")
-        raise
-
-
-def _prepare(requests: Sequence[SnapshotRequest], ctx: HookContext, qmp: QMPSession) -> _Switch:
-    """Plan every disk of *requests* and prepare each external snapshot (the transaction's
-    actions); on failure, remove what was prepared."""
-    vdevs = ", ".join(r.disk.vdev for r in requests)
-    disks = [LiveDisk(vdev=r.disk.vdev, ctx=ctx) for r in requests]
-    view = BlockView(qmp)
-    taken = set(view.nodes)
-    planned = [disk.plan(r, view) for disk, r in zip(disks, requests, strict=True)]
-    tops = [device.top.name for device, _ in planned]
-    if len(set(tops)) != len(tops):
-        raise BackendError(
-            f"two disks of {vdevs} are one QEMU device; check the domain file", driver=DRIVER
-        )
-    switch = _Switch(disks, list(requests), planned, [], [])
-    try:
-        for disk, request, (device, kind) in zip(disks, requests, planned, strict=True):
-            if kind is SnapshotKind.INTERNAL:
-                disk._step("create", f"internal snapshot {request.name!r} of {device.top.name}")
-                switch.actions.append(
-                    {
-                        "type": "blockdev-snapshot-internal-sync",
-                        "data": {"device": device.top.name, "name": request.name},
-                    }
-                )
-            else:
-                switch.actions.append(
-                    disk.prepare_external(request, device, taken, switch.prepared)
-                )
-    except BaseException as exc:
-        for problem in switch.unprepare():
-            exc.add_note(problem)
-        raise
-    return switch
-
-
-def _check_unchanged(qmp: QMPSession, switch: _Switch) -> None:
-    """Refuse to run a prepared switch if a disk's active node changed since (one query)."""
-    active = {
-        str(b.get("device") or b.get("qdev", "")): (b.get("inserted") or {}).get("node-name")
-        for b in qmp.execute("query-block")
-    }
-    for disk, (device, _) in zip(switch.disks, switch.planned, strict=True):
-        if active.get(device.name) != device.top.name:
-            raise BackendError(
-                f"QEMU's active node for disk {disk.vdev} changed from {device.top.name} to "
-                f"{active.get(device.name)} while the checkpoint was being prepared",
-                driver=DRIVER,
-                vdev=disk.vdev,
-            )

@@ -9,10 +9,12 @@ into ``T``: an internal snapshot is found by its tag, searching ``P`` (and its b
 the files of the disk's external snapshots, and its own recorded file.
 
 **Crash safety.** Every step that changes a file either is atomic (``os.link``, ``os.replace``,
-both followed by an ``fsync`` of the directory) or writes a scratch file ``<P>.snapcore-tmp``
-that only replaces ``P`` once complete, or is a qemu-img command that is safe to run again
-(``commit -d``, safe ``rebase``). So create can be undone, and delete and revert finished, by
-running the same operation again from whatever state a crash left.
+both followed by an ``fsync`` of the directory) or writes a scratch file (``<P>.<pid>-<hex>
+.snapcore-tmp``, unique per command) that only replaces ``P`` once complete, or is a qemu-img
+command that is safe to run again (``commit -d``, safe ``rebase``). An external snapshot is the
+procedure of :mod:`snapcore.overlay`, shared with the vhd backend. So create can be undone, and
+delete and revert finished, by running the same operation again from whatever state a crash
+left.
 
 **Limits.** Discarding the current image (a revert to anything but an internal snapshot held in
 ``P`` itself) would lose the internal snapshots held in ``P``, and merging an external snapshot
@@ -26,13 +28,11 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final, Literal
 
 from snapcore.context import ProgressCallback
 from snapcore.errors import BackendError, CommandError, UnsupportedOperationError
 from snapcore.files import copy_mode as _copy_mode
-from snapcore.files import fsync_file as _fsync_file
 from snapcore.files import fsync_parent as _fsync_dir
 from snapcore.files import remove as _remove
 from snapcore.model import (
@@ -43,11 +43,15 @@ from snapcore.model import (
     SnapshotKind,
     SnapshotRequest,
 )
+from snapcore.overlay import SCRATCH_SUFFIX, ExternalOverlay, replace_image
+from snapcore.overlay import default_target as _default_target
+from snapcore.overlay import same_file as _same_file
 from snapcore_qcow2.qemu_img import QCOW2, ImageInfo, QemuImg, SnapshotInfo
 
 DRIVER: Final = "qcow2"
-#: Suffix of the scratch file written next to the disk image before it replaces the image.
-TMP_SUFFIX: Final = ".snapcore-tmp"
+#: Suffix of the scratch files written next to the disk image before they replace the image
+#: (:func:`snapcore.overlay.scratch_path`).
+TMP_SUFFIX: Final = SCRATCH_SUFFIX
 #: The kind made when a request does not ask for one.
 DEFAULT_KIND: Final = SnapshotKind.INTERNAL
 #: Longest backing chain followed by hand when ``qemu-img info --backing-chain`` fails.
@@ -58,25 +62,11 @@ def default_target(path: str, name: str) -> str:
     """Where an external snapshot *name* of the image at *path* goes when no target is given:
     ``<dir of path>/<stem of path>.<name>.qcow2``.
     """
-    p = Path(os.path.abspath(path))
-    return str(p.with_name(f"{p.stem}.{name}.{QCOW2}"))
-
-
-def tmp_path(path: str) -> str:
-    """The scratch file that is written in full before it replaces the image at *path*."""
-    return os.path.abspath(path) + TMP_SUFFIX
+    return _default_target(path, name, QCOW2)
 
 
 def _real(path: str) -> str:
     return os.path.realpath(path)
-
-
-def _same_file(a: str, b: str) -> bool:
-    """Both names exist and are one inode (a hard link, or the same path)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _names(tags: Iterable[str]) -> str:
@@ -210,13 +200,6 @@ class OfflineDisk:
                 if snap is not None:
                     return _Found(os.path.abspath(image.filename), image, snap)
         return None
-
-    def _replace_with_tmp(self, tmp: str, path: str) -> None:
-        """Give *tmp* the mode and owner of *path*, flush it, and rename it onto *path*."""
-        _copy_mode(path, tmp)
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-        _fsync_dir(path)
 
     def _would_lose(self, path: str) -> list[str]:
         """Blockers for discarding the image at *path*: the internal snapshots it holds."""
@@ -367,29 +350,37 @@ class OfflineDisk:
             extra={"tag": request.name},
         )
 
+    def _overlay(self, path: str, target: str) -> ExternalOverlay:
+        return ExternalOverlay(path, target, suffix=TMP_SUFFIX, driver=DRIVER, vdev=self.vdev)
+
     def _create_external(self, request: SnapshotRequest, path: str, top: ImageInfo) -> DiskSnapshot:
         target = request.target or default_target(path, request.name)
-        tmp = tmp_path(path)
+        overlay = self._overlay(path, target)
         self._step("create", f"external snapshot {request.name!r}: {path} becomes {target}")
-        _remove(tmp)
-        # 1. The target names the image's inode: the snapshot's data, frozen from now on.
-        os.link(path, target)
-        _fsync_dir(target)
-        # 2. A relative backing file must still resolve from the target's directory. The header
-        #    is shared with the disk's path until step 4: an absolute path is right for both.
-        backing = top.backing_path
-        if (
-            backing is not None
-            and top.backing_filename is not None
-            and not os.path.isabs(top.backing_filename)
-            and _real(os.path.dirname(target)) != _real(os.path.dirname(path))
-        ):
-            fmt = self._backing_format(top)
-            self.img.rebase(target, backing=backing, backing_format=fmt, unsafe=True)
-        # 3. A new empty overlay over the target, written beside the disk's image ...
-        self.img.create_overlay(tmp, backing=target, backing_format=QCOW2)
-        # 4. ... takes its place atomically.
-        self._replace_with_tmp(tmp, path)
+
+        def keep_backing_resolvable() -> None:
+            # A relative backing file must still resolve from the target's directory. The
+            # header is shared with the disk's path until the switch: an absolute path is
+            # right for both.
+            backing = top.backing_path
+            if (
+                backing is not None
+                and top.backing_filename is not None
+                and not os.path.isabs(top.backing_filename)
+                and _real(os.path.dirname(target)) != _real(os.path.dirname(path))
+            ):
+                fmt = self._backing_format(top)
+                self.img.rebase(target, backing=backing, backing_format=fmt, unsafe=True)
+
+        # link P to T (frozen from then on), a new empty overlay over T beside P, which then
+        # takes P's place; the names are checked after the switch. A failure is undone by
+        # :meth:`abort`, which create runs.
+        overlay.link()
+        keep_backing_resolvable()
+        overlay.write(
+            lambda tmp: self.img.create_overlay(tmp, backing=target, backing_format=QCOW2)
+        )
+        overlay.switch()
         return DiskSnapshot(
             vdev=self.vdev,
             path=request.disk.path,
@@ -428,30 +419,24 @@ class OfflineDisk:
         return True
 
     def _abort_external(self, path: str, target: str) -> None:
-        _remove(tmp_path(path))
-        if not os.path.lexists(target):
-            return
-        if not os.path.exists(path):
-            raise self._error(
-                f"{path} is missing while the snapshot target {target} exists; "
-                "leaving both for an operator"
-            )
-        if _same_file(path, target):
+        overlay = self._overlay(path, target)
+        if os.path.lexists(target) and _same_file(path, target):
             self._step("abort", f"unlink {target}, a second name of {path}")
-            _remove(target)
-            return
-        top = self.img.info(path)
-        if top.backing_filename != target:
-            return  # not an overlay this create made: the target is not ours to touch
-        if top.tags:
-            raise self._error(
-                f"{path} holds internal snapshots {_names(top.tags)}; "
-                f"cannot fold it back into {target} without losing them"
-            )
-        self._step("abort", f"commit {path} into {target} and move it back")
-        self.img.commit(path)
-        os.replace(target, path)
-        _fsync_dir(path)
+
+        def fold_back() -> None:
+            top = self.img.info(path)
+            if top.backing_filename != target:
+                return  # not an overlay this create made: the target is not ours to touch
+            if top.tags:
+                raise self._error(
+                    f"{path} holds internal snapshots {_names(top.tags)}; "
+                    f"cannot fold it back into {target} without losing them"
+                )
+            self._step("abort", f"commit {path} into {target} and move it back")
+            self.img.commit(path)
+            overlay.put_back()
+
+        overlay.undo(fold_back)
 
     # -- delete -----------------------------------------------------------------------------
 
@@ -683,19 +668,12 @@ class OfflineDisk:
         return True
 
     def _replace(self, path: str, write: Callable[[str], None]) -> None:
-        """Write a new image with *write* into the scratch file, then put it at *path*.
+        """Write a new image with *write* into a scratch file, then put it at *path*.
 
         Failure guarantee: *path* is untouched unless the new image is complete; the scratch
         file is removed.
         """
-        tmp = tmp_path(path)
-        _remove(tmp)
-        try:
-            write(tmp)
-            self._replace_with_tmp(tmp, path)
-        except BaseException:
-            _remove(tmp)
-            raise
+        replace_image(path, write, TMP_SUFFIX)
 
     def _refuse_losing(self, path: str) -> None:
         blockers = self._would_lose(path)

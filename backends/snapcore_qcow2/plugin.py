@@ -44,6 +44,7 @@ from snapcore_qcow2.qemu_img import PROGRAM, QemuImg
 
 if TYPE_CHECKING:
     from snapcore_qcow2.live import LiveDisk
+    from snapcore_qcow2.transaction import PreparedSwitches
 
 #: The hook API this plugin was written for (1.1: ``disk_snapshot_create_group``; 1.2:
 #: ``disk_snapshot_prepare_group``).
@@ -144,6 +145,16 @@ def _live(vdev: str, ctx: HookContext) -> LiveDisk:
     return LiveDisk(vdev=vdev, ctx=ctx)
 
 
+@functools.cache
+def _switches() -> PreparedSwitches:
+    """The switches prepared by :func:`disk_snapshot_prepare_group` and waiting for
+    :func:`disk_snapshot_create_group`: this plugin's one registry (per QMP session inside),
+    made on first use so that offline commands never import the live modules."""
+    from snapcore_qcow2.transaction import PreparedSwitches
+
+    return PreparedSwitches()
+
+
 def _for_disk(vdev: str) -> AbstractContextManager[None]:
     """Attribute qemu-img, QMP and file-system failures to disk *vdev*."""
     return for_disk(vdev, DRIVER)
@@ -172,10 +183,10 @@ def disk_snapshot_prepare_group(requests: Sequence[SnapshotRequest], ctx: HookCo
     still runs, so that its pause holds the transaction only."""
     if not _running(ctx):
         return False
-    from snapcore_qcow2.live import prepare_group
+    from snapcore_qcow2.transaction import prepare_group
 
     with _for_disk(", ".join(r.disk.vdev for r in requests)):
-        prepare_group(requests, ctx)
+        prepare_group(requests, ctx, _switches())
     return True
 
 
@@ -191,17 +202,20 @@ def disk_snapshot_create_group(
 
 
 def _create_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> list[DiskSnapshot]:
-    from snapcore_qcow2.live import create_group
+    from snapcore_qcow2.transaction import create_group
 
     vdevs = ", ".join(r.disk.vdev for r in requests)
     with _for_disk(vdevs):
-        return create_group(requests, ctx)
+        return create_group(requests, ctx, _switches())
 
 
 @hookimpl
 def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool:
     with _for_disk(request.disk.vdev):
         if _running(ctx) or _qemu_has(request, ctx):
+            from snapcore_qcow2.transaction import forget_prepared
+
+            forget_prepared(request, ctx, _switches())
             return _live(request.disk.vdev, ctx).abort(request)
         return _disk(request.disk.vdev, ctx).abort(request)
 
@@ -216,7 +230,7 @@ def _qemu_has(request: SnapshotRequest, ctx: HookContext) -> bool:
     if session is None:
         return False
     from snapcore.errors import DomainUnreachableError
-    from snapcore_qcow2.live import BlockView
+    from snapcore_qcow2.blockgraph import BlockView
 
     try:
         view = BlockView(session)

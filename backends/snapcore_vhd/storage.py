@@ -27,10 +27,11 @@ native engine otherwise. Which file is whose parent is read natively, read-only.
 tapdisk reopens ``P``, now the new leaf. A delete whose base is in the running leaf's chain holds
 the tapdisk paused while it merges.
 
-**Crash safety.** Create writes ``B`` as a second name of the leaf (``link``), builds the new
-leaf at ``P.snapcore-new`` and renames it onto ``P``: each step atomic, so :meth:`VhdDisk.abort`
-undoes any prefix of it. Revert builds the new leaf beside ``P`` and renames it. Delete is
-journaled as above; every step can run again.
+**Crash safety.** Create is the external snapshot procedure of :mod:`snapcore.overlay`: ``B``
+becomes a second name of the leaf (``link``), the new leaf is built under a scratch name unique
+to the command (``P.<pid>-<hex>.snapcore-new``) and renamed onto ``P``: each step atomic, so
+:meth:`VhdDisk.abort` undoes any prefix of it. Revert builds the new leaf beside ``P`` and
+renames it. Delete is journaled as above; every step can run again.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ from snapcore.model import (
     SnapshotKind,
     SnapshotRequest,
 )
+from snapcore.overlay import ExternalOverlay, replace_image, scratch_files
+from snapcore.overlay import default_target as _default_target
+from snapcore.overlay import file_id as _key
+from snapcore.overlay import same_file as _same_file
 from snapcore_vhd import ops
 from snapcore_vhd.chain import Chain, find_parent
 from snapcore_vhd.engine import Engine
@@ -69,7 +74,8 @@ from snapcore_vhd.tap_ctl import TapCtl, Tapdisk
 
 #: The format name a request may ask for.
 FORMAT: Final = "vhd"
-#: The new leaf is built here, beside the disk, then renamed onto it.
+#: The new leaf is built beside the disk under a scratch name ending so
+#: (:func:`snapcore.overlay.scratch_path`), then renamed onto it.
 TMP_SUFFIX: Final = ".snapcore-new"
 #: The journal of a merge, beside the base being merged away.
 JOURNAL_SUFFIX: Final = ".snapcore-merge"
@@ -82,15 +88,9 @@ _MAX_GC_ROUNDS: Final = 64
 
 
 def default_target(path: str, name: str) -> str:
-    """Where the base of snapshot *name* of leaf *path* goes when no target is given."""
-    path = os.path.abspath(path)
-    stem = os.path.basename(path).removesuffix(".vhd")
-    return os.path.join(os.path.dirname(path), f"{stem}.{name}.vhd")
-
-
-def tmp_path(path: str) -> str:
-    """The scratch leaf written before it replaces the leaf at *path*."""
-    return os.path.abspath(path) + TMP_SUFFIX
+    """Where the base of snapshot *name* of leaf *path* goes when no target is given:
+    ``<dir>/<name of path without .vhd>.<name>.vhd``."""
+    return _default_target(path, name, FORMAT, strip_any=False)
 
 
 def path_problem(path: str, what: str) -> str | None:
@@ -106,19 +106,6 @@ def path_problem(path: str, what: str) -> str | None:
             "not starting with '-' or '.' (blktap stores parent names in ASCII)"
         )
     return None
-
-
-def _key(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _same_file(a: str, b: str) -> bool:
-    ka = _key(a)
-    return ka is not None and ka == _key(b)
 
 
 # -- the tree of a disk ---------------------------------------------------------------------
@@ -357,8 +344,8 @@ class VhdDisk:
         for d in sorted({folder, os.path.dirname(path)}):
             if not os.access(d, os.W_OK | os.X_OK):
                 blockers.append(f"the directory {d} is not writable")
-        if os.path.lexists(tmp_path(path)):
-            blockers.append(f"{tmp_path(path)} exists (left by an interrupted command?)")
+        for scratch in scratch_files(path, TMP_SUFFIX):
+            blockers.append(f"{scratch} exists (left by an interrupted command?)")
         return blockers
 
     def create(self, request: SnapshotRequest) -> DiskSnapshot:
@@ -373,17 +360,14 @@ class VhdDisk:
                 raise self._error(problem)
         if os.path.lexists(target):
             raise self._error(f"the snapshot target {target} already exists")
+        overlay = self._overlay(path, target)
         with self._held(path):
+            self._step("create", f"{path} becomes base {target}; a new leaf takes its place")
+            overlay.create(
+                lambda tmp: self.engine.snapshot(tmp, target),
+                fold_back=lambda: self._fold_back(overlay),
+            )
             try:
-                self._step("create", f"{path} becomes base {target}; a new leaf takes its place")
-                os.link(path, target)
-                _fsync_dir(target)
-                tmp = tmp_path(path)
-                _remove(tmp)
-                self.engine.snapshot(tmp, target)
-                _copy_mode(path, tmp)
-                os.replace(tmp, path)
-                _fsync_dir(path)
                 self.engine.set_hidden(target, True)
             except BaseException:
                 try:
@@ -411,14 +395,19 @@ class VhdDisk:
             self._abort(path, target)
         return True
 
+    def _overlay(self, path: str, target: str) -> ExternalOverlay:
+        return ExternalOverlay(path, target, suffix=TMP_SUFFIX, driver=DRIVER, vdev=self.vdev)
+
     def _abort(self, path: str, target: str) -> None:
-        _remove(tmp_path(path))
-        if not os.path.lexists(target):
-            return
-        if _same_file(path, target):
+        if os.path.lexists(target) and _same_file(path, target):
             self._step("abort", f"remove {target}, a second name of {path}")
-            _remove(target)
-            return
+        overlay = self._overlay(path, target)
+        overlay.undo(lambda: self._fold_back(overlay))
+
+    def _fold_back(self, overlay: ExternalOverlay) -> None:
+        """The leaf at ``P`` is a child of base ``B``: merge it into ``B``, which becomes the
+        leaf ``P`` again (:meth:`ExternalOverlay.undo`'s fold-back)."""
+        path, target = overlay.path, overlay.target
         tree = Tree([path, target])
         leaf, base = tree.node(path), tree.node(target)
         if leaf is None or base is None or leaf.parent != base.key:
@@ -432,9 +421,7 @@ class VhdDisk:
             self._step("abort", f"merge {path} back into {target}")
             self.engine.coalesce(path)
         self.engine.set_hidden(target, False)
-        _copy_mode(path, target)
-        os.replace(target, path)
-        _fsync_dir(path)
+        overlay.put_back()
         self._step("abort", f"{target} is the leaf {path} again")
 
     # -- revert -----------------------------------------------------------------------------
@@ -476,18 +463,8 @@ class VhdDisk:
             raise self._error(problem)
         if not os.path.isfile(base):
             raise self._error(f"the snapshot's base {base} is gone")
-        tmp = tmp_path(path)
-        _remove(tmp)
         self._step("revert", f"new leaf over {base} at {path}")
-        try:
-            self.engine.snapshot(tmp, base)
-            if os.path.exists(path):
-                _copy_mode(path, tmp)
-            os.replace(tmp, path)
-            _fsync_dir(path)
-        except BaseException:
-            _remove(tmp)
-            raise
+        replace_image(path, lambda tmp: self.engine.snapshot(tmp, base), TMP_SUFFIX)
         return True
 
     # -- delete -----------------------------------------------------------------------------

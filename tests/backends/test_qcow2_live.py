@@ -8,6 +8,7 @@ images are read back with qemu-io and qemu-img directly, never through the plugi
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -27,8 +28,10 @@ from snapcore.model import (
     SnapshotKind,
     SnapshotRequest,
 )
+from snapcore.overlay import ExternalOverlay, ImageIdentityError
 from snapcore.plugins import Plugins
 from snapcore_qcow2.offline import TMP_SUFFIX
+from snapcore_qcow2.transaction import GroupSwitch, PreparedSwitches
 from snapcore_qemu.qmp import SERVICE, QMPCommandError, QMPSession
 from tests.backends.conftest import QemuTools
 from tests.qemuvm import QemuVM
@@ -655,3 +658,73 @@ def test_live_delete_of_a_snapshot_left_off_the_chain_by_a_revert(
         domain.stop()
     assert qemu.backing(p) == s1.locator
     assert qemu.holds(p, 0x11)
+
+
+# -- the file procedure and the prepared switches ----------------------------------------------
+
+
+def test_a_live_external_snapshot_is_never_the_live_disks_inode(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the switch the disk's path and the snapshot's file are two inodes, the snapshot's
+    the one the disk had; when that check fails (ImageIdentityError, as when another command
+    replaced a name meanwhile), both disks are switched back and nothing is left."""
+    live.write("vda", 0x11)
+    inode = os.stat(live.paths["vda"]).st_ino
+    [snap] = live.create(live.request("vda", "s1", EXTERNAL))
+    assert os.stat(snap.locator).st_ino == inode
+    assert os.stat(live.paths["vda"]).st_ino != inode
+    assert not [n for n in files(live.images) if "snapcore" in n]
+
+    before = (live.block(), files(live.images))
+
+    def verify(self: ExternalOverlay) -> None:
+        raise ImageIdentityError("injected", path=self.path, target=self.target)
+
+    monkeypatch.setattr(ExternalOverlay, "verify", verify)
+    requests = (live.request("vda", "s2", EXTERNAL), live.request("vdb", "s2", EXTERNAL))
+    with pytest.raises(ImageIdentityError, match="injected"):
+        live.plugins.storage("qcow2").disk_snapshot_create_group(requests=requests, ctx=live.ctx())
+    monkeypatch.undo()
+    after = live.block()
+    assert {v: after[v]["node-name"] for v in after} == {
+        v: before[0][v]["node-name"] for v in after
+    }
+    assert files(live.images) == before[1]
+    live.reads("vda", 0x11)
+
+
+def _session(tmp: Path, name: str) -> QMPSession:
+    """A session object that is never connected (the registry only keys on it)."""
+    return QMPSession(str(tmp / f"{name}.qmp"), domain=name)
+
+
+def _switch(*requests: SnapshotRequest) -> GroupSwitch:
+    return GroupSwitch(disks=[], requests=list(requests), planned=[], actions=[], prepared=[])
+
+
+def test_prepared_switches_are_kept_per_qmp_session(tmp_path: Path) -> None:
+    """A switch prepared on one session is taken by the create of the same requests on that
+    session only; another session (another operation) finds none; a switch for other
+    requests is dropped; a session that goes away takes its switches with it."""
+    disk = {v: Disk(vdev=v, path=str(tmp_path / f"{v}.qcow2"), driver="qcow2") for v in "ab"}
+    a1, b1 = (SnapshotRequest(disk=disk[v], name="s1", kind=EXTERNAL) for v in "ab")
+    switches = PreparedSwitches()
+    one, two = _session(tmp_path, "one"), _session(tmp_path, "two")
+    switch = _switch(a1, b1)
+    switches.put(one, switch)
+    assert len(switches) == 2
+    assert switches.take(two, [a1, b1]) is None
+    assert switches.take(one, [a1, b1]) is switch
+    assert len(switches) == 0
+
+    switches.put(one, switch)
+    assert switches.take(one, [a1]) is None, "prepared for other requests: dropped"
+    assert len(switches) == 0
+
+    switches.put(one, switch)
+    switches.forget(one, a1)
+    assert len(switches) == 1
+    del one
+    gc.collect()
+    assert len(switches) == 0

@@ -10,6 +10,7 @@ The tests assert the exact command sequences snapcore runs, and the files and st
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -119,7 +120,9 @@ def test_live_disk_only_checkpoint_argv(host: XenHost, capsys: pytest.CaptureFix
         capsys.readouterr().err
     )
     disk, base = str(host.disk), str(host.tmp / "xvda.s1.vhd")
-    new = disk + ".snapcore-new"
+    # the new leaf is built under a scratch name unique to the command (snapcore.overlay)
+    [new] = [c[3] for c in host.standins.calls() if c[:2] == ("vhd-util", "snapshot")]
+    assert re.fullmatch(re.escape(disk) + r"\.[0-9]+-[0-9a-f]{8}\.snapcore-new", new), new
     pause = ("tap-ctl", "pause", "-p", "4242", "-m", "0")
     unpause = ("tap-ctl", "unpause", "-p", "4242", "-m", "0", "-a", f"vhd:{disk}")
     assert host.standins.calls() == [
