@@ -89,5 +89,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for mode, _, _ in VERDICTS:
         modes[mode] = modes.get(mode, 0) + 1
     terminalreporter.write_line(f"by mode: {modes}")
+    stale = [v for v in VERDICTS.values() if v.stale_locks]
+    terminalreporter.write_line(
+        f"kill points leaving lock files in the lock dir after recover and a second command "
+        f"(not a violation): {len(stale)}"
+    )
     for (mode, sid, _n), v in sorted(bad.items()):
         terminalreporter.write_line(f"  {mode} {sid} at {v.event[:160]}: {'; '.join(v.problems)}")

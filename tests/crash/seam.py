@@ -22,6 +22,7 @@ hook does is set by environment variables:
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -152,6 +153,9 @@ class Event:
             word = "-".join(os.path.basename(p) for p in parts[:3])
         else:
             word = os.path.basename(word)
+        # the random parts of temporary names, so that ids stay the same from run to run
+        word = re.sub(r"\.[a-z0-9_]{8}\.tmp\Z", ".tmp", word)
+        word = re.sub(r"\.\d+-[0-9a-f]{8}\.snapcore-", ".snapcore-", word)
         return f"{self.name}:{word}"
 
 

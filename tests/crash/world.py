@@ -287,6 +287,9 @@ class Verdict:
     recover_messages: list[str] = field(default_factory=list)
     outcome: str = ""  # "before" / "after" / "" (neither)
     at_kill: set[str] = field(default_factory=set)  # scratch files in the images dir at the kill
+    #: lock files left in the lock dir after recover and a second command (not counted as a
+    #: violation: the lock dir is on tmpfs and the next command on the image removes its own)
+    stale_locks: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -349,6 +352,7 @@ def verify(
     if code != 0:
         problems.append(f"snapshot-list -l exits {code}: {err.strip()[:300]}")
     listed = {str(c["name"]): c for c in listing}
+    verdict.stale_locks = sorted(p.name for p in world.locks.iterdir())
     missing = {n: c["missing"] for n, c in listed.items() if c.get("missing")}
     if missing:
         problems.append(f"snapshot-list -l reports missing snapshots: {missing}")
