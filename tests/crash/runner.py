@@ -98,6 +98,10 @@ def kill_points(
                 exit_code=proc.returncode,
                 event=f"{n} {hit.name} {hit.detail}" if hit else f"{n} (not reached)",
             )
+            if orphan:
+                verdict.event += f" (children left running: {orphans or 'none'})"
+                if not orphans:
+                    verdict.problems.append("no child of snapcore was running when it was killed")
             if proc.returncode != -9:
                 verdict.problems.append(
                     f"the command was not killed at event {n} (exit {proc.returncode}): "
