@@ -20,7 +20,7 @@ import dataclasses
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from snapcore.config import (
     check_description,
@@ -35,6 +35,9 @@ from snapcore.model import Checkpoint, CheckpointView, CreateOptions, Domain, Do
 from snapcore.plugins import PluginRecord, Plugins, load_plugins
 from snapcore.process import CommandRunner, default_runner
 from snapcore.store import DEFAULT_STATE_DIR, CheckpointStore
+
+if TYPE_CHECKING:
+    from snapcore.check import CheckReport
 
 DEFAULT_DOMAINS_DIR: Final = "/etc/snapcore/domains"
 #: Seconds a command waits for another command working on the same domain.
@@ -144,6 +147,13 @@ class Host:
     def plugin_records(self) -> list[PluginRecord]:
         """Every loaded plugin with the driver or hypervisor it provides."""
         return self.plugins.records()
+
+    def domain_files(self) -> list[Path]:
+        """Every domain file in the domains dir (``*.toml``), by name."""
+        try:
+            return sorted(p for p in self.domains_dir.glob("*.toml") if p.is_file())
+        except OSError:
+            return []
 
     def domain_path(self, domain: str) -> Path:
         """Where the domain file for *domain* (a path or a name) is."""
@@ -289,6 +299,20 @@ class DomainHandle:
     def stop(self) -> None:
         """Stop the domain; its disks are closed when this returns."""
         self._coordinator().stop()
+
+    def check(self, *, repair: bool = False) -> CheckReport:
+        """Reconcile the domain's records with its storage (``snapcore check``): journal and
+        records readable, every recorded snapshot on storage and every snapshot on storage on
+        record, images passing their format's check, nothing left over.
+
+        :param repair: do what is safe (recover an interrupted operation, move unreadable files
+            aside, remove leftovers, repair what loses no data) and report it; without it,
+            nothing is changed.
+        :raises StoreLockedError: another command holds the domain.
+        """
+        from snapcore.check import check_domain
+
+        return check_domain(self._coordinator(), repair=repair)
 
     def recover(self, *, forget: bool = False) -> str | None:
         """Finish or undo an operation a crashed command left half-done; say what was done.

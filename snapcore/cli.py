@@ -132,6 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("domain", metavar="DOMAIN")
 
     p = sub.add_parser(
+        "check",
+        help="reconcile records with storage",
+        description="Check that DOMAIN's records and its storage agree (every domain in the "
+        "domains dir when none is named): journal and records readable, every recorded "
+        "snapshot on storage and every snapshot on storage on record, images passing their "
+        "format's check, nothing left over. Changes nothing unless --repair. Exit 0: clean; "
+        "1: problems found (left, or some not repaired).",
+    )
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="do what is safe: recover, move unreadable files aside, remove leftovers, "
+        "repair what loses no data; say what is left",
+    )
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
+    p.add_argument("domains", metavar="DOMAIN", nargs="*")
+
+    p = sub.add_parser(
         "domain-start",
         help="start a shut-off domain from its domain file",
         description="Start DOMAIN from its domain file ([qemu] argv), running or --paused.",
@@ -366,6 +384,34 @@ def cmd_recover(args: argparse.Namespace, host: Host) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace, host: Host) -> int:
+    from snapcore.check import iter_problems
+    from snapcore.errors import ConfigError
+
+    names = args.domains or [str(p) for p in host.domain_files()]
+    if not names:
+        raise ConfigError(f"no domain named, and no domain file in {host.domains_dir}")
+    reports = [host.open_domain(name).check(repair=args.repair) for name in names]
+    if args.json:
+        _print_json([r.to_json() for r in reports])
+    else:
+        for report in reports:
+            for finding in report.findings:
+                if finding.repaired:
+                    print(
+                        f"{report.domain}: {finding.subject}: {finding.problem}: repaired: "
+                        f"{finding.repaired}"
+                    )
+            for repair in report.repairs:
+                print(f"{report.domain}: repaired: {repair}")
+            problems = list(iter_problems(report))
+            for line in problems:
+                print(line)
+            if not problems:
+                print(f"{report.domain}: clean ({report.checkpoints} checkpoints)")
+    return 0 if all(r.clean for r in reports) else 1
+
+
 def cmd_domain(args: argparse.Namespace, host: Host) -> int:
     dom = _open(host, args)
     name = dom.domain.name
@@ -448,6 +494,7 @@ COMMANDS = {
     "snapshot-delete": cmd_change,
     "snapshot-revert": cmd_change,
     "recover": cmd_recover,
+    "check": cmd_check,
     "domain-start": cmd_domain,
     "domain-stop": cmd_domain,
     "domain-state": cmd_domain,

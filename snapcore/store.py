@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 _Paths = list[Path]
 _Moved = list[tuple[Path, Path]]
+_Unreadable = list[StoreCorruptError]
 
 #: Version of the record format; records with a higher version are refused.
 SCHEMA_VERSION: Final = 1
@@ -502,6 +503,26 @@ class CheckpointStore:
         """
         self.list()
         self.current()
+
+    def unreadable(self) -> _Unreadable:
+        """Every record and a ``current.json`` that cannot be read, each as the error reading
+        it gives (its ``path`` and reason); read-only."""
+        found: _Unreadable = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in sorted(os.scandir(self._records), key=lambda e: e.name):
+                if not entry.name.endswith(".json") or entry.name.startswith("."):
+                    continue
+                try:
+                    self._parse(entry.path, Path(entry.path).read_bytes())
+                except StoreCorruptError as exc:
+                    found.append(exc)
+                except OSError as exc:
+                    found.append(StoreCorruptError(entry.path, exc.strerror or str(exc)))
+        try:
+            self.current()
+        except StoreCorruptError as exc:
+            found.append(exc)
+        return found
 
     def quarantine_unreadable(self) -> _Moved:
         """Move every unreadable record and an unreadable ``current.json`` aside (see

@@ -20,6 +20,8 @@ from snapcore.model import Disk, DiskSnapshot, SnapshotKind
 from snapcore.process import CommandRunner
 
 PROGRAM: Final = "qemu-img"
+#: Seconds one ``qemu-img check`` may take (it reads the metadata only).
+CHECK_TIMEOUT: Final = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,17 +66,21 @@ def files_of(disk: Disk, known: Sequence[DiskSnapshot]) -> list[str]:
 def check(
     run: CommandRunner, path: str, *, force_share: bool = False, repair: bool = False
 ) -> CheckResult:
-    """``qemu-img check`` of the qcow2 image at *path*; with *repair*, ``-r leaks`` first, and
-    the result is what is left after the repair (qemu-img checks again after repairing).
+    """``qemu-img check`` of the qcow2 image at *path* (not its backing files); with *repair*,
+    ``-r leaks`` first, and the result is what is left after the repair (qemu-img checks again
+    after repairing).
 
     :raises CommandError: qemu-img could not be run.
     """
-    argv = [PROGRAM, "check", "--output=json", "-f", "qcow2"]
+    argv = [PROGRAM, "check", "--output=json"]
     if force_share:
         argv.append("-U")
     if repair:
         argv += ["-r", "leaks"]
-    result = run([*argv, path], ok_codes=(0, 1, 2, 3))
+    # The image alone, its backing file not opened: each file of a chain is checked on its own,
+    # and a chain that loops back on itself (hostile input) cannot make qemu-img recurse.
+    spec = {"driver": "qcow2", "file": {"driver": "file", "filename": path}, "backing": None}
+    result = run([*argv, "json:" + json.dumps(spec)], ok_codes=(0, 1, 2, 3), timeout=CHECK_TIMEOUT)
     try:
         data = json.loads(result.stdout)
     except ValueError:
