@@ -687,9 +687,17 @@ class OfflineDisk:
         disk's backing chain and of every file on record, the chain's backing images, and the
         recorded external snapshots' files that exist off the chain. Changes nothing; images
         are read with ``-U`` so that a running domain does not block the listing.
+
+        :raises BackendError: the disk's backing chain is broken (a backing file is missing).
         """
         known_external = {_real(k.locator): k for k in known if k.kind is SnapshotKind.EXTERNAL}
         chain = self._chain(disk.path, force_share=True)
+        backing = chain[-1].backing_path
+        if backing is not None and not os.path.exists(backing):
+            raise self._error(
+                f"the backing chain of {disk.path} is broken: {chain[-1].filename} is backed "
+                f"by {backing}, which is missing"
+            )
         images: list[tuple[ImageInfo, bool]] = [(chain[0], False)]
         images += [(image, True) for image in chain[1:]]
         seen = {_real(image.filename) for image in chain}

@@ -640,11 +640,32 @@ class VhdDisk:
 
     # -- list -------------------------------------------------------------------------------
 
+    def _check_chain(self, tree: Tree, leaf: str) -> None:
+        node = tree.node(leaf)
+        visited: set[tuple[int, int]] = set()
+        while node is not None and node.key not in visited:
+            visited.add(node.key)
+            if node.error:
+                raise self._error(f"the chain of {leaf} is broken: {node.error}")
+            if node.parent_path is None:
+                return
+            if not os.path.exists(node.parent_path):
+                raise self._error(
+                    f"the chain of {leaf} is broken: {node.path} names the parent "
+                    f"{node.parent_path}, which is missing"
+                )
+            node = tree.nodes.get(node.parent) if node.parent else None
+
     def list_snapshots(self, disk: Disk, known: Sequence[DiskSnapshot]) -> list[DiskSnapshot]:
-        """The bases in the leaf's chain, and the recorded snapshots whose base exists."""
+        """The bases in the leaf's chain, and the recorded snapshots whose base exists.
+
+        :raises BackendError: the leaf's chain is broken (a file in it cannot be read, or its
+            parent is missing).
+        """
         leaf = os.path.abspath(disk.path)
         recorded = {_key(k.locator): k for k in known if _key(k.locator) is not None}
         tree = Tree([leaf, *(k.locator for k in known)])
+        self._check_chain(tree, leaf)
         out: list[DiskSnapshot] = []
         seen: set[tuple[int, int]] = set()
         candidates = tree.ancestors(leaf) + [

@@ -745,12 +745,6 @@ class TestQcow2Conformance(BackendConformance):
     plugin: ClassVar[object] = snapcore_qcow2.plugin
     driver: ClassVar[str] = "qcow2"
     disk_size: ClassVar[int] = 1024 * 1024
-    known_failures: ClassVar[dict[str, str]] = {
-        "test_list_reports_a_broken_chain[external]": (
-            "bug: with the disk's backing file moved away, disk_snapshot_list returns [] "
-            "instead of raising the BackendError the hookspec asks for"
-        )
-    }
 
     def make_disk(self, tmp_path: Path, vdev: str, size: int) -> Disk:
         path = tmp_path / f"{vdev}.qcow2"

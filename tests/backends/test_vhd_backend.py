@@ -139,12 +139,6 @@ class _Conformance(BackendConformance):
     plugin = snapcore_vhd.plugin
     driver = "vhd"
     engine: ClassVar[str] = "native"
-    known_failures: ClassVar[dict[str, str]] = {
-        "test_list_reports_a_broken_chain[external]": (
-            "bug: with the disk's parent VHD moved away, disk_snapshot_list returns [] "
-            "instead of raising the BackendError the hookspec asks for"
-        )
-    }
 
     def make_disk(self, tmp_path: Path, vdev: str, size: int) -> Disk:
         path = make_vhd(tmp_path / f"{vdev}.vhd", size)
