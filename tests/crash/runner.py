@@ -93,10 +93,14 @@ def kill_points(
             proc = seam.run(args, env=env, log=log, at=n, orphan=orphan)
             events, orphans, _ = seam.parse_log(log)
             log.unlink(missing_ok=True)
-            hit = next((e for e in events if e.index == n), None)
+            if orphan:
+                spawned = [e for e in events if e.name in seam.SPAWNS]
+                hit = spawned[n] if n < len(spawned) else None
+            else:
+                hit = next((e for e in events if e.index == n), None)
             verdict = Verdict(
                 exit_code=proc.returncode,
-                event=f"{n} {hit.name} {hit.detail}" if hit else f"{n} (not reached)",
+                event=f"{hit.index} {hit.name} {hit.detail}" if hit else f"{n} (not reached)",
             )
             if orphan:
                 verdict.event += f" (children left running: {orphans or 'none'})"
@@ -116,7 +120,9 @@ def kill_points(
                 p.files,
                 has_check=has_check,
                 wait=lambda orphans=orphans: wait_for(orphans),  # type: ignore[misc]
-                journal_seen=any(".journal.json." in e.detail for e in events if e.index < n),
+                journal_seen=any(
+                    ".journal.json." in e.detail for e in events if hit and e.index < hit.index
+                ),
             )
         return out
 

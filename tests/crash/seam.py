@@ -12,8 +12,10 @@ hook does is set by environment variables:
     the index of the event at which the process kills itself with SIGKILL, before the operation
     happens (events 0 .. N-1 took place, N and later did not).
 ``SNAPCORE_CRASH_ORPHAN``
-    with ``SNAPCORE_CRASH_AT`` naming a subprocess start: let the child start, then kill only
-    snapcore while the child runs on; the child's pids are logged as ``orphan PID`` lines.
+    ``SNAPCORE_CRASH_AT`` then counts subprocess starts only (fork, Popen, posix_spawn: their
+    order is fixed, where the other events of two disks' threads interleave): let the Nth
+    child start, then kill only snapcore while it runs on; the child's pids are logged as
+    ``orphan PID`` lines.
 ``SNAPCORE_CRASH_HOLD`` / ``SNAPCORE_CRASH_HOLD_AT``
     a FIFO and an event index: before that event, write ``held`` to the log and block until a
     line can be read from the FIFO.
@@ -32,6 +34,9 @@ from pathlib import Path
 
 #: The events counted: a file opened for writing, a rename, link, unlink, truncate, directory
 #: made or removed, a lock, a subprocess start.
+#: The events that start a subprocess.
+SPAWNS = ("subprocess.Popen", "os.posix_spawn", "os.fork")
+
 EVENTS = (
     "open",
     "os.rename",
@@ -61,7 +66,8 @@ HOOK = textwrap.dedent(
     orphan = env.pop("SNAPCORE_CRASH_ORPHAN", "") == "1"
     hold = env.pop("SNAPCORE_CRASH_HOLD", None)
     hold_at = int(env.pop("SNAPCORE_CRASH_HOLD_AT", "-1"))
-    state = {"n": 0, "busy": False}
+    SPAWNS = frozenset(("subprocess.Popen", "os.posix_spawn", "os.fork"))
+    state = {"n": 0, "spawns": 0, "busy": False}
     me = os.getpid()
     guard = threading.Lock()
 
@@ -74,8 +80,11 @@ HOOK = textwrap.dedent(
         while time.monotonic() < deadline:
             pids = []
             for tid in os.listdir("/proc/self/task"):
-                with open(f"/proc/self/task/{tid}/children") as f:
-                    pids += f.read().split()
+                try:
+                    with open(f"/proc/self/task/{tid}/children") as f:
+                        pids += f.read().split()
+                except OSError:
+                    pass  # a thread that has just ended
             if pids:
                 for pid in pids:
                     say(f"orphan {pid}")
@@ -105,6 +114,8 @@ HOOK = textwrap.dedent(
         with guard:
             n = state["n"]
             state["n"] += 1
+            spawn = state["spawns"] if event in SPAWNS else -1
+            state["spawns"] += event in SPAWNS
             state["busy"] = True
             try:
                 say(f"{n} {event} {describe(event, args)}")
@@ -114,10 +125,9 @@ HOOK = textwrap.dedent(
                         fifo.readline()
             finally:
                 state["busy"] = False
-        if n == at:
-            if orphan and event in ("subprocess.Popen", "os.posix_spawn", "os.fork"):
-                threading.Thread(target=kill_when_child_runs, daemon=True).start()
-                return
+        if orphan and spawn == at:
+            threading.Thread(target=kill_when_child_runs, daemon=True).start()
+        elif not orphan and n == at:
             os.kill(os.getpid(), signal.SIGKILL)
 
     sys.addaudithook(hook)

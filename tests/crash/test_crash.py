@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.crash.conftest import BY_ID, probe
-from tests.crash.seam import Event
+from tests.crash.seam import SPAWNS, Event
 from tests.crash.world import SCENARIOS, Verdict
 
 pytestmark = pytest.mark.crash
@@ -91,9 +91,10 @@ def _params() -> list[object]:
             )
     for sid in ("internal-create", "external-create"):
         p = probe(BY_ID[sid])
-        for e in window(p.events):
-            if e.name in ("os.fork", "subprocess.Popen", "os.posix_spawn"):
-                params.append(pytest.param("orphan", sid, e.index, id=f"orphan-{sid}-{e.index}"))
+        spawns = [e for e in p.events if e.name in SPAWNS]
+        for k, e in enumerate(spawns):
+            if e in window(p.events):  # the Nth subprocess start, by its ordinal
+                params.append(pytest.param("orphan", sid, k, id=f"orphan-{sid}-spawn{k}"))
     return params
 
 
