@@ -44,7 +44,8 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Final
 
@@ -52,17 +53,50 @@ from snapcore.errors import BackendError
 from snapcore.files import copy_mode, fsync_file, fsync_parent, remove
 
 __all__ = [
+    "NAME_MAX",
     "SCRATCH_SUFFIX",
+    "SYSTEM_DIRS",
     "ExternalOverlay",
     "ImageIdentityError",
+    "backing_problem",
     "default_target",
     "file_id",
+    "name_problems",
     "remove_scratch",
     "replace_image",
     "same_file",
     "scratch_files",
     "scratch_path",
 ]
+
+#: Longest file name (one path component) Linux file systems take, in bytes.
+NAME_MAX: Final = 255
+#: Longest path, in bytes.
+PATH_MAX: Final = 4096
+#: Longest scratch-name tail :func:`scratch_path` adds to a file name, suffix excluded
+#: (``.<pid up to 7 digits>-<8 hex>``).
+SCRATCH_TAIL: Final = 1 + 7 + 1 + 8
+#: Directories whose files are never an image of a domain: a backing chain reaching one is
+#: refused (``/etc/shadow`` as a backing file would hand the host's secrets to the guest).
+SYSTEM_DIRS: Final = (
+    "/etc",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+    "/root",
+    "/run",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/var/log",
+    "/var/run",
+)
+#: First bytes of the image formats snapcore knows, at offset 0.
+_MAGICS: Final = (b"QFI\xfb", b"KDMV", b"conectix", b"# Disk DescriptorFile")
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +157,71 @@ def default_target(path: str, name: str, extension: str, *, strip_any: bool = Tr
     p = Path(os.path.abspath(path))
     stem = p.stem if strip_any else p.name.removesuffix(f".{extension}")
     return str(p.with_name(f"{stem}.{name}.{extension}"))
+
+
+def name_problems(*paths: str, suffix: str = SCRATCH_SUFFIX) -> list[str]:
+    """What stops *paths* from being made as files, or given a scratch name with *suffix*
+    beside them: a file name longer than :data:`NAME_MAX` bytes, or a path longer than
+    :data:`PATH_MAX`. For a create check, so that a name that cannot fit is refused up front
+    (exit 2) rather than failing half-way."""
+    problems = []
+    for path in paths:
+        name = os.path.basename(path).encode()
+        longest = len(name) + SCRATCH_TAIL + len(suffix.encode())
+        if len(name) > NAME_MAX:
+            problems.append(f"the file name of {path} is {len(name)} bytes; at most {NAME_MAX}")
+        elif longest > NAME_MAX:
+            problems.append(
+                f"the file name of {path} is {len(name)} bytes, too long for the scratch name "
+                f"beside it ({longest} > {NAME_MAX} bytes); use a shorter file or snapshot name"
+            )
+        if len(os.path.abspath(path).encode()) + SCRATCH_TAIL + len(suffix) > PATH_MAX:
+            problems.append(f"the path {path[:60]}... is longer than {PATH_MAX} bytes")
+    return problems
+
+
+def _known_image(path: str, size: int) -> bool:
+    """Whether the file at *path* starts (or, for VHD, ends) like an image snapcore knows."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+            tail = b""
+            if size >= 512:
+                f.seek(size - 512)
+                tail = f.read(512)
+    except OSError:
+        return False
+    return head.startswith(_MAGICS) or tail.startswith(b"conectix")
+
+
+def backing_problem(backing: str, *, image_dirs: Collection[str] = ()) -> str | None:
+    """Why the backing file *backing* of an image must not be followed, or ``None``.
+
+    Refused: a backing file that is not a regular file (a device, a FIFO), one under a system
+    directory (:data:`SYSTEM_DIRS`), and one that is not an image of a format snapcore knows
+    (qcow2, VMDK, VHD: read from its first bytes) and lies outside *image_dirs* (the
+    directories of the domain's images): a raw backing file could be any host file. Reads at
+    most 1 KiB of the file; changes nothing.
+    """
+    real = os.path.realpath(backing)
+    for system in SYSTEM_DIRS:
+        if real.startswith("/dev/shm/"):
+            break  # shared memory: a scratch file system, not a system file
+        if real == system or real.startswith(system + "/"):
+            return f"the backing file {backing} is a system file ({real}); refused"
+    try:
+        st = os.stat(real)
+    except OSError as exc:
+        return f"the backing file {backing} cannot be read: {exc.strerror}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"the backing file {backing} is not a regular file (a device or a special file)"
+    inside = any(real.startswith(os.path.realpath(d).rstrip("/") + "/") for d in image_dirs if d)
+    if inside or _known_image(real, st.st_size):
+        return None
+    return (
+        f"the backing file {backing} is not an image of a known format and lies outside the "
+        "domain's image directories; refused (it could be any host file)"
+    )
 
 
 def scratch_path(path: str, suffix: str = SCRATCH_SUFFIX) -> str:

@@ -43,7 +43,13 @@ from snapcore.model import (
     SnapshotKind,
     SnapshotRequest,
 )
-from snapcore.overlay import SCRATCH_SUFFIX, ExternalOverlay, replace_image
+from snapcore.overlay import (
+    SCRATCH_SUFFIX,
+    ExternalOverlay,
+    backing_problem,
+    name_problems,
+    replace_image,
+)
 from snapcore.overlay import default_target as _default_target
 from snapcore.overlay import same_file as _same_file
 from snapcore_qcow2.qemu_img import QCOW2, ImageInfo, QemuImg, SnapshotInfo
@@ -143,10 +149,42 @@ class OfflineDisk:
             raise self._error(f"{image.filename} has no backing file")
         return self._info(backing).format
 
+    def door(self, path: str) -> list[str]:
+        """Why the backing chain of the image at *path* must not be followed (see
+        :func:`snapcore.overlay.backing_problem`), read header by header, no backing file
+        opened; empty when it may. A backing file in the directory of an image of the chain
+        may be raw; elsewhere it must be an image of a known format, and never a system file,
+        a device, or a loop back into the chain."""
+        image_dirs = {os.path.dirname(os.path.abspath(path))}
+        seen = {_real(path)}
+        current = path
+        for _ in range(_MAX_CHAIN):
+            try:
+                backing = self.img.info(current, force_share=self.force_share).backing_path
+            except CommandError:
+                return []  # not readable as an image: the checks that open it say why
+            if backing is None:
+                return []
+            problem = backing_problem(backing, image_dirs=image_dirs)
+            if problem is not None:
+                return [f"{path}: {problem}"]
+            if _real(backing) in seen:
+                return [f"{path}: its backing chain loops back to {backing}"]
+            seen.add(_real(backing))
+            image_dirs.add(os.path.dirname(_real(backing)))
+            current = backing
+        return [f"{path}: its backing chain is longer than {_MAX_CHAIN} images"]
+
     def _chain(self, path: str, *, force_share: bool | None = None) -> tuple[ImageInfo, ...]:
-        """The backing chain of *path*, following it by hand past a file that is missing."""
+        """The backing chain of *path*, following it by hand past a file that is missing.
+
+        :raises BackendError: the chain reaches a file it must not (:meth:`door`).
+        """
         if force_share is None:
             force_share = self.force_share
+        refused = self.door(path)
+        if refused:
+            raise self._error(refused[0])
         try:
             return self.img.chain(path, force_share=force_share)
         except CommandError as exc:
@@ -220,6 +258,9 @@ class OfflineDisk:
         if not os.path.isfile(path):
             blockers.append(f"{path} does not exist or is not a file")
             return blockers
+        refused = self.door(path)
+        if refused:
+            return blockers + refused
         try:
             chain = self.img.chain(path, force_share=self.force_share)
         except CommandError as exc:
@@ -275,7 +316,7 @@ class OfflineDisk:
         if request.target is not None and not os.path.isabs(request.target):
             return [f"the snapshot target {request.target} is not an absolute path"]
         target = request.target or default_target(path, request.name)
-        blockers: list[str] = []
+        blockers: list[str] = name_problems(target, path)
         folder = os.path.dirname(target)
         if os.path.lexists(target):
             blockers.append(f"the snapshot target {target} already exists")
@@ -615,8 +656,9 @@ class OfflineDisk:
         return [f"qcow2 has no {snapshot.kind} snapshots"], False
 
     def _chain_opens(self, path: str) -> None:
-        """Raise :class:`CommandError` unless *path* and its backing files open."""
-        self.img.chain(path, force_share=self.force_share)
+        """Raise :class:`CommandError` unless *path* and its backing files open (and a
+        :class:`BackendError` when the chain reaches a file it must not)."""
+        self._chain(path)
 
     def revert(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> bool:
         """Make the disk's current data the snapshot's; every snapshot is kept.
