@@ -1,7 +1,12 @@
 """SIGKILL of the ``snapcore`` CLI at each file operation, lock and subprocess start of create,
 delete and revert, on a two-disk domain of each kind (qcow2 internal, qcow2 external, mixed:
 vda internal + vdb external, VHD with the native engine); after each kill ``snapcore recover``
-and ``snapshot-list -l`` run and the invariants of :func:`tests.crash.world.verify` are checked.
+(twice if the first exits 3), ``snapshot-list -l --json``, ``snapcore check`` (when this
+snapcore has it) and, once the operation had written its journal, a revert to the latest
+checkpoint run, and the invariants of :func:`tests.crash.world.verify` are checked.
+
+Counts (kills, recovered clean, exit 3 then cleared, violations) are printed at the end of the
+run: ``.venv/bin/pytest tests/crash -q``.
 
 Which events (a mkdir of a directory that already exists is never one: a kill there leaves what
 a kill at the next event leaves): every event of the qcow2 internal create; for the other

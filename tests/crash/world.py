@@ -313,6 +313,15 @@ def verify(
 ) -> Verdict:
     """Recover *world* after an interrupted run and check every invariant into *verdict*.
 
+    The invariants: ``recover`` exits 0, or 3 with a message and then 0 the second time; no
+    journal and no scratch or temporary file is left (images dir and state dir); every qcow2
+    file in the images dir passes ``qemu-img check``, every VHD file the native engine's check;
+    both disks hold the data of one generation, and that generation and the checkpoints listed
+    are all those from before the operation or all those after it; the images dir and the
+    state dir hold the same file names as an uninterrupted run to that side; ``snapshot-list
+    -l`` exits 0 and reports nothing missing; ``snapcore check`` exits 0; reverting to the
+    latest checkpoint gives its data.
+
     :param files: ``{"images": (before, after), "state": (before, after)}`` file name sets.
     :param journal_seen: whether the killed command got as far as writing its journal.
     """
@@ -384,7 +393,8 @@ def verify(
     if has_check:
         proc = world.cli("check", str(world.domain))
         if proc.returncode != 0:
-            problems.append(f"snapcore check exits {proc.returncode}: {proc.stdout[:300]}")
+            out = " ".join((proc.stdout + proc.stderr).split())[:300]
+            problems.append(f"snapcore check exits {proc.returncode}: {out}")
 
     if not journal_seen:
         # killed before the operation's first journal write: nothing to undo, and nothing the
