@@ -118,7 +118,7 @@ class _Check:
             return
         if entry is None:
             return
-        what = f"an interrupted {entry.get('operation')} of snapshot {entry.get('name')!r}"
+        what = f"an interrupted {entry.operation} of snapshot {entry.name!r}"
         done = None
         if self.repair:
             try:

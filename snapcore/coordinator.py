@@ -55,7 +55,7 @@ from snapcore.errors import (
     StoreCorruptError,
 )
 from snapcore.imagelock import hold_images
-from snapcore.journal import Journal
+from snapcore.journal import Journal, JournalEntry
 from snapcore.model import (
     Checkpoint,
     CheckpointView,
@@ -81,6 +81,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+W = TypeVar("W")
 
 #: Most disks worked on at once.
 MAX_PARALLEL = 8
@@ -604,25 +605,41 @@ class Coordinator:
         :class:`OperationFailedError` is raised; if undoing fails, :class:`PartialCheckpointError`
         lists what is left and the journal keeps the intent for ``recover``.
         """
-        with self._locked():
+        desc = description if description is not None else options.description
+
+        def plan() -> tuple[_CreateWork, JournalEntry]:
             work = self._plan_create(options)
-            desc = description if description is not None else options.description
-            self.journal.begin(
-                Operation.CREATE.value,
-                work.name,
-                phase="disks",
-                state=work.state.value,
-                requests=[r.to_json() for r in work.requests],
+            entry = JournalEntry(
+                operation=Operation.CREATE,
+                name=work.name,
+                state=work.state,
+                requests=work.requests,
                 memory=work.memory_path,
             )
+            return work, entry
+
+        def run(work: _CreateWork) -> Checkpoint:
             parent = self.store.current()
             if parent and not self.store.exists(parent):
                 parent = None
             checkpoint = self._run_create(work, desc, parent)
-            self.journal.update(phase="commit", checkpoint=checkpoint.to_json())
+            self.journal.advance(phase="commit", checkpoint=checkpoint)
             self._commit_create(checkpoint)
-            self.journal.end()
             return checkpoint
+
+        return self._operate(plan, run)
+
+    def _operate(self, plan: Callable[[], tuple[W, JournalEntry]], run: Callable[[W], R]) -> R:
+        """The one shape of every change: take the domain's lock (finishing what an
+        interrupted command left), plan and preflight (*plan*: nothing is touched if it
+        raises), journal the intent, run the steps (*run*: each operation's own failure policy,
+        which ends or keeps the journal), and clear the journal once they are done."""
+        with self._locked():
+            work, entry = plan()
+            self.journal.begin(entry)
+            result = run(work)
+            self.journal.end()
+            return result
 
     def _commit_create(self, checkpoint: Checkpoint) -> None:
         self.store.save(checkpoint)
@@ -841,11 +858,10 @@ class Coordinator:
         deleted raises :class:`PartialCheckpointError`; the record is kept, and running the
         delete again finishes it (each disk's delete is idempotent).
         """
-        with self._locked():
-            work = self._plan_change(Operation.DELETE, name)
-            self.journal.begin(Operation.DELETE.value, name, done=[])
-            self._run_delete(work.checkpoint, work.others, work.state)
-            self.journal.end()
+        self._operate(
+            lambda: self._plan_journaled(Operation.DELETE, name),
+            lambda work: self._run_delete(work.checkpoint, work.others, work.state),
+        )
 
     def _each_disk(
         self,
@@ -867,7 +883,7 @@ class Coordinator:
                 backend.disk_snapshot_delete(snapshot=snap, disk=disk, others=mine, ctx=ctx)
             else:
                 backend.disk_snapshot_revert(snapshot=snap, disk=disk, others=mine, ctx=ctx)
-            self.journal.mark_done("done", snap.vdev)
+            self.journal.mark_done(snap.vdev)
             count[0] += 1
             self._report(operation.value, snap.vdev, count[0], total)
 
@@ -966,11 +982,13 @@ class Coordinator:
         failing after others were reverted raises :class:`PartialCheckpointError`, and the
         journal keeps the revert so that ``snapcore recover`` (or the next command) completes it.
         """
-        with self._locked():
-            work = self._plan_change(Operation.REVERT, name)
-            self.journal.begin(Operation.REVERT.value, name, done=[])
-            self._run_revert(work.checkpoint, work.others, work.state)
-            self.journal.end()
+        self._operate(
+            lambda: self._plan_journaled(Operation.REVERT, name),
+            lambda work: self._run_revert(work.checkpoint, work.others, work.state),
+        )
+
+    def _plan_journaled(self, operation: Operation, name: str) -> tuple[_ChangeWork, JournalEntry]:
+        return self._plan_change(operation, name), JournalEntry(operation=operation, name=name)
 
     def _run_revert(
         self,
@@ -1102,12 +1120,12 @@ class Coordinator:
                 moved += self.store.quarantine_unreadable()
                 said = [f"moved the unreadable {a} aside to {b}" for a, b in moved if b]
                 if entry is not None:
-                    what = f"{entry['operation']} of snapshot {entry['name']!r}"
+                    what = f"{entry.operation} of snapshot {entry.name!r}"
                     said.insert(0, f"forgot the interrupted {what}")
                 return "; ".join(said) or None
             return self._recover_pending()
 
-    def pending(self) -> dict[str, object] | None:
+    def pending(self) -> JournalEntry | None:
         """The journal entry of an interrupted operation, if any (read-only)."""
         return self.journal.pending()
 
@@ -1115,34 +1133,29 @@ class Coordinator:
         entry = self.journal.pending()
         if entry is None:
             return None
-        op = str(entry.get("operation"))
-        name = str(entry.get("name"))
+        op, name = entry.operation, entry.name
         log.warning("recovering an interrupted %s of snapshot %s", op, name)
         try:
-            if op == Operation.CREATE.value:
-                return self._recover_create(entry, name)
-            if op == Operation.DELETE.value:
+            if op is Operation.CREATE:
+                return self._recover_create(entry)
+            if op is Operation.DELETE:
                 checkpoint = self.store.get(name) if self.store.exists(name) else None
                 if checkpoint is not None:
-                    everything = self.store.list()
-                    others = {
-                        s.vdev: self._others(s.vdev, name, everything) for s in checkpoint.disks
-                    }
-                    self._run_delete(checkpoint, others, self.state())
+                    self._run_delete(checkpoint, self._others_of(checkpoint), self.state())
                     self._raise_unclean(checkpoint, f"delete of {name!r}")
                 self.journal.end()
                 return f"completed the interrupted delete of snapshot {name!r}"
-            if op == Operation.REVERT.value:
-                checkpoint = self.store.get(name)
-                everything = self.store.list()
-                others = {s.vdev: self._others(s.vdev, name, everything) for s in checkpoint.disks}
-                self._run_revert(checkpoint, others, self.state())
-                self._raise_unclean(checkpoint, f"revert to {name!r}")
-                self.journal.end()
-                return f"completed the interrupted revert to snapshot {name!r}"
+            checkpoint = self.store.get(name)
+            self._run_revert(checkpoint, self._others_of(checkpoint), self.state())
+            self._raise_unclean(checkpoint, f"revert to {name!r}")
+            self.journal.end()
+            return f"completed the interrupted revert to snapshot {name!r}"
         except SnapcoreError as exc:
             raise RecoveryNeededError(self.domain.name, f"{op} of {name!r}: {exc}") from exc
-        raise RecoveryNeededError(self.domain.name, f"unknown operation {op!r} in the journal")
+
+    def _others_of(self, checkpoint: Checkpoint) -> dict[str, tuple[DiskSnapshot, ...]]:
+        everything = self.store.list()
+        return {s.vdev: self._others(s.vdev, checkpoint.name, everything) for s in checkpoint.disks}
 
     def _raise_unclean(self, checkpoint: Checkpoint, what: str) -> None:
         """After a recovery finished *what*: repair and verify the checkpoint's disks.
@@ -1157,32 +1170,29 @@ class Coordinator:
                 self.domain.name, f"{what} finished, but " + "; ".join(problems)
             )
 
-    def _recover_create(self, entry: dict[str, object], name: str) -> str:
-        if entry.get("phase") == "commit" and isinstance(entry.get("checkpoint"), dict):
-            checkpoint = Checkpoint.from_json(entry["checkpoint"])  # type: ignore[arg-type]
-            self._commit_create(checkpoint)
+    def _recover_create(self, entry: JournalEntry) -> str:
+        name = entry.name
+        if entry.phase == "commit" and entry.checkpoint is not None:
+            self._commit_create(entry.checkpoint)
             self.journal.end()
             return f"completed the interrupted create of snapshot {name!r}"
-        raw = entry.get("requests")
-        requests = [SnapshotRequest.from_json(r) for r in raw] if isinstance(raw, list) else []
-        memory = entry.get("memory")
         work = _CreateWork(
             plan=Plan(
                 operation=Operation.CREATE,
                 domain=self.domain.name,
                 name=name,
                 state=DomainState.SHUTOFF,
-                memory=bool(memory),
+                memory=entry.memory is not None,
                 steps=(),
             ),
             name=name,
             state=DomainState.SHUTOFF,
-            requests=tuple(requests),
-            memory_path=str(memory) if memory else None,
+            requests=entry.requests,
+            memory_path=entry.memory,
         )
         state = self.state()
-        leftovers = self._undo_create(self._ctx(state), work, requests, work.memory_path)
-        if entry.get("state") == DomainState.RUNNING.value and state is DomainState.PAUSED:
+        leftovers = self._undo_create(self._ctx(state), work, entry.requests, entry.memory)
+        if entry.state is DomainState.RUNNING and state is DomainState.PAUSED:
             # The crashed command had paused the guest for its snapshots: let it run again.
             self.hv.domain_resume(ctx=self._ctx(state))
         if leftovers:

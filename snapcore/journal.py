@@ -10,14 +10,16 @@ completed by running its idempotent per-disk steps again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from snapcore.errors import InvalidNameError, JournalCorruptError
 from snapcore.files import fsync_dir
-from snapcore.model import JSON, check_name
+from snapcore.model import JSON, Checkpoint, DomainState, Operation, SnapshotRequest, check_name
 from snapcore.store import atomic_write, quarantine
 
 JOURNAL_SCHEMA: Final = 1
@@ -53,21 +55,87 @@ def _parse_entry(path: str, data: bytes) -> dict[str, Any]:
     return obj
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalEntry:
+    """What an operation in flight is doing, as the journal records it.
+
+    :ivar operation: create, delete or revert.
+    :ivar name: the checkpoint's name.
+    :ivar phase: a create's phase: ``disks`` until every disk's snapshot exists, then
+        ``commit`` (its record is being written: recovery completes it instead of undoing it).
+    :ivar state: a create's domain state when it began (a guest it paused is resumed).
+    :ivar requests: a create's per-disk requests (recovery aborts each).
+    :ivar memory: a create's memory image, if any (recovery removes it).
+    :ivar done: a delete's or a revert's disks (vdevs) done so far.
+    :ivar checkpoint: a create's record, once in the ``commit`` phase.
+    """
+
+    operation: Operation
+    name: str
+    phase: str = "disks"
+    state: DomainState | None = None
+    requests: tuple[SnapshotRequest, ...] = ()
+    memory: str | None = None
+    done: tuple[str, ...] = ()
+    checkpoint: Checkpoint | None = None
+
+    def to_json(self) -> dict[str, JSON]:
+        return {
+            "schema": JOURNAL_SCHEMA,
+            "operation": self.operation.value,
+            "name": self.name,
+            "phase": self.phase,
+            "state": self.state.value if self.state else None,
+            "requests": [r.to_json() for r in self.requests],
+            "memory": self.memory,
+            "done": list(self.done),
+            "checkpoint": self.checkpoint.to_json() if self.checkpoint else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JournalEntry:
+        """The entry in *data* (checked by :func:`_parse_entry` for schema, operation, name).
+
+        :raises ValueError, KeyError, TypeError: a field of the wrong shape.
+        """
+        state = data.get("state")
+        checkpoint = data.get("checkpoint")
+        requests = data.get("requests") or []
+        done = data.get("done") or []
+        memory = data.get("memory")
+        if not isinstance(requests, list) or not isinstance(done, list):
+            raise TypeError("requests and done must be lists")
+        if memory is not None and not isinstance(memory, str):
+            raise TypeError("memory must be a path")
+        return cls(
+            operation=Operation(data["operation"]),
+            name=str(data["name"]),
+            phase=str(data.get("phase") or "disks"),
+            state=DomainState(state) if state else None,
+            requests=tuple(SnapshotRequest.from_json(r) for r in requests),
+            memory=memory,
+            done=tuple(str(v) for v in done),
+            checkpoint=Checkpoint.from_json(checkpoint) if checkpoint else None,
+        )
+
+
 class Journal:
-    """One domain's journal file. Thread-safe: disks running in parallel may call :meth:`update`."""
+    """One domain's journal file. Thread-safe: disks running in parallel may call
+    :meth:`mark_done`."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._entry: dict[str, Any] | None = None
+        self._entry: JournalEntry | None = None
         self._mutex = threading.Lock()
 
-    def pending(self) -> dict[str, JSON] | None:
+    def pending(self) -> JournalEntry | None:
         """The entry left by an interrupted operation, or ``None``.
 
         :raises JournalCorruptError: when the journal file cannot be read, is empty, is not
             JSON, or is not an entry of this schema (an object with ``schema``, a known
-            ``operation`` and a valid checkpoint ``name``); the message says which and names
-            ``snapcore recover --forget``, which calls :meth:`quarantine`.
+            ``operation``, a valid checkpoint ``name`` and fields of the right shape); the
+            message says which and names ``snapcore recover --forget``, which calls
+            :meth:`quarantine`.
         """
         try:
             data = self.path.read_bytes()
@@ -76,8 +144,14 @@ class Journal:
         except OSError as exc:
             raise JournalCorruptError(str(self.path), exc.strerror or str(exc)) from exc
         obj = _parse_entry(str(self.path), data)
-        self._entry = obj
-        return dict(obj)
+        try:
+            entry = JournalEntry.from_json(obj)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise JournalCorruptError(
+                str(self.path), f"its entry is malformed ({type(exc).__name__}: {exc})"
+            ) from None
+        self._entry = entry
+        return entry
 
     def quarantine(self) -> Path | None:
         """Move the journal file aside to ``journal.json.corrupt-<epoch>`` (never delete it).
@@ -91,31 +165,33 @@ class Journal:
             self._entry = None
             return quarantine(self.path)
 
-    def begin(self, operation: str, name: str, **fields: JSON) -> None:
-        """Write a new entry for *operation* on checkpoint *name*, before any change is made."""
-        entry: dict[str, Any] = {"schema": JOURNAL_SCHEMA, "operation": operation, "name": name}
-        entry.update(fields)
+    def begin(self, entry: JournalEntry) -> None:
+        """Write *entry* durably, before the operation changes anything."""
         with self._mutex:
             self._entry = entry
             self._write()
 
-    def update(self, **fields: JSON) -> None:
-        """Record progress (merged into the entry) durably."""
+    def advance(self, **changes: Any) -> None:
+        """Replace fields of the entry (``phase``, ``checkpoint``) durably.
+
+        :raises RuntimeError: no entry was begun (a programming error).
+        """
         with self._mutex:
             if self._entry is None:
                 raise RuntimeError("journal update without an entry")
-            self._entry.update(fields)
+            self._entry = dataclasses.replace(self._entry, **changes)
             self._write()
 
-    def mark_done(self, key: str, item: str) -> None:
-        """Append *item* to the list ``entry[key]`` durably (for per-disk progress)."""
+    def mark_done(self, vdev: str) -> None:
+        """Record durably that disk *vdev*'s step is done (a delete's or a revert's).
+
+        :raises RuntimeError: no entry was begun (a programming error).
+        """
         with self._mutex:
             if self._entry is None:
                 raise RuntimeError("journal update without an entry")
-            done = list(self._entry.get(key) or [])
-            if item not in done:
-                done.append(item)
-            self._entry[key] = done
+            if vdev not in self._entry.done:
+                self._entry = dataclasses.replace(self._entry, done=(*self._entry.done, vdev))
             self._write()
 
     def end(self) -> None:
@@ -127,4 +203,6 @@ class Journal:
                 fsync_dir(self.path.parent)
 
     def _write(self) -> None:
-        atomic_write(self.path, (json.dumps(self._entry, sort_keys=True) + "\n").encode())
+        assert self._entry is not None
+        data = json.dumps(self._entry.to_json(), sort_keys=True) + "\n"
+        atomic_write(self.path, data.encode())
