@@ -25,8 +25,9 @@ Each such method calls that one plugin's implementation, and nothing else, and g
   for it to return (so the undo that follows does not race it); a second interrupt stops
   waiting and abandons the hook.
 
-Plugins written for hook API 1.x are called the same way; the few results whose meaning changed
-in 2.0 are translated (:data:`LEGACY_RESULTS`).
+Plugins written for hook API 1.x are called the same way: the arguments 2.0 added are simply
+not passed to implementations that do not name them, and the one result whose meaning changed
+(``disk_snapshot_prepare_group``'s ``True``) is read for what it meant.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -88,12 +89,6 @@ QUICK_HOOKS: Final = frozenset(
         "domain_memory_plan",
     }
 )
-
-#: Results a hook API 1.x plugin may give that mean something else in 2.0:
-#: ``(hook, result) -> the 2.0 result``. 1.x said "``None``: nothing to prepare".
-LEGACY_RESULTS: Final[Mapping[tuple[str, object], object]] = {
-    ("disk_snapshot_prepare_group", None): False,
-}
 
 
 def hook_timeout(hook: str, plugin_limit: float | None, user_limit: float | None) -> float:
@@ -214,8 +209,7 @@ class PluginHandle:
 
     @property
     def legacy(self) -> bool:
-        """Whether the plugin was written for an older major hook API (called through the
-        compatibility rules of :data:`LEGACY_RESULTS`)."""
+        """Whether the plugin was written for an older major hook API (1.x)."""
         return self.api[0] < 2
 
     def implements(self, hook: str) -> bool:
@@ -247,10 +241,7 @@ class PluginHandle:
                 driver=self.provides,
             )
         args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
-        result = self._run(hook, subject, lambda: impl.function(**args))
-        if self.legacy:
-            return LEGACY_RESULTS.get((hook, result), result) if _hashable(result) else result
-        return result
+        return self._run(hook, subject, lambda: impl.function(**args))
 
     def timeout(self, hook: str) -> float:
         """The time limit of *hook* for this plugin, in seconds."""
@@ -327,14 +318,6 @@ class PluginHandle:
             return BackendError.from_os_error(exc, driver=self.provides, vdev=subject or None)
         what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return self.contract(hook, subject, f"it raised {what}")
-
-
-def _hashable(value: object) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
 
 
 # -- result checks ------------------------------------------------------------------------------
@@ -438,23 +421,30 @@ class StorageBackend(PluginHandle):
 
     def disk_snapshot_prepare_group(
         self, *, requests: Sequence[SnapshotRequest], ctx: HookContext
-    ) -> bool:
+    ) -> object | None:
+        """What the plugin prepared (to hand back), or ``None``: nothing was, or it has no
+        such hook. A 1.x plugin's ``True``/``False``/``None`` (it kept its state itself) is
+        ``None`` here."""
         hook, vdevs = "disk_snapshot_prepare_group", _vdevs(requests)
         if not self.implements(hook):
-            return False
+            return None
         result = self.call(hook, vdevs, requests=tuple(requests), ctx=ctx)
-        if not isinstance(result, bool):
-            raise self.contract(hook, vdevs, f"it returned {describe(result)}, not True or False")
+        if self.legacy or isinstance(result, bool):
+            return None
         return result
 
     def disk_snapshot_create_group(
-        self, *, requests: Sequence[SnapshotRequest], ctx: HookContext
+        self,
+        *,
+        requests: Sequence[SnapshotRequest],
+        prepared: object | None = None,
+        ctx: HookContext,
     ) -> list[DiskSnapshot] | None:
         """The snapshots, in the order of *requests*, or ``None`` when the plugin declines."""
         hook, vdevs = "disk_snapshot_create_group", _vdevs(requests)
         if not self.implements(hook):
             return None
-        result = self.call(hook, vdevs, requests=tuple(requests), ctx=ctx)
+        result = self.call(hook, vdevs, requests=tuple(requests), prepared=prepared, ctx=ctx)
         if result is None:
             return None
         snaps = _snapshot_list(self, hook, vdevs, result)
@@ -470,10 +460,15 @@ class StorageBackend(PluginHandle):
         return _snapshot_of(self, hook, request, result)
 
     def disk_snapshot_abort(
-        self, *, request: SnapshotRequest, created: DiskSnapshot | None = None, ctx: HookContext
+        self,
+        *,
+        request: SnapshotRequest,
+        created: DiskSnapshot | None = None,
+        prepared: object | None = None,
+        ctx: HookContext,
     ) -> None:
         hook, vdev = "disk_snapshot_abort", request.disk.vdev
-        result = self.call(hook, vdev, request=request, created=created, ctx=ctx)
+        result = self.call(hook, vdev, request=request, created=created, prepared=prepared, ctx=ctx)
         _acknowledged(self, hook, vdev, result)
 
     def disk_snapshot_delete_check(

@@ -260,7 +260,9 @@ class _GuestHold:
 
 class _DiskCreates:
     """The disk snapshots of one checkpoint, per driver; :attr:`started` lists the requests
-    an undo must abort, :attr:`created` what each create returned."""
+    an undo must abort, :attr:`created` what each create returned and :attr:`prepared` what
+    each driver prepared for its group (by vdev), which the operation holds from the prepare
+    hook to the create in the pause or to the abort."""
 
     def __init__(self, coordinator: Coordinator, ctx: HookContext, total: int):
         self.co = coordinator
@@ -269,6 +271,7 @@ class _DiskCreates:
         self.count = 0
         self.started: list[SnapshotRequest] = []
         self.created: dict[str, DiskSnapshot] = {}
+        self.prepared: dict[str, object] = {}
 
     def begin(self, reqs: Sequence[SnapshotRequest]) -> None:
         """From here on, an undo aborts *reqs*."""
@@ -282,12 +285,16 @@ class _DiskCreates:
     def prepare_group(self, group: list[SnapshotRequest]) -> None:
         """Before the pause: what the driver can do of its snapshots while the guest runs."""
         self.begin(group)
-        self._backend(group).disk_snapshot_prepare_group(requests=group, ctx=self.ctx)
+        handle = self._backend(group).disk_snapshot_prepare_group(requests=group, ctx=self.ctx)
+        if handle is not None:
+            self.prepared.update((r.disk.vdev, handle) for r in group)
 
     def driver_group(self, group: list[SnapshotRequest]) -> list[DiskSnapshot]:
         """The driver's snapshots, in one call when it takes them together."""
         self.begin(group)
-        snaps = self._backend(group).disk_snapshot_create_group(requests=group, ctx=self.ctx)
+        snaps = self._backend(group).disk_snapshot_create_group(
+            requests=group, prepared=self.prepared.get(group[0].disk.vdev), ctx=self.ctx
+        )
         if snaps is None:  # the backend takes its disks one at a time
             done, failed = _parallel(group, self.one, self.co.plugins.calls)
             if failed:
@@ -667,7 +674,9 @@ class Coordinator:
             if work.memory_path and memory is None:
                 memory = self._save_memory(ctx, work.memory_path)
         except BaseException as exc:
-            leftovers = self._undo_create(ctx, work, started, work.memory_path, disks.created)
+            leftovers = self._undo_create(
+                ctx, work, started, work.memory_path, created=disks.created, prepared=disks.prepared
+            )
             leftovers += guest.release()
             if leftovers:
                 raise PartialCheckpointError("create", work.name, exc, leftovers) from exc
@@ -700,22 +709,29 @@ class Coordinator:
         work: _CreateWork,
         started: Sequence[SnapshotRequest],
         memory_path: str | None,
+        *,
         created: Mapping[str, DiskSnapshot] | None = None,
+        prepared: Mapping[str, object] | None = None,
     ) -> list[str]:
         """Abort every started disk create in reverse order; return what could not be undone.
 
-        *created* holds what each disk's create returned, by vdev (handed to the abort hook).
+        *created* holds what each disk's create returned and *prepared* what its driver
+        prepared, by vdev (both handed to the abort hook).
         Then every disk aborted is repaired and verified (:meth:`_verify_disks`): an image the
         undo left failing its format's check is reported, never passed over.
         """
         created = created or {}
+        prepared = prepared or {}
         leftovers: list[str] = []
         for req in reversed(list(started)):
             assert req.disk.driver is not None
             try:
                 backend = self.plugins.storage(req.disk.driver, vdev=req.disk.vdev)
                 backend.disk_snapshot_abort(
-                    request=req, created=created.get(req.disk.vdev), ctx=ctx
+                    request=req,
+                    created=created.get(req.disk.vdev),
+                    prepared=prepared.get(req.disk.vdev),
+                    ctx=ctx,
                 )
             except Exception as exc:
                 leftovers.append(f"disk {req.disk.vdev}: snapshot {work.name} not removed: {exc}")

@@ -143,36 +143,40 @@ def disk_snapshot_plan(request: SnapshotRequest, ctx: HookContext) -> str | None
 
 
 @hookspec
-def disk_snapshot_prepare_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> bool:
+def disk_snapshot_prepare_group(
+    requests: Sequence[SnapshotRequest], ctx: HookContext
+) -> object | None:
     """Do in advance, while the guest still runs, whatever of these snapshots can be done
     without changing what the guest sees, so that the guest's pause holds only the switch.
 
     Optional. Called once per driver with all its disks of a checkpoint (``requests`` all have
     your driver), after every disk's :func:`disk_snapshot_create_check` passed and the intent
     was journaled, before quiesce and pause (for a shut-off domain too, where no pause
-    follows: return ``False`` if there is nothing to gain); then, in the pause, the same
-    requests reach :func:`disk_snapshot_create_group` (or :func:`disk_snapshot_create`), which
-    uses what was prepared. The ``qcow2`` driver creates its external overlays here and opens
-    them in QEMU, so that the pause holds one QMP ``transaction``.
+    follows: return ``None`` if there is nothing to gain). What it returns, any object of the
+    plugin's own (a prepared transaction, say), snapcore holds for the operation and hands
+    back as ``prepared`` to :func:`disk_snapshot_create_group` in the pause and to
+    :func:`disk_snapshot_abort` if the checkpoint is undone; the plugin keeps no state of its
+    own between the calls. The ``qcow2`` driver creates its external overlays here, opens them
+    in QEMU, and returns the transaction that switches them, so that the pause holds one QMP
+    ``transaction``.
 
-    Whatever is prepared must be found again by :func:`disk_snapshot_abort`, which snapcore
-    calls for every request of a checkpoint that is undone, whether or not the create hook ran,
-    and by the create hook in the pause, which may find the domain changed in between: it
-    then raises, and the checkpoint is undone.
+    The create hook in the pause may find the domain changed since (a disk's active node
+    replaced): it then raises, and the checkpoint is undone.
 
-    Failure guarantee: when it raises, snapcore calls :func:`disk_snapshot_abort` for each of
-    *requests*, which must remove what was prepared.
+    Failure guarantee: when it raises, what it prepared is removed (snapcore also calls
+    :func:`disk_snapshot_abort` for each of *requests*, with ``prepared`` ``None``).
 
     .. versionadded:: 1.2
-    .. versionchanged:: 2.0 returns ``False``, not ``None``, when there is nothing to prepare.
+    .. versionchanged:: 2.0 returns what was prepared (``None``: nothing), which snapcore
+       hands back; 1.2 returned ``True`` and the plugin kept the state itself.
 
-    :returns: ``True`` when something was prepared, ``False`` when nothing was.
+    :returns: what was prepared, or ``None`` when nothing was.
     """
 
 
 @hookspec
 def disk_snapshot_create_group(
-    requests: Sequence[SnapshotRequest], ctx: HookContext
+    requests: Sequence[SnapshotRequest], prepared: object | None, ctx: HookContext
 ) -> list[DiskSnapshot] | None:
     """Create the snapshots of several disks of this driver at one instant, all or nothing.
 
@@ -185,7 +189,11 @@ def disk_snapshot_create_group(
     Failure guarantee: when it raises, no disk of *requests* has a snapshot of this
     checkpoint (snapcore will also call :func:`disk_snapshot_abort` for each of them).
 
+    :param prepared: what :func:`disk_snapshot_prepare_group` returned for these requests,
+        or ``None``.
+
     .. versionadded:: 1.1
+    .. versionchanged:: 2.0 takes ``prepared``.
 
     :returns: ``None`` to decline; otherwise one :class:`~snapcore.model.DiskSnapshot` per
         request, in the same order.
@@ -209,7 +217,10 @@ def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnap
 
 @hookspec
 def disk_snapshot_abort(
-    request: SnapshotRequest, created: DiskSnapshot | None, ctx: HookContext
+    request: SnapshotRequest,
+    created: DiskSnapshot | None,
+    prepared: object | None,
+    ctx: HookContext,
 ) -> bool:
     """Undo a :func:`disk_snapshot_create` of *request* (and its
     :func:`disk_snapshot_prepare_group`), whether it finished, failed or was cut short by a
@@ -225,8 +236,11 @@ def disk_snapshot_abort(
     :param created: what :func:`disk_snapshot_create` (or the group call) returned for this
         request, or ``None`` when it did not return (it failed, never ran, or the command that
         ran it crashed).
+    :param prepared: what :func:`disk_snapshot_prepare_group` returned for the group of this
+        request, or ``None`` (nothing prepared, or crash recovery: find what a preparation left
+        on the storage yourself).
 
-    .. versionchanged:: 2.0 takes ``created``.
+    .. versionchanged:: 2.0 takes ``created`` and ``prepared``.
 
     :returns: ``True`` once the disk is as it was.
     """

@@ -16,6 +16,7 @@ from snapcore.errors import (
     BackendError,
     ConfigError,
     HookTimeoutError,
+    OperationFailedError,
     PluginContractError,
 )
 from snapcore.hookspecs import hookimpl
@@ -415,17 +416,73 @@ class TestLegacyRawcopyConformance(BackendConformance):
             return f.read(length)
 
 
-def test_legacy_prepare_none_means_nothing_prepared() -> None:
+@pytest.mark.parametrize("answer", [True, False, None])
+def test_a_legacy_prepare_hands_nothing_back(answer: object) -> None:
     class Old(Recorder):
-        SNAPCORE_HOOK_API = (1, 2)
+        SNAPCORE_HOOK_API = (1, 2)  # 1.2: True meant "I kept what I prepared myself"
 
         @hookimpl
-        def disk_snapshot_prepare_group(self) -> None:
-            return None
+        def disk_snapshot_prepare_group(self) -> object:
+            return answer
 
     plugins = load_plugins(entry_points=False, extra=[("old", Old("a"))])
     request = SnapshotRequest(disk=DISK, name="c1")
-    assert (
-        plugins.storage("a").disk_snapshot_prepare_group(requests=[request], ctx=_ctx(DISK))
-        is False
-    )
+    backend = plugins.storage("a")
+    assert backend.disk_snapshot_prepare_group(requests=[request], ctx=_ctx(DISK)) is None
+
+
+# -- what a driver prepares, the operation holds -------------------------------------------
+
+
+class Preparer(Recorder):
+    """Prepares a handle for its group, takes it back in the pause, and fails there if asked."""
+
+    def __init__(self) -> None:
+        super().__init__("a")
+        self.handle = object()
+        self.seen: list[tuple[str, object]] = []
+        self.fail_create = False
+
+    @hookimpl
+    def disk_snapshot_prepare_group(self, requests: list[SnapshotRequest]) -> object:
+        self.seen.append(("prepare", len(requests)))
+        return self.handle
+
+    @hookimpl
+    def disk_snapshot_create_group(
+        self, requests: list[SnapshotRequest], prepared: object
+    ) -> list[DiskSnapshot]:
+        self.seen.append(("create_group", prepared))
+        if self.fail_create:
+            raise BackendError("the switch failed", driver="a")
+        return [self._snap(r.disk, r.name) for r in requests]
+
+    @hookimpl
+    def disk_snapshot_abort(self, request: SnapshotRequest, prepared: object) -> bool:
+        self.seen.append(("abort", prepared))
+        return True
+
+
+def test_the_prepared_group_is_handed_back_to_create_and_to_abort(tmp_path: Path) -> None:
+    rec = Preparer()
+    disks = []
+    for vdev in ("vda", "vdb"):
+        (tmp_path / vdev).write_bytes(b"x")
+        disks.append(Disk(vdev=vdev, path=str(tmp_path / vdev), driver="a"))
+    host = Host(state_dir=tmp_path / "state", entry_points=False)
+    host.register(rec, "a")
+    dom = host.open_domain(Domain(name="dom", disks=tuple(disks)))
+
+    dom.create(CreateOptions(name="c1"))
+    assert rec.seen == [("prepare", 2), ("create_group", rec.handle)]
+
+    rec.seen.clear()
+    rec.fail_create = True
+    with pytest.raises(OperationFailedError):
+        dom.create(CreateOptions(name="c2"))
+    assert rec.seen == [
+        ("prepare", 2),
+        ("create_group", rec.handle),
+        ("abort", rec.handle),
+        ("abort", rec.handle),
+    ]

@@ -330,8 +330,8 @@ class LiveDisk:
         renamed onto ``P``), the overlay is committed into the old image (an active
         ``block-commit``, so writes made since are kept) and closed. Not switched: the new
         node is closed, the scratch file removed and ``T``, a second name of ``P``, unlinked.
-        What a prepared transaction kept for *request* is the caller's to drop
-        (:meth:`snapcore_qcow2.transaction.PreparedSwitches.forget`).
+        What a prepared transaction still holds for *request* is the caller's to undo first
+        (:meth:`snapcore_qcow2.transaction.GroupSwitch.unprepare`).
         """
         view = BlockView(self.qmp)
         path = os.path.abspath(request.disk.path)

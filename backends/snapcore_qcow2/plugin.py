@@ -44,7 +44,7 @@ from snapcore_qcow2.qemu_img import PROGRAM, QemuImg
 
 if TYPE_CHECKING:
     from snapcore_qcow2.live import LiveDisk
-    from snapcore_qcow2.transaction import PreparedSwitches
+    from snapcore_qcow2.transaction import GroupSwitch
 
 #: The hook API this plugin was written for (1.1: ``disk_snapshot_create_group``; 1.2:
 #: ``disk_snapshot_prepare_group``).
@@ -145,16 +145,6 @@ def _live(vdev: str, ctx: HookContext) -> LiveDisk:
     return LiveDisk(vdev=vdev, ctx=ctx)
 
 
-@functools.cache
-def _switches() -> PreparedSwitches:
-    """The switches prepared by :func:`disk_snapshot_prepare_group` and waiting for
-    :func:`disk_snapshot_create_group`: this plugin's one registry (per QMP session inside),
-    made on first use so that offline commands never import the live modules."""
-    from snapcore_qcow2.transaction import PreparedSwitches
-
-    return PreparedSwitches()
-
-
 def _for_disk(vdev: str) -> AbstractContextManager[None]:
     """Attribute qemu-img, QMP and file-system failures to disk *vdev*."""
     return for_disk(vdev, DRIVER)
@@ -171,51 +161,61 @@ def disk_snapshot_create_check(request: SnapshotRequest, ctx: HookContext) -> li
 @hookimpl
 def disk_snapshot_create(request: SnapshotRequest, ctx: HookContext) -> DiskSnapshot:
     if _running(ctx):
-        [snap] = _create_group([request], ctx)
+        [snap] = _create_group([request], None, ctx)
         return snap
     with _for_disk(request.disk.vdev):
         return _disk(request.disk.vdev, ctx).create(request, ctx.state)
 
 
 @hookimpl
-def disk_snapshot_prepare_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> bool:
+def disk_snapshot_prepare_group(
+    requests: Sequence[SnapshotRequest], ctx: HookContext
+) -> GroupSwitch | None:
     """On a running QEMU, plan the transaction and make the external overlays while the guest
-    still runs, so that its pause holds the transaction only."""
+    still runs, and return the transaction (a :class:`~snapcore_qcow2.transaction.GroupSwitch`),
+    which snapcore hands back to the create in the pause, or to the abort."""
     if not _running(ctx):
-        return False
+        return None
     from snapcore_qcow2.transaction import prepare_group
 
     with _for_disk(", ".join(r.disk.vdev for r in requests)):
-        prepare_group(requests, ctx, _switches())
-    return True
+        return prepare_group(requests, ctx)
 
 
 @hookimpl
 def disk_snapshot_create_group(
-    requests: Sequence[SnapshotRequest], ctx: HookContext
+    requests: Sequence[SnapshotRequest], prepared: object | None, ctx: HookContext
 ) -> list[DiskSnapshot] | None:
-    """A running QEMU's disks switch together in one QMP transaction; offline, every disk is
-    done on its own (``None``: one :func:`disk_snapshot_create` call per disk)."""
+    """A running QEMU's disks switch together in one QMP transaction (the one prepared, if
+    any); offline, every disk is done on its own (``None``: one :func:`disk_snapshot_create`
+    call per disk)."""
     if not _running(ctx):
         return None
-    return _create_group(requests, ctx)
+    return _create_group(requests, prepared, ctx)
 
 
-def _create_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> list[DiskSnapshot]:
-    from snapcore_qcow2.transaction import create_group
+def _create_group(
+    requests: Sequence[SnapshotRequest], prepared: object | None, ctx: HookContext
+) -> list[DiskSnapshot]:
+    from snapcore_qcow2.transaction import GroupSwitch, create_group
 
     vdevs = ", ".join(r.disk.vdev for r in requests)
     with _for_disk(vdevs):
-        return create_group(requests, ctx, _switches())
+        switch = prepared if isinstance(prepared, GroupSwitch) else None
+        return create_group(requests, ctx, switch)
 
 
 @hookimpl
-def disk_snapshot_abort(request: SnapshotRequest, ctx: HookContext) -> bool:
+def disk_snapshot_abort(
+    request: SnapshotRequest, prepared: object | None, ctx: HookContext
+) -> bool:
     with _for_disk(request.disk.vdev):
         if _running(ctx) or _qemu_has(request, ctx):
-            from snapcore_qcow2.transaction import forget_prepared
+            from snapcore_qcow2.transaction import GroupSwitch
 
-            forget_prepared(request, ctx, _switches())
+            if isinstance(prepared, GroupSwitch):
+                for problem in prepared.unprepare():  # once; the live abort finds the rest
+                    ctx.log.warning("disk %s: %s", request.disk.vdev, problem)
             return _live(request.disk.vdev, ctx).abort(request)
         return _disk(request.disk.vdev, ctx).abort(request)
 

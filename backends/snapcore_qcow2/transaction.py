@@ -11,18 +11,15 @@ prepare -> commit, or prepare -> unprepare:
   onto the disks' paths;
 * :meth:`GroupSwitch.unprepare` removes what was prepared, before the transaction.
 
-Between the two hooks a prepared switch waits in a :class:`PreparedSwitches` registry, one
-table per QMP session (the session the ``qemu`` hypervisor shares between the hooks of one
-operation), so a switch can never outlive the operation that prepared it nor be taken by
-another one. The hook API gives the plugin no object of its own to carry it from one hook to the
-next; the registry is that object (the plugin holds one).
+Between the two hooks snapcore holds the prepared switch: ``disk_snapshot_prepare_group``
+returns it and snapcore hands it back as ``prepared`` to ``disk_snapshot_create_group`` in the
+pause, or to ``disk_snapshot_abort``. The plugin keeps no state between hooks, so a switch can
+never outlive the operation that prepared it nor be taken by another one.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -162,87 +159,38 @@ class GroupSwitch:
         return problems
 
 
-class PreparedSwitches:
-    """Switches prepared while the guest ran, waiting for the create of the same checkpoint
-    in the pause: per QMP session (held weakly: a session's table goes with it), by disk and
-    checkpoint name. Thread-safe."""
+def prepare_group(requests: Sequence[SnapshotRequest], ctx: HookContext) -> GroupSwitch:
+    """Prepare, while the guest runs, the switch of every disk of *requests*, so that
+    :func:`create_group` in the pause has only the transaction left; snapcore holds the switch
+    in between (the hook API's ``prepared``).
 
-    def __init__(self) -> None:
-        self._tables: weakref.WeakKeyDictionary[QMPSession, dict[tuple[str, str], GroupSwitch]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _key(request: SnapshotRequest) -> tuple[str, str]:
-        return request.disk.vdev, request.name
-
-    def put(self, qmp: QMPSession, switch: GroupSwitch) -> None:
-        """Keep *switch* for the create of its requests on *qmp*'s QEMU."""
-        with self._lock:
-            table = self._tables.setdefault(qmp, {})
-            for request in switch.requests:
-                table[self._key(request)] = switch
-
-    def take(self, qmp: QMPSession, requests: Sequence[SnapshotRequest]) -> GroupSwitch | None:
-        """The switch prepared for exactly *requests*, no longer kept; ``None`` when there is
-        none. A switch prepared for other requests than these is dropped and undone."""
-        with self._lock:
-            table = self._tables.get(qmp, {})
-            found = [table.pop(self._key(r), None) for r in requests]
-            switch = found[0] if found else None
-            if (
-                switch is not None
-                and all(f is switch for f in found)
-                and len(switch.requests) == len(requests)
-            ):
-                return switch
-            others = list({id(f): f for f in found if f is not None}.values())
-            for other in others:
-                for request in other.requests:
-                    table.pop(self._key(request), None)
-        for other in others:
-            other.unprepare()
-        return None
-
-    def forget(self, qmp: QMPSession, request: SnapshotRequest) -> None:
-        """Drop what was kept for *request* (its files and nodes are left to
-        :meth:`LiveDisk.abort`)."""
-        with self._lock:
-            self._tables.get(qmp, {}).pop(self._key(request), None)
-
-    def __len__(self) -> int:
-        """How many requests have a switch waiting, over every live session."""
-        with self._lock:
-            return sum(len(t) for t in self._tables.values())
-
-
-def prepare_group(
-    requests: Sequence[SnapshotRequest], ctx: HookContext, switches: PreparedSwitches
-) -> None:
-    """Prepare, while the guest runs, the switch of every disk of *requests* and keep it in
-    *switches*, so that :func:`create_group` in the pause has only the transaction left.
-
-    Failure guarantee: when it raises, what was prepared is removed and nothing is kept.
+    Failure guarantee: when it raises, what was prepared is removed.
     """
     qmp = require_qmp(ctx, ", ".join(r.disk.vdev for r in requests))
-    switches.put(qmp, GroupSwitch.prepare(requests, ctx, qmp))
+    return GroupSwitch.prepare(requests, ctx, qmp)
 
 
 def create_group(
-    requests: Sequence[SnapshotRequest], ctx: HookContext, switches: PreparedSwitches
+    requests: Sequence[SnapshotRequest], ctx: HookContext, switch: GroupSwitch | None
 ) -> list[DiskSnapshot]:
     """Snapshot every disk of *requests* at one instant, in one QMP ``transaction``.
 
-    The switch prepared by :func:`prepare_group` is taken from *switches* and run only if
-    every disk's active node in QEMU is still the one it was prepared on; without one, it is
-    prepared here. The snapshots come back in the order of *requests*.
+    *switch*, prepared by :func:`prepare_group` for these requests, is run only if every
+    disk's active node in QEMU is still the one it was prepared on; without one (or one
+    prepared for other requests, which is undone), it is prepared here. The snapshots come
+    back in the order of *requests*.
 
     Failure guarantee: when it raises, no disk has a snapshot of this checkpoint (see
     :meth:`GroupSwitch.commit`); before the transaction, what was prepared is removed.
     """
     qmp = require_qmp(ctx, ", ".join(r.disk.vdev for r in requests))
-    switch = switches.take(qmp, requests)
+    def keys(reqs: Sequence[SnapshotRequest]) -> list[tuple[str, str]]:
+        return [(r.disk.vdev, r.name) for r in reqs]
+
+    if switch is not None and keys(switch.requests) != keys(requests):
+        for problem in switch.unprepare():
+            log.warning("%s", problem)
+        switch = None
     if switch is None:
         switch = GroupSwitch.prepare(requests, ctx, qmp)
     else:
@@ -253,13 +201,3 @@ def create_group(
                 exc.add_note(problem)
             raise
     return switch.commit(qmp, requests)
-
-
-def forget_prepared(request: SnapshotRequest, ctx: HookContext, switches: PreparedSwitches) -> None:
-    """Drop what :func:`prepare_group` kept for *request* in *switches*, if the domain has a
-    QMP monitor (its files and nodes are left to :meth:`LiveDisk.abort`)."""
-    from snapcore_qemu.qmp import monitor
-
-    session = monitor(ctx)
-    if session is not None:
-        switches.forget(session, request)

@@ -8,7 +8,6 @@ images are read back with qemu-io and qemu-img directly, never through the plugi
 
 from __future__ import annotations
 
-import gc
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -31,7 +30,6 @@ from snapcore.model import (
 from snapcore.overlay import ExternalOverlay, ImageIdentityError
 from snapcore.plugins import Plugins
 from snapcore_qcow2.offline import TMP_SUFFIX
-from snapcore_qcow2.transaction import GroupSwitch, PreparedSwitches
 from snapcore_qemu.qmp import SERVICE, QMPCommandError, QMPSession
 from tests.backends.conftest import QemuTools
 from tests.qemuvm import QemuVM
@@ -318,16 +316,17 @@ def test_prepared_overlays_wait_while_the_guest_writes_then_switch(
     for request in requests:
         assert live.check(request) == []
     nodes = live.node_names()
-    assert live.plugins.storage("qcow2").disk_snapshot_prepare_group(
+    prepared = live.plugins.storage("qcow2").disk_snapshot_prepare_group(
         requests=requests, ctx=live.ctx()
     )
+    assert prepared is not None
     [overlay] = [n for n in live.node_names() - nodes if not n.startswith("#")]  # not in use yet
     assert live.block()["vda"]["node-name"] == "vda"
     assert live.tags("vdb") == []
     live.write("vda", 0x22)  # after the preparation, before the switch: in the snapshot
     # the same requests, in another order: the snapshots come back in the caller's order
     internal, ext = live.plugins.storage("qcow2").disk_snapshot_create_group(
-        requests=requests[::-1], ctx=live.ctx()
+        requests=requests[::-1], prepared=prepared, ctx=live.ctx()
     )
     assert live.block()["vda"]["node-name"] == ext.extra["node"] == overlay
     assert live.tags("vdb") == ["s1"]
@@ -345,12 +344,15 @@ def test_prepared_then_aborted_leaves_nothing(live: Live, qemu: QemuTools) -> No
     live.write("vda", 0x11)
     before = (live.device("vda"), live.node_names(), files(live.images))
     requests = (live.request("vda", "s1", EXTERNAL), live.request("vdb", "s1", EXTERNAL))
-    assert live.plugins.storage("qcow2").disk_snapshot_prepare_group(
+    prepared = live.plugins.storage("qcow2").disk_snapshot_prepare_group(
         requests=requests, ctx=live.ctx()
     )
+    assert prepared is not None
     assert files(live.images) != before[2]
     for request in reversed(requests):
-        live.plugins.storage("qcow2").disk_snapshot_abort(request=request, ctx=live.ctx())
+        live.plugins.storage("qcow2").disk_snapshot_abort(
+            request=request, prepared=prepared, ctx=live.ctx()
+        )
     assert (live.device("vda"), live.node_names(), files(live.images)) == before
     assert live.session.execute("query-fdsets") == []
     [snap] = live.create(live.request("vda", "s1", EXTERNAL))  # not the aborted preparation
@@ -367,16 +369,19 @@ def test_prepared_switch_refused_when_the_disk_changed_meanwhile(
     prepared internal snapshot would land on the wrong image, so nothing is switched."""
     requests = (live.request("vda", "s1", INTERNAL), live.request("vdb", "s1", EXTERNAL))
     vdb_before, files_before = live.device("vdb"), files(live.images)
-    assert live.plugins.storage("qcow2").disk_snapshot_prepare_group(
+    prepared = live.plugins.storage("qcow2").disk_snapshot_prepare_group(
         requests=requests, ctx=live.ctx()
     )
+    assert prepared is not None
     theirs = str(images / "theirs.qcow2")
     live.session.execute(
         "blockdev-snapshot-sync",
         {"node-name": "vda", "snapshot-file": theirs, "snapshot-node-name": "theirs"},
     )
     with pytest.raises(BackendError, match="vda changed from vda to theirs"):
-        live.plugins.storage("qcow2").disk_snapshot_create_group(requests=requests, ctx=live.ctx())
+        live.plugins.storage("qcow2").disk_snapshot_create_group(
+            requests=requests, prepared=prepared, ctx=live.ctx()
+        )
     assert live.block()["vda"]["node-name"] == "theirs"
     assert live.tags("vda") == []
     assert qemu.tags(live.paths["vda"]) == []
@@ -692,39 +697,3 @@ def test_a_live_external_snapshot_is_never_the_live_disks_inode(
     }
     assert files(live.images) == before[1]
     live.reads("vda", 0x11)
-
-
-def _session(tmp: Path, name: str) -> QMPSession:
-    """A session object that is never connected (the registry only keys on it)."""
-    return QMPSession(str(tmp / f"{name}.qmp"), domain=name)
-
-
-def _switch(*requests: SnapshotRequest) -> GroupSwitch:
-    return GroupSwitch(disks=[], requests=list(requests), planned=[], actions=[], prepared=[])
-
-
-def test_prepared_switches_are_kept_per_qmp_session(tmp_path: Path) -> None:
-    """A switch prepared on one session is taken by the create of the same requests on that
-    session only; another session (another operation) finds none; a switch for other
-    requests is dropped; a session that goes away takes its switches with it."""
-    disk = {v: Disk(vdev=v, path=str(tmp_path / f"{v}.qcow2"), driver="qcow2") for v in "ab"}
-    a1, b1 = (SnapshotRequest(disk=disk[v], name="s1", kind=EXTERNAL) for v in "ab")
-    switches = PreparedSwitches()
-    one, two = _session(tmp_path, "one"), _session(tmp_path, "two")
-    switch = _switch(a1, b1)
-    switches.put(one, switch)
-    assert len(switches) == 2
-    assert switches.take(two, [a1, b1]) is None
-    assert switches.take(one, [a1, b1]) is switch
-    assert len(switches) == 0
-
-    switches.put(one, switch)
-    assert switches.take(one, [a1]) is None, "prepared for other requests: dropped"
-    assert len(switches) == 0
-
-    switches.put(one, switch)
-    switches.forget(one, a1)
-    assert len(switches) == 1
-    del one
-    gc.collect()
-    assert len(switches) == 0
