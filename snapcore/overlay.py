@@ -258,9 +258,15 @@ def replace_image(path: str, write: Callable[[str], None], suffix: str = SCRATCH
     """Write a new image with ``write(scratch)`` under a fresh scratch name, give it the mode
     and owner of the image at *path* (if there is one), flush it and rename it onto *path*.
 
+    Scratch files of *path* an earlier command left (it was killed between its write and its
+    rename) are removed first, so a revert that recovery runs again leaves none behind. Call
+    it only under the disk's lock (see the module docstring).
+
     Failure guarantee: *path* holds its old image unless the new one is complete; when it
     raises, the scratch file is removed.
     """
+    for leftover in remove_scratch(path, suffix):
+        log.info("removed %s, left by a command that was killed", leftover)
     scratch = scratch_path(path, suffix)
     try:
         write(scratch)

@@ -316,3 +316,20 @@ def test_replace_image(disk: Path) -> None:
         replace_image(str(disk), broken)
     assert disk.read_bytes() == b"new"
     assert listing(disk.parent) == ["vda.img"]
+
+
+def test_replace_image_removes_the_scratch_a_killed_command_left(tmp_path: Path) -> None:
+    from snapcore.overlay import replace_image, scratch_files, scratch_path
+
+    disk = tmp_path / "vda.img"
+    disk.write_bytes(b"old")
+    left = Path(scratch_path(str(disk)))  # a revert killed between its write and its rename
+    left.write_bytes(b"half")
+    other = tmp_path / "vdb.img.123-abcdef01.snapcore-tmp"  # another disk's: not ours
+    other.write_bytes(b"x")
+
+    replace_image(str(disk), lambda scratch: Path(scratch).write_bytes(b"new"))
+
+    assert disk.read_bytes() == b"new"
+    assert scratch_files(str(disk)) == []
+    assert other.exists()
