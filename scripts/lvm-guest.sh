@@ -26,7 +26,7 @@ VENV=$REPO/.venv
 # qemu-utils for the mixed qcow2 + LV tests).
 APT_PACKAGES=(lvm2 thin-provisioning-tools udev kmod busybox-static qemu-system-x86 qemu-utils fio)
 PIP_PACKAGES=(virtme-ng pytest-testinfra)
-GUEST_TIMEOUT=${SNAPCORE_LVM_GUEST_TIMEOUT:-1200}
+GUEST_TIMEOUT=${SNAPCORE_LVM_GUEST_TIMEOUT:-2400}
 
 log() { echo "lvm-guest: $*" >&2; }
 
@@ -135,7 +135,7 @@ fi
 rm -rf "$OUT"
 mkdir -p "$OUT"
 mode=pytest
-guest_env="env SNAPCORE_LVM_UDEV=${SNAPCORE_LVM_UDEV:-0}"
+guest_env="env SNAPCORE_LVM_UDEV=${SNAPCORE_LVM_UDEV:-0} SNAPCORE_LVM_FULL_CONFORMANCE=${SNAPCORE_LVM_FULL_CONFORMANCE:-}"
 if [ "${1:-}" = "--exec" ]; then
     mode=exec
     guest_cmd="$guest_env $REPO/scripts/lvm-guest.sh --in-guest-exec $(printf '%q' "${2:?--exec needs a command}")"
