@@ -184,6 +184,7 @@ def create_group(
     :meth:`GroupSwitch.commit`); before the transaction, what was prepared is removed.
     """
     qmp = require_qmp(ctx, ", ".join(r.disk.vdev for r in requests))
+
     def keys(reqs: Sequence[SnapshotRequest]) -> list[tuple[str, str]]:
         return [(r.disk.vdev, r.name) for r in reqs]
 
