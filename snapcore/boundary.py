@@ -471,6 +471,24 @@ class StorageBackend(PluginHandle):
         result = self.call(hook, vdev, request=request, created=created, prepared=prepared, ctx=ctx)
         _acknowledged(self, hook, vdev, result)
 
+    def _on_snapshot(
+        self,
+        hook: str,
+        snapshot: DiskSnapshot,
+        disk: Disk | None,
+        others: Sequence[DiskSnapshot],
+        ctx: HookContext,
+    ) -> object:
+        """Call a hook that works on one recorded *snapshot* (delete, revert and their checks)."""
+        return self.call(
+            hook,
+            snapshot.vdev,
+            snapshot=snapshot,
+            disk=disk or _recorded_disk(snapshot),
+            others=tuple(others),
+            ctx=ctx,
+        )
+
     def disk_snapshot_delete_check(
         self,
         *,
@@ -480,14 +498,7 @@ class StorageBackend(PluginHandle):
         ctx: HookContext,
     ) -> list[str]:
         hook = "disk_snapshot_delete_check"
-        result = self.call(
-            hook,
-            snapshot.vdev,
-            snapshot=snapshot,
-            disk=disk or _recorded_disk(snapshot),
-            others=tuple(others),
-            ctx=ctx,
-        )
+        result = self._on_snapshot(hook, snapshot, disk, others, ctx)
         return _blockers(self, hook, snapshot.vdev, result)
 
     def disk_snapshot_delete(
@@ -499,14 +510,7 @@ class StorageBackend(PluginHandle):
         ctx: HookContext,
     ) -> None:
         hook = "disk_snapshot_delete"
-        result = self.call(
-            hook,
-            snapshot.vdev,
-            snapshot=snapshot,
-            disk=disk or _recorded_disk(snapshot),
-            others=tuple(others),
-            ctx=ctx,
-        )
+        result = self._on_snapshot(hook, snapshot, disk, others, ctx)
         _acknowledged(self, hook, snapshot.vdev, result)
 
     def disk_snapshot_revert_check(
@@ -518,14 +522,7 @@ class StorageBackend(PluginHandle):
         ctx: HookContext,
     ) -> list[str]:
         hook = "disk_snapshot_revert_check"
-        result = self.call(
-            hook,
-            snapshot.vdev,
-            snapshot=snapshot,
-            disk=disk or _recorded_disk(snapshot),
-            others=tuple(others),
-            ctx=ctx,
-        )
+        result = self._on_snapshot(hook, snapshot, disk, others, ctx)
         return _blockers(self, hook, snapshot.vdev, result)
 
     def disk_snapshot_revert(
@@ -537,14 +534,7 @@ class StorageBackend(PluginHandle):
         ctx: HookContext,
     ) -> None:
         hook = "disk_snapshot_revert"
-        result = self.call(
-            hook,
-            snapshot.vdev,
-            snapshot=snapshot,
-            disk=disk or _recorded_disk(snapshot),
-            others=tuple(others),
-            ctx=ctx,
-        )
+        result = self._on_snapshot(hook, snapshot, disk, others, ctx)
         _acknowledged(self, hook, snapshot.vdev, result)
 
     def disk_verify(
