@@ -400,18 +400,9 @@ class OfflineDisk:
         self._step("create", f"external snapshot {request.name!r}: {path} becomes {target}")
 
         def keep_backing_resolvable() -> None:
-            # A relative backing file must still resolve from the target's directory. The
-            # header is shared with the disk's path until the switch: an absolute path is
-            # right for both.
-            backing = top.backing_path
-            if (
-                backing is not None
-                and top.backing_filename is not None
-                and not os.path.isabs(top.backing_filename)
-                and _real(os.path.dirname(target)) != _real(os.path.dirname(path))
-            ):
-                fmt = self._backing_format(top)
-                self.img.rebase(target, backing=backing, backing_format=fmt, unsafe=True)
+            # The header is shared with the disk's path until the switch: an absolute backing
+            # path is right for both.
+            self._keep_backing_resolvable(target, top, os.path.dirname(path))
 
         # link P to T (frozen from then on), a new empty overlay over T beside P, which then
         # takes P's place; the names are checked after the switch. A failure is undone by
@@ -586,19 +577,25 @@ class OfflineDisk:
             self._rebase_children(target, plan.target, plan.children)
         return True
 
+    def _keep_backing_resolvable(self, file: str, image: ImageInfo, other_dir: str) -> None:
+        """Make the backing file of *image* (the header in *file*) absolute when it is named
+        by a relative path and *file*'s directory is not *other_dir*, the directory the header
+        is also read from; nothing else changes (``qemu-img rebase -u``)."""
+        backing = image.backing_path
+        if (
+            backing is not None
+            and image.backing_filename is not None
+            and not os.path.isabs(image.backing_filename)
+            and _real(os.path.dirname(file)) != _real(other_dir)
+        ):
+            fmt = self._backing_format(image)
+            self.img.rebase(file, backing=backing, backing_format=fmt, unsafe=True)
+
     def _merge_into_child(self, target: str, t_image: ImageInfo, child: ImageInfo) -> None:
         c_path = os.path.abspath(child.filename)
         self._step("delete", f"commit {c_path} into {target}, then move {target} to {c_path}")
-        backing = t_image.backing_path
-        if (
-            backing is not None
-            and t_image.backing_filename is not None
-            and not os.path.isabs(t_image.backing_filename)
-            and _real(os.path.dirname(target)) != _real(os.path.dirname(c_path))
-        ):
-            # T's header moves to C's directory: keep its backing file resolvable from there.
-            fmt = self._backing_format(t_image)
-            self.img.rebase(target, backing=backing, backing_format=fmt, unsafe=True)
+        # T's header moves to C's directory: keep its backing file resolvable from there.
+        self._keep_backing_resolvable(target, t_image, os.path.dirname(c_path))
         self.img.commit(c_path)
         _copy_mode(c_path, target)
         os.replace(target, c_path)

@@ -16,7 +16,7 @@ from typing import Any
 from snapcore.context import HookContext
 from snapcore.hookspecs import hookimpl
 from snapcore.model import Disk, DiskSnapshot, SnapshotRequest
-from snapcore.testing import BackendConformance
+from snapcore.testing import InstalledBackendConformance
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "snapcore-rawcopy"
 try:
@@ -39,28 +39,13 @@ class Rawcopy:
     locals().update({name: staticmethod(getattr(rawcopy, name)) for name in _HOOKS})
 
 
-class RawcopyConformance(BackendConformance):
-    """The conformance suite for rawcopy mutants; subclasses set ``plugin``."""
+class RawcopyConformance(InstalledBackendConformance):
+    """The conformance suite for rawcopy mutants (on the suite's raw-file disks, ``*.raw``);
+    subclasses set ``plugin``."""
 
     driver = "rawcopy"
     disk_size = 1024 * 1024
     own_samples = frozenset({"raw"})
-
-    def make_disk(self, tmp_path: Path, vdev: str, size: int) -> Disk:
-        path = tmp_path / f"{vdev}.raw"
-        with path.open("wb") as f:
-            f.truncate(size)
-        return Disk(vdev=vdev, path=str(path), driver=self.driver)
-
-    def write(self, disk: Disk, offset: int, data: bytes) -> None:
-        with open(disk.path, "r+b") as f:
-            f.seek(offset)
-            f.write(data)
-
-    def read(self, disk: Disk, offset: int, length: int) -> bytes:
-        with open(disk.path, "rb") as f:
-            f.seek(offset)
-            return f.read(length)
 
 
 # -- mutants ---------------------------------------------------------------------------------------
