@@ -262,9 +262,12 @@ def replace_image(path: str, write: Callable[[str], None], suffix: str = SCRATCH
     rename) are removed first, so a revert that recovery runs again leaves none behind. Call
     it only under the disk's lock (see the module docstring).
 
+    A *path* that is a symlink stays one: the file it names is replaced.
+
     Failure guarantee: *path* holds its old image unless the new one is complete; when it
     raises, the scratch file is removed.
     """
+    path = os.path.realpath(path)
     for leftover in remove_scratch(path, suffix):
         log.info("removed %s, left by a command that was killed", leftover)
     scratch = scratch_path(path, suffix)
@@ -307,8 +310,10 @@ class ExternalOverlay:
         driver: str | None = None,
         vdev: str | None = None,
     ):
-        #: The disk's image ``P``.
-        self.path = os.path.abspath(path)
+        #: The disk's image ``P``: the file *path* names, symlinks resolved, so that a disk
+        #: named through a symlink keeps its symlink (naming the new overlay afterwards) and
+        #: ``T`` is a second name of the image itself, never of the symlink.
+        self.path = os.path.realpath(path)
         #: The snapshot's file ``T``.
         self.target = os.path.abspath(target)
         self.suffix = suffix

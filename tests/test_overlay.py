@@ -333,3 +333,81 @@ def test_replace_image_removes_the_scratch_a_killed_command_left(tmp_path: Path)
     assert disk.read_bytes() == b"new"
     assert scratch_files(str(disk)) == []
     assert other.exists()
+
+
+# -- a disk named through a symlink -------------------------------------------------------------
+
+
+@pytest.fixture
+def linked_disk(tmp_path: Path) -> tuple[Path, Path]:
+    """A disk named through a relative symlink into another directory: ``links/vda.img ->
+    ../images/real.img``; return (the symlink, the image)."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "links").mkdir()
+    image = tmp_path / "images" / "real.img"
+    image.write_bytes(ORIGINAL)
+    link = tmp_path / "links" / "vda.img"
+    link.symlink_to("../images/real.img")
+    return link, image
+
+
+def test_a_symlinked_disk_keeps_its_symlink_and_the_snapshot_is_the_image_itself(
+    linked_disk: tuple[Path, Path],
+) -> None:
+    link, image = linked_disk
+    inode = file_id(image)
+    target = str(link.with_name("vda.s1.img"))
+    ov = ExternalOverlay(str(link), target)
+    ov.create(maker(target), fold_back=fold_back(ov))
+    assert link.is_symlink()
+    assert os.readlink(link) == "../images/real.img"
+    assert image.read_bytes() == header(target), "the symlink names the new overlay"
+    assert not os.path.islink(target), "the snapshot is a hard link, not a copy of the symlink"
+    assert file_id(target) == inode
+    with open(image, "ab") as f:  # the domain writes through either name
+        f.write(b"written since")
+    assert Path(target).read_bytes() == ORIGINAL, "the checkpoint did not change"
+    assert listing(image.parent) == ["real.img"]
+
+
+@pytest.mark.parametrize("step", ["after-link", "in-write", "after-replace"])
+def test_an_undone_create_of_a_symlinked_disk_leaves_the_symlink_and_no_target(
+    linked_disk: tuple[Path, Path], step: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    link, image = linked_disk
+    inode = file_id(image)
+    snaps = link.parent.parent / "snaps" / "vda"  # where the symlink's text names nothing
+    snaps.mkdir(parents=True)
+    target = str(snaps / "vda.s1.img")
+    ov = ExternalOverlay(str(link), target)
+    make = maker(target)
+    if step == "in-write":
+
+        def make(scratch: str) -> None:
+            maker(target)(scratch)
+            _raise()
+
+    if step == "after-replace":
+        monkeypatch.setattr(ov, "verify", _raise)
+    with pytest.raises(Boom):
+        ov.create(
+            make, after_link=_raise if step == "after-link" else None, fold_back=fold_back(ov)
+        )
+    assert link.is_symlink()
+    assert os.readlink(link) == "../images/real.img"
+    assert file_id(image) == inode
+    assert image.read_bytes() == ORIGINAL
+    assert listing(link.parent) == ["vda.img"]
+    assert listing(snaps) == [], "no target, dangling or not, is left"
+    assert listing(image.parent) == ["real.img"]
+
+
+def test_replace_image_through_a_symlink_replaces_the_image(
+    linked_disk: tuple[Path, Path],
+) -> None:
+    link, image = linked_disk
+    replace_image(str(link), lambda scratch: Path(scratch).write_bytes(b"new"))
+    assert link.is_symlink()
+    assert image.read_bytes() == b"new"
+    assert listing(image.parent) == ["real.img"]
+    assert listing(link.parent) == ["vda.img"]

@@ -397,6 +397,7 @@ class LiveDisk:
         if len(device.chain) < 2:
             raise self._error(f"QEMU's overlay {device.top.name} has no backing node")
         new, base = device.chain[0], device.chain[1]
+        path = os.path.realpath(path)  # a symlinked disk keeps its symlink
 
         def overlay_names() -> list[str]:
             """The scratch names (of any command) that name the image now at ``P``."""

@@ -329,7 +329,7 @@ class OfflineDisk:
                 "an external qcow2 snapshot hard-links the image to its target, which needs "
                 "both on one file system"
             )
-        for d in sorted({folder, os.path.dirname(path)}):
+        for d in sorted({folder, os.path.dirname(_real(path))}):
             if not os.access(d, os.W_OK | os.X_OK):
                 blockers.append(f"the directory {d} is not writable")
         return blockers
@@ -592,7 +592,7 @@ class OfflineDisk:
             self.img.rebase(file, backing=backing, backing_format=fmt, unsafe=True)
 
     def _merge_into_child(self, target: str, t_image: ImageInfo, child: ImageInfo) -> None:
-        c_path = os.path.abspath(child.filename)
+        c_path = _real(child.filename)  # a symlinked disk keeps its symlink
         self._step("delete", f"commit {c_path} into {target}, then move {target} to {c_path}")
         # T's header moves to C's directory: keep its backing file resolvable from there.
         self._keep_backing_resolvable(target, t_image, os.path.dirname(c_path))

@@ -13,6 +13,7 @@ import pytest
 
 from snapcore import CreateOptions, Host
 from snapcore.errors import CommandError, OperationFailedError
+from snapcore.model import SnapshotKind
 from snapcore.process import CommandRunner, Result, ShRunner
 
 pytestmark = pytest.mark.integration
@@ -269,3 +270,70 @@ def test_demo_runs(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "every check passed" in proc.stdout
+
+
+class FailCreateOn:
+    """A runner that fails ``qemu-img create`` of an overlay beside one image."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+        self.real: CommandRunner = ShRunner()
+
+    def __call__(self, argv: Sequence[str], **kwargs: object) -> Result:
+        if argv[:2] == ["qemu-img", "create"] and any(a.startswith(self.path) for a in argv):
+            raise CommandError(argv, 1, "qemu-img: injected failure: No space left on device")
+        return self.real(argv, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_disk_named_through_a_symlink_keeps_it_and_its_checkpoint_never_changes(
+    tmp_path: Path,
+) -> None:
+    """vda is ``links/vda.qcow2 -> ../images/real.qcow2``. External checkpoints leave the
+    symlink in place, naming the current image; the checkpoint is the image itself (a write
+    through the image's real name does not change it); an undone create leaves no target,
+    dangling or not, and revert and delete keep the symlink too."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "links").mkdir()
+    real = tmp_path / "images" / "real.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", str(real), "16M")
+    link = tmp_path / "links" / "vda.qcow2"
+    link.symlink_to("../images/real.qcow2")
+    vdb = tmp_path / "images" / "vdb.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", str(vdb), "16M")
+    domain = tmp_path / "d.toml"
+    domain.write_text(
+        f'name = "d"\n[[disk]]\nvdev = "vda"\npath = "{link}"\n'
+        f'[[disk]]\nvdev = "vdb"\npath = "{vdb}"\n'
+    )
+    external = CreateOptions(name="one", kind=SnapshotKind.EXTERNAL)
+    write(real, 0x11)
+
+    def symlink_intact() -> bool:
+        return link.is_symlink() and str(link.readlink()) == "../images/real.qcow2"
+
+    failing = Host(state_dir=tmp_path / "state", runner=FailCreateOn(vdb))
+    with pytest.raises(OperationFailedError):
+        failing.open_domain(domain).create(external)
+    assert symlink_intact()
+    assert sorted(p.name for p in (tmp_path / "links").iterdir()) == ["vda.qcow2"]
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["real.qcow2", "vdb.qcow2"]
+    assert reads(link, 0x11)
+
+    host = Host(state_dir=tmp_path / "state")
+    host.open_domain(domain).create(external)
+    assert symlink_intact()
+    target = tmp_path / "links" / "vda.one.qcow2"
+    assert not target.is_symlink()
+    assert target.stat().st_ino != real.stat().st_ino
+    write(real, 0x22)  # through the image's own name
+    assert reads(target, 0x11), "the checkpoint changed"
+    assert reads(link, 0x22)
+
+    host.open_domain(domain).revert("one")
+    assert symlink_intact()
+    assert reads(link, 0x11)
+    host.open_domain(domain).delete("one")
+    assert symlink_intact()
+    assert reads(link, 0x11)
+    assert not target.exists()
+    assert json.loads(qemu_img("info", "--output=json", str(real))).get("backing-filename") is None
