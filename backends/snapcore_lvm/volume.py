@@ -519,9 +519,45 @@ class LvmDisk:
         self._check_closed(origin)
         tag = _merge_tag(refs.checkpoint, snap.uuid)
         self.lvm.add_tag(origin.ref, tag)
-        self._merge(origin, snap)
-        self._recreate(refs, origin, snap, snapshot)
+        try:
+            self._merge(origin, snap)
+            self._recreate(refs, origin, snap, snapshot)
+        except DeferredMergeError:
+            raise  # the snapshot is still there, its merge pending
+        except Exception as exc:
+            self._recreate_after_failure(refs, snap, snapshot, tag, exc)
+            raise
         self.lvm.delete_tag(origin.ref, tag)
+
+    def _recreate_after_failure(
+        self,
+        refs: _Refs,
+        consumed: LogicalVolume,
+        snapshot: DiskSnapshot,
+        tag: str,
+        exc: Exception,
+    ) -> None:
+        """After a classic revert failed past its start: if the merge consumed the snapshot
+        LV (the disk holds the snapshot's data), make it again, so that the checkpoint keeps
+        its snapshot whatever failed after the merge. Changes nothing when the snapshot LV is
+        still there. Best effort: a failure here is noted on *exc*, and the origin's tag lets
+        the revert run again (``snapcore recover``) finish."""
+        try:
+            if self.lvm.get(refs.snapshot, hidden=True) is not None:
+                return  # not merged: the disk keeps its data from before
+            origin = self.lvm.get(refs.origin)
+            if origin is None or origin.is_merging_origin:
+                return
+            self._recreate(refs, origin, consumed, snapshot)
+            self.lvm.delete_tag(origin.ref, tag)
+        except Exception as again:
+            self.log.warning(
+                "disk %s: making %s again failed: %s", self.vdev, refs.snapshot.full, again
+            )
+            exc.add_note(
+                f"making snapshot LV {refs.snapshot.full} again failed too: {again}; "
+                "'snapcore recover' finishes the revert"
+            )
 
     def _merge(self, origin: LogicalVolume, snap: LogicalVolume) -> None:
         self._step("revert", f"merging {snap.ref.full} into {origin.ref.full}")
@@ -598,7 +634,19 @@ class LvmDisk:
                 tags=origin.tags,
             )
         self.lvm.rename(refs.origin, old_ref.lv)
-        self.lvm.rename(tmp_ref, origin_name)
+        try:
+            self.lvm.rename(tmp_ref, origin_name)
+        except Exception as exc:
+            # The disk must not be left without its name: the origin gets it back (the
+            # copy stays for a revert run again, which picks up from the names it finds).
+            try:
+                self.lvm.rename(old_ref, origin_name)
+            except Exception as again:
+                exc.add_note(
+                    f"renaming {old_ref.full} back to {origin_name} failed too: {again}; "
+                    "'snapcore recover' finishes the revert"
+                )
+            raise
         self.lvm.remove(old_ref)
         self._step("revert", f"{refs.origin.full} now holds {refs.snapshot.full}'s data")
 

@@ -535,6 +535,40 @@ def test_revert_classic_merges_then_makes_the_snapshot_again(
     assert changes == steps
 
 
+def test_revert_classic_that_fails_after_the_merge_makes_the_snapshot_again(
+    plugins: Plugins, ctx: MakeCtx, runner: RecordingRunner, answers: Lvs
+) -> None:
+    """The merge consumed the snapshot LV, then the look at the origin failed: the revert
+    fails, but the checkpoint keeps its snapshot (made again from the reverted origin)."""
+    answers.vg("lvs_vg0")
+    uuid = next(lv.uuid for lv in parse_report(recorded("lvs_vg0")[0]) if lv.name == "web+c1")
+    steps = _revert_classic_commands(uuid)
+    for argv in steps:
+        answers.ok(*argv, name="lvconvert_done" if argv[0] == "lvconvert" else None)
+    runner.fail(lvs_argv("vg0/web", hidden=False), stderr="  injected", times=1)
+    answers.lv("lvs_no_lv", "vg0/web+c1", hidden=True)
+    answers.lv("lvs_web", "vg0/web")
+    c1 = snap(WEB, "c1", "web", "classic")
+    with pytest.raises(CommandError, match="injected"):
+        plugins.storage("lvm").disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx())
+    assert [list(a) for a in runner.argvs if a[0] != "lvs"] == steps
+
+
+def test_revert_classic_that_fails_before_the_merge_makes_nothing_again(
+    plugins: Plugins, ctx: MakeCtx, runner: RecordingRunner, answers: Lvs
+) -> None:
+    answers.vg("lvs_vg0")
+    uuid = next(lv.uuid for lv in parse_report(recorded("lvs_vg0")[0]) if lv.name == "web+c1")
+    tag, merge = _revert_classic_commands(uuid)[:2]
+    answers.ok(*tag)
+    runner.fail(merge, stderr="  injected")
+    answers.lv("lvs_vg0", "vg0/web+c1", hidden=True)
+    c1 = snap(WEB, "c1", "web", "classic")
+    with pytest.raises(CommandError, match="injected"):
+        plugins.storage("lvm").disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx())
+    assert [a[0] for a in runner.argvs if a[0] != "lvs"] == ["lvchange", "lvconvert"]
+
+
 def test_revert_classic_put_off_is_reported_not_taken_as_done(
     plugins: Plugins, ctx: MakeCtx, runner: RecordingRunner, answers: Lvs
 ) -> None:
@@ -623,6 +657,25 @@ def test_revert_thin_swaps_names(
     c1 = snap(DB, "c1", "db", "thin")
     plugins.storage("lvm").disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx(DB))
     assert [list(a) for a in runner.argvs if a[0] != "lvs"] == steps
+
+
+def test_revert_thin_that_fails_between_the_renames_gives_the_disk_its_name_back(
+    plugins: Plugins, ctx: MakeCtx, runner: RecordingRunner, answers: Lvs
+) -> None:
+    answers.vg("lvs_vg0")
+    runner.on(["lvcreate", "--snapshot", "--name", "db+.revert"], prefix=True)
+    answers.ok("lvrename", "vg0", "db", "db+.old")
+    runner.fail(["lvrename", "vg0", "db+.revert", "db"], stderr="  injected")
+    answers.ok("lvrename", "vg0", "db+.old", "db")
+    c1 = snap(DB, "c1", "db", "thin")
+    with pytest.raises(CommandError, match="injected"):
+        plugins.storage("lvm").disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx(DB))
+    assert [list(a[:4]) for a in runner.argvs if a[0] == "lvrename"] == [
+        ["lvrename", "vg0", "db", "db+.old"],
+        ["lvrename", "vg0", "db+.revert", "db"],
+        ["lvrename", "vg0", "db+.old", "db"],
+    ]
+    assert "lvremove" not in [a[0] for a in runner.argvs]
 
 
 def test_revert_thin_after_a_crash_between_the_renames(
