@@ -17,7 +17,9 @@ A key is an ``flock(2)`` on a file of that name in the lock directory (``$SNAPCO
 else ``/run/snapcore/locks``, else ``locks/`` in the state dir when ``/run`` is not writable).
 Keys are taken in sorted order, so two commands locking overlapping sets never deadlock. The
 kernel drops the locks of a process that dies. Lock files are removed when released (a waiter
-that then holds the lock of a removed file notices and starts again), so none pile up.
+that then holds the lock of a removed file notices and starts again); the files of a command
+that was killed are removed by the next command that takes image locks (:func:`sweep`), so
+none pile up.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import stat
 import time
 from collections.abc import Iterator
@@ -38,7 +41,7 @@ from snapcore.errors import ImageLockedError, StoreError
 from snapcore.model import Disk, Domain
 from snapcore.store import lock_holder
 
-__all__ = ["RUN_LOCK_DIR", "hold_images", "image_keys", "lock_dir"]
+__all__ = ["RUN_LOCK_DIR", "hold_images", "image_keys", "lock_dir", "sweep"]
 
 #: The host-wide lock directory (tmpfs: emptied at boot, when no lock can be held anyway).
 RUN_LOCK_DIR: Final = Path("/run/snapcore/locks")
@@ -103,7 +106,48 @@ def hold_images(
     with contextlib.ExitStack() as held:
         for key in sorted(owners):
             held.enter_context(_hold(how, key, owners[key]))
+        sweep(directory)
         yield
+
+
+#: The names of lock files (:func:`image_keys`).
+_KEY = re.compile(r"(?:path-[0-9a-f]{40}|dev-[0-9]+-[0-9]+|ino-[0-9a-f]+-[0-9]+)")
+#: At most this many lock files are looked at per command.
+SWEEP_LIMIT: Final = 1000
+
+
+def sweep(directory: Path) -> list[str]:
+    """Remove the lock files in *directory* that no process holds: those of commands that were
+    killed (the kernel dropped their locks, the files stayed). Returns their names.
+
+    Each file is removed the way a command releases its own: locked (without waiting), then
+    unlinked, then closed, so a command that opened it meanwhile notices the unlink and locks
+    a new file. A file some process holds, or anything not named like a lock key, is left
+    alone. Looks at no more than :data:`SWEEP_LIMIT` files. Never raises.
+    """
+    try:
+        names = sorted(os.listdir(directory))[:SWEEP_LIMIT]
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        if not _KEY.fullmatch(name):
+            continue
+        path = directory / name
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _still_linked(fd, path) and stat.S_ISREG(os.fstat(fd).st_mode):
+                os.unlink(path)
+                removed.append(name)
+        except OSError:
+            continue  # held by a live command (or not ours to touch)
+        finally:
+            os.close(fd)
+    return removed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

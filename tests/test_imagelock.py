@@ -131,6 +131,42 @@ def test_without_a_lock_dir_the_state_dir_holds_them_and_keeps_no_trace(
     assert list(state.iterdir()) == []
 
 
+def test_the_lock_files_of_a_killed_command_are_removed_by_the_next_one(
+    tmp_path: Path, images: Path, locks: Path
+) -> None:
+    """A command killed while it held its image locks leaves their files (the kernel drops
+    only the locks); the next command on any image removes them, but never a file another
+    live command holds, nor a file not named like a lock."""
+    script = textwrap.dedent(
+        """
+        import os, signal, sys
+        from snapcore.imagelock import hold_images
+        from snapcore.model import Disk, Domain
+
+        dom = Domain(name="k", disks=(Disk(vdev="vda", path=sys.argv[1]),))
+        with hold_images(dom, state_dir=sys.argv[2], timeout=5):
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", script, str(images / "a.img"), str(tmp_path)], check=False
+    )
+    assert killed.returncode == -9
+    left = sorted(p.name for p in locks.iterdir())
+    assert sorted(image_keys(str(images / "a.img"))) == left
+    (locks / "notes.txt").write_text("not a lock")
+    held = domain("live", images / "b.img")
+    with hold_images(held, state_dir=tmp_path, timeout=0):
+        with hold_images(domain("next", tmp_path / "c.img"), state_dir=tmp_path, timeout=0):
+            names = {p.name for p in locks.iterdir()}
+        assert not names & set(left), "the killed command's lock files are still there"
+        assert set(image_keys(str(images / "b.img"))) <= names, "a held lock file was removed"
+        assert "notes.txt" in names
+        # and the image the killed command held can be locked again
+        with hold_images(domain("again", images / "a.img"), state_dir=tmp_path, timeout=0):
+            pass
+
+
 # -- two processes, through the command line ---------------------------------------------------
 
 # Holds what a command on domain file argv[2] in state dir argv[1] holds (the domain's lock,
