@@ -12,8 +12,10 @@ import shutil
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from snapcore.errors import BackendError, CommandError
 from snapcore.process import CommandRunner
 from snapcore_vhd import ops
+from snapcore_vhd.names import DRIVER
 from snapcore_vhd.vhd_util import PROGRAM, VhdUtil
 
 NATIVE: Final = "native"
@@ -119,7 +121,27 @@ class VhdUtilEngine:
         self.tool.set_hidden(path, hidden)
 
     def set_parent(self, child: str, parent: str) -> None:
-        self.tool.set_parent(child, parent)
+        """``vhd-util modify -n CHILD -p PARENT``, verified: blktap rewrites the locators in
+        place, one after the other, and a failure half way leaves *child* pointing nowhere
+        consistent. So *child*'s metadata is copied first and ``vhd-util check -n CHILD`` run
+        after; if the modify or the check fails, the copy is written back (*child* is exactly
+        as before) and :class:`~snapcore.errors.BackendError` raised. Its message does not
+        rely on vhd-util's words (it may print none)."""
+        saved = ops.save_metadata(child)
+        problems: list[str] = []
+        try:
+            self.tool.set_parent(child, parent)
+            problems = self.tool.check(child)
+        except CommandError as exc:
+            problems = [f"{PROGRAM} modify exited with status {exc.returncode}"]
+        if not problems:
+            return
+        ops.restore_metadata(saved)
+        raise BackendError(
+            f"{PROGRAM} could not relink {child} to {parent} ({'; '.join(problems)}); "
+            f"{child} was put back as it was",
+            driver=DRIVER,
+        )
 
     def check(self, path: str) -> list[str]:
         return self.tool.check(path, parents=True)

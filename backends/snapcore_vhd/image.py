@@ -113,6 +113,8 @@ class VhdImage:
         only for :func:`snapcore_vhd.ops.check`, which reports them in its own words).
     :param headers_only: read the footer and header only, not the BAT (to tell a file's
         parent cheaply); such an image cannot read or write data.
+    :param ignore_footer_checksum: accept a footer whose checksum is wrong (read-only opens;
+        what blktap's ``vhd-util query`` does).
     :raises NotVhdError, CorruptVhdError, UnsupportedVhdError: the file cannot be used; nothing
         is written then.
     :raises OSError: the file cannot be opened or read.
@@ -126,8 +128,10 @@ class VhdImage:
         fault: Fault | None = None,
         check_blocks: bool = True,
         headers_only: bool = False,
+        ignore_footer_checksum: bool = False,
     ):
         self.path = path
+        self._ignore_footer_checksum = ignore_footer_checksum and not writable
         self._check_blocks = check_blocks or writable
         self._headers_only = headers_only and not writable
         self.writable = writable
@@ -201,7 +205,7 @@ class VhdImage:
 
     def _check_checksum(self, footer: Footer, what: str) -> None:
         computed = footer.computed_checksum()
-        if footer.checksum != computed:
+        if footer.checksum != computed and not self._ignore_footer_checksum:
             raise CorruptVhdError(
                 self.path,
                 f"{what} checksum is wrong (stored {footer.checksum:#010x}, "
@@ -306,20 +310,32 @@ class VhdImage:
         self.batmap_header = bh
         self.batmap = data
 
-    def metadata_end(self) -> int:
-        """The byte just past the header, BAT, batmap and parent locators."""
+    def headers_end(self) -> int:
+        """The byte just past the header, BAT and batmap: where parent locators may start."""
         header = self.header
         assert header is not None
         end = self.footer.data_offset + HEADER_SIZE
         end = max(end, header.table_offset + pad_sectors(4 * header.max_entries))
         if self.batmap_header is not None:
             bh = self.batmap_header
-            end = max(end, bh.offset + bh.size * SECTOR)
+            end = max(end, self._batmap_header_offset() + SECTOR, bh.offset + bh.size * SECTOR)
+        return end
+
+    def metadata_end(self) -> int:
+        """The byte just past the header, BAT, batmap and parent locators."""
+        header = self.header
+        assert header is not None
+        end = self.headers_end()
         if self.footer.disk_type == DISK_DIFFERENCING:
             for loc in header.locators:
                 if loc.code:
                     end = max(end, loc.offset + loc.space_bytes)
         return end
+
+    def first_block(self) -> int | None:
+        """The byte offset of the lowest allocated block (its bitmap), or ``None``."""
+        used = [e for e in self.bat if e != BAT_UNUSED]
+        return min(used) * SECTOR if used else None
 
     # -- properties -----------------------------------------------------------------------
 
@@ -552,6 +568,32 @@ class VhdImage:
         self._pwrite(header.pack(), self.footer.data_offset, "header")
         self._fsync("header: fsync")
         self.header = Header.unpack(header.pack())
+
+    def move_footer(self, end: int) -> None:
+        """Write the footer at *end*, past the end of the data, so that metadata may be written
+        where the footer was (the file grows; the old footer is left as dead bytes)."""
+        self._require_writable()
+        if end < self.end_of_data:
+            raise ValueError(f"{self.path}: the footer cannot move into the data")
+        self._pwrite(self.footer.pack(), end, "move footer")
+        self._fsync("move footer: fsync")
+        self.end_of_data = end
+
+    def settle_footer(self) -> None:
+        """After a metadata change: the end of the data computed again from the header and the
+        blocks, and the footer put there if it is elsewhere (written first, then the file cut
+        after it, so that a footer is at the end at every moment)."""
+        self._require_writable()
+        span = (BITMAP_SECTORS + SECTORS_PER_BLOCK) * SECTOR
+        used = [e for e in self.bat if e != BAT_UNUSED]
+        end = max([self.metadata_end()] + [e * SECTOR + span for e in used])
+        self.end_of_data = end
+        if self.file_size() != end + FOOTER_SIZE:
+            self._pwrite(self.footer.pack(), end, "settle footer")
+            self._fsync("settle footer: fsync")
+            self._fault("settle footer: truncate")
+            os.ftruncate(self.fd, end + FOOTER_SIZE)
+            self._fsync("settle footer: fsync truncate")
 
     def write_raw(self, data: bytes, offset: int, label: str) -> None:
         """Write metadata bytes (locator data) at *offset*."""

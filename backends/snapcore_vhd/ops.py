@@ -73,7 +73,7 @@ def _no_fault(label: str) -> None:
 # -- creating -------------------------------------------------------------------------------
 
 
-def _encode_locators(child: str, parent: str) -> dict[int, bytes]:
+def locator_data(child: str, parent: str) -> dict[int, bytes]:
     """The locator data blktap writes in *child* for *parent*: a path relative to the child's
     directory, starting with ``./``, as a ``file://`` URL (MacX) and as a Windows path in
     UTF-16LE (W2ku and W2ru), with no trailing NUL."""
@@ -127,7 +127,7 @@ def _build(
     if parent is not None:
         ppath, parent_uuid, parent_ts = parent
         name = _parent_name(ppath)
-        encoded = _encode_locators(path, ppath)
+        encoded = locator_data(path, ppath)
         for i, code in enumerate(LOCATOR_CODES):
             data = encoded[code]
             space = pad_sectors(len(data))
@@ -238,48 +238,269 @@ def set_hidden(path: str, hidden: bool, *, fault: Fault | None = None) -> None:
             image.write_footer(replace(image.footer, hidden=int(hidden)))
 
 
-def set_parent(child: str, parent: str, *, fault: Fault | None = None) -> None:
-    """Point differencing *child* at *parent* (``vhd-util modify -p PARENT -n CHILD``): the
-    parent UUID, name and timestamp in the header, and the locators rewritten in place.
+def relink_problems(child: str, parent: str) -> list[str]:
+    """Why ``vhd-util modify -n CHILD -p PARENT`` cannot point *child* at *parent*, checked
+    before anything is written: *parent*'s file name must fit the header's 512-byte name
+    field, and the new path must fit each MacX, W2ku and W2ru locator's space, since blktap
+    rewrites the locators in place (and a path that does not fit one of them fails it half
+    way, ``ENAMETOOLONG``, the locators before it already rewritten). *parent* need not exist
+    yet. The native engine is held to the same rule, so that both engines accept the same
+    relinks. Reads *child*'s header only.
+    """
+    name = os.path.basename(parent)
+    problems: list[str] = []
+    if len(name.encode("utf-16-be")) > 512:
+        problems.append(
+            f"the parent name {name} needs {len(name.encode('utf-16-be'))} bytes in the VHD "
+            "header of {child}, which has room for 512"
+        )
+    try:
+        with VhdImage(child, headers_only=True) as image:
+            header = image.header
+            if header is None or not image.differencing:
+                return [*problems, f"{child} is not a differencing VHD; it has no parent to set"]
+            encoded = locator_data(child, parent)
+            for i, loc in enumerate(header.locators):
+                data = encoded.get(loc.code)
+                if data is not None and len(data) > loc.space_bytes:
+                    problems.append(
+                        f"the path of {parent} relative to {child} needs {len(data)} bytes in "
+                        f"its parent locator {i}, which has room for {loc.space_bytes}"
+                    )
+    except (VhdError, OSError) as exc:
+        problems.append(describe(exc))
+    return problems
 
-    The locator data is written before the header, so an interruption leaves the old header
-    and new locators, which running this again repairs.
+
+def _parent_fields(parent: str, raw_parent: bool) -> tuple[bytes, int, bytes]:
+    """The parent UUID, timestamp and name a child of *parent* records."""
+    if raw_parent:
+        os.stat(parent)
+        parent_uuid = bytes(16)
+    else:
+        with VhdImage(parent) as p:
+            parent_uuid = p.footer.uuid
+    return parent_uuid, to_vhd_time(os.stat(parent).st_mtime), _parent_name(parent)
+
+
+#: Locator plans tried in turn: each tuple is a slot and the codes that share it. blktap's own
+#: layout (one slot each) first; the W2ku and W2ru paths are the same bytes, so they may share.
+_PLANS: Final = (
+    ((PLAT_MACX,), (PLAT_W2KU,), (PLAT_W2RU,)),
+    ((PLAT_MACX,), (PLAT_W2KU, PLAT_W2RU)),
+)
+_W2: Final = ((PLAT_W2KU, PLAT_W2RU),)
+
+
+def set_parent(
+    child: str, parent: str, *, raw_parent: bool = False, fault: Fault | None = None
+) -> None:
+    """Point differencing *child* at *parent* (``vhd-util modify -p PARENT [-m] -n CHILD``):
+    the parent UUID (null with *raw_parent*), timestamp and name in the header, and MacX, W2ku
+    and W2ru locators holding the path relative to the child.
+
+    **Atomic**: the new locator data goes to sectors that the current header does not use
+    (free space between the metadata and the first block, or locator slots the header no
+    longer refers to), and one header write switches to it; the old data is never
+    overwritten. An interruption anywhere leaves the child with its old parent or its new
+    one, complete (see :func:`_switch_locators` for the rare file with no free sector).
 
     :raises VhdError: *child* is not differencing or *parent* is not a VHD.
-    :raises ValueError: the new path does not fit in a locator's space.
+    :raises ValueError: the parent's name does not fit the header, or there is no room at all
+        for the new locators.
     """
-    with VhdImage(parent) as p:
-        parent_uuid = p.footer.uuid
-    ts = to_vhd_time(os.stat(parent).st_mtime)
+    parent_uuid, ts, name = _parent_fields(parent, raw_parent)
+    encoded = locator_data(child, parent)
     with VhdImage(child, writable=True, fault=fault) as image:
         header = image.header
         if header is None or not image.differencing:
             raise UnsupportedVhdError(child, "is not a differencing VHD; it has no parent to set")
-        encoded = _encode_locators(child, parent)
-        locators = list(header.locators)
-        writes: list[tuple[int, bytes]] = []
-        for i, loc in enumerate(locators):
-            if loc.code not in encoded:
-                continue
-            data = encoded[loc.code]
-            if len(data) > loc.space_bytes:
-                raise ValueError(
-                    f"{child}: the new parent path needs {len(data)} bytes in locator {i}, "
-                    f"which has room for {loc.space_bytes}"
-                )
-            writes.append((loc.offset, data.ljust(loc.space_bytes, b"\0")))
-            locators[i] = replace(loc, length=len(data))
-        for offset, data in writes:
-            image.write_raw(data, offset, "relink: locator")
-        image.write_header(
-            replace(
-                header,
-                parent_uuid=parent_uuid,
-                parent_timestamp=ts,
-                parent_name_raw=_parent_name(parent),
-                locators=tuple(locators),
+        new = replace(header, parent_uuid=parent_uuid, parent_timestamp=ts, parent_name_raw=name)
+        _switch_locators(image, new, encoded)
+
+
+def _locator_ranges(header: Header) -> list[tuple[int, int]]:
+    """The byte ranges of the locator data *header* refers to, sorted, without repeats."""
+    return sorted(
+        {(loc.offset, loc.offset + loc.space_bytes) for loc in header.locators if loc.code}
+    )
+
+
+def _free_runs(image: VhdImage, header: Header) -> list[tuple[int, int]]:
+    """The byte ranges where new locator data may go: past the header, BAT and batmap, before
+    the first data block (or, with none, a little past the current end), outside the ranges
+    *header*'s locators use."""
+    base = image.headers_end()
+    first = image.first_block()
+    limit = first if first is not None else max(image.metadata_end(), base) + 16 * SECTOR
+    runs: list[tuple[int, int]] = []
+    at = base
+    for a, z in _locator_ranges(header):
+        if a > at:
+            runs.append((at, min(a, limit)))
+        at = max(at, z)
+    if at < limit:
+        runs.append((at, limit))
+    return [(a, z) for a, z in runs if z > a]
+
+
+def _allocate(
+    runs: list[tuple[int, int]], plan: tuple[tuple[int, ...], ...], encoded: dict[int, bytes]
+) -> list[tuple[tuple[int, ...], int, int]] | None:
+    """First-fit places for each slot of *plan*: ``(codes, offset, space)``, or ``None``."""
+    free = list(runs)
+    out: list[tuple[tuple[int, ...], int, int]] = []
+    for codes in plan:
+        space = pad_sectors(len(encoded[codes[0]]))
+        for i, (a, z) in enumerate(free):
+            if z - a >= space:
+                out.append((codes, a, space))
+                free[i] = (a + space, z)
+                break
+        else:
+            return None
+    return out
+
+
+def _entries(
+    placed: list[tuple[tuple[int, ...], int, int]], encoded: dict[int, bytes]
+) -> tuple[Locator, ...]:
+    """Header locator entries for *placed* slots, in blktap's order (MacX, W2ku, W2ru)."""
+    by_code = {
+        code: Locator(code=code, space=space, length=len(encoded[code]), offset=offset)
+        for codes, offset, space in placed
+        for code in codes
+    }
+    found = [by_code[c] for c in LOCATOR_CODES if c in by_code]
+    return tuple(found + [Locator()] * (8 - len(found)))
+
+
+def _switch_locators(image: VhdImage, new: Header, encoded: dict[int, bytes]) -> None:
+    """Write *new*'s locators to free sectors, then switch to *new* with one header write.
+
+    When the free space cannot hold them all, the switch takes more header writes, each one
+    leaving a complete header: first the old parent with a single locator kept (which frees
+    the others' slots), then the new parent with its W2ku/W2ru path only, then with all three.
+    Only a file whose header uses one locator slot and has no free sector at all (never one
+    that blktap or this engine made) is rewritten in place, as blktap does.
+    """
+    current = image.header
+    assert current is not None
+    for plan in _PLANS:
+        placed = _allocate(_free_runs(image, current), plan, encoded)
+        if placed is not None:
+            _commit(image, replace(new, locators=_entries(placed, encoded)), placed, encoded)
+            return
+    ranges = _locator_ranges(current)
+    if len(ranges) > 1:
+        kept = _keep_one(current)
+        image.write_header(kept)
+        _switch_locators(image, new, encoded)
+        return
+    partial = _allocate(_free_runs(image, current), _W2, encoded)
+    if partial is not None:
+        _commit(image, replace(new, locators=_entries(partial, encoded)), partial, encoded)
+        header = image.header
+        assert header is not None
+        rest = _allocate(_free_runs(image, header), ((PLAT_MACX,),), encoded)
+        if rest is not None:
+            placed = partial + rest
+            _commit(image, replace(new, locators=_entries(placed, encoded)), rest, encoded)
+        return
+    _in_place(image, new, encoded)
+
+
+def _keep_one(header: Header) -> Header:
+    """*header* with the locators of one slot only (a W2ku/W2ru one when there is one): still
+    a complete pointer to the same parent, and the other slots free."""
+    used = [loc for loc in header.locators if loc.code in LOCATOR_CODES]
+    chosen = next((loc for loc in used if loc.code != PLAT_MACX), used[0] if used else None)
+    if chosen is None:
+        raise ValueError(f"{header!r} has no MacX, W2ku or W2ru locator to keep")
+    keep = tuple(
+        loc if loc.code and loc.offset == chosen.offset else Locator() for loc in header.locators
+    )
+    return replace(header, locators=keep)
+
+
+def _commit(
+    image: VhdImage,
+    header: Header,
+    placed: list[tuple[tuple[int, ...], int, int]],
+    encoded: dict[int, bytes],
+) -> None:
+    """Write the locator data of *placed* (the footer first moved past it when the file has no
+    block and the data reaches the footer), make it durable, then write *header*."""
+    end = max(offset + space for _, offset, space in placed)
+    if end > image.end_of_data:
+        image.move_footer(end)
+    for codes, offset, space in placed:
+        image.write_raw(encoded[codes[0]].ljust(space, b"\0"), offset, "relink: locator")
+    image.flush()
+    image.write_header(header)
+    image.settle_footer()
+
+
+def _in_place(image: VhdImage, new: Header, encoded: dict[int, bytes]) -> None:
+    header = image.header
+    assert header is not None
+    locators = list(header.locators)
+    for i, loc in enumerate(locators):
+        data = encoded.get(loc.code)
+        if data is None:
+            continue
+        if len(data) > loc.space_bytes:
+            raise ValueError(
+                f"{image.path}: the new parent path needs {len(data)} bytes in locator {i}, "
+                f"which has room for {loc.space_bytes}"
             )
-        )
+        image.write_raw(data.ljust(loc.space_bytes, b"\0"), loc.offset, "relink: locator")
+        locators[i] = replace(loc, length=len(data))
+    image.flush()
+    image.write_header(replace(new, locators=tuple(locators)))
+
+
+@dataclass(frozen=True, slots=True)
+class SavedMetadata:
+    """A copy of everything but the data blocks of one VHD (:func:`save_metadata`)."""
+
+    path: str
+    #: the bytes from offset 0 to the end of the metadata (footer copy, header, BAT, batmap,
+    #: parent locators)
+    head: bytes
+    #: the last 512 bytes (the footer) and the file's size
+    tail: bytes
+    size: int
+
+
+def save_metadata(path: str) -> SavedMetadata:
+    """Copy *path*'s metadata, to put it back with :func:`restore_metadata` after a tool that
+    rewrites headers and locators in place (blktap's ``modify -p``) has failed half way.
+
+    :raises VhdError: *path* is not a dynamic or differencing VHD.
+    """
+    with VhdImage(path, headers_only=True) as image:
+        if image.header is None:
+            raise UnsupportedVhdError(path, "is a fixed VHD; it has no header to save")
+    with VhdImage(path) as image:
+        end = image.metadata_end()
+        size = image.file_size()
+        head = os.pread(image.fd, end, 0)
+        tail = os.pread(image.fd, FOOTER_SIZE, size - FOOTER_SIZE)
+    return SavedMetadata(path=path, head=head, tail=tail, size=size)
+
+
+def restore_metadata(saved: SavedMetadata) -> None:
+    """Write back what :func:`save_metadata` copied: the file is again exactly as it was then
+    (its data blocks were not touched in between). Durable when it returns."""
+    fd = os.open(saved.path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.pwrite(fd, saved.head, 0)
+        os.ftruncate(fd, saved.size)
+        os.pwrite(fd, saved.tail, saved.size - FOOTER_SIZE)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def coalesce(child: str, *, fault: Fault | None = None, progress: Progress | None = None) -> int:
@@ -436,8 +657,8 @@ def check(path: str, *, parents: bool = False, now: int | None = None) -> list[s
     if problems or not parents:
         return problems
     try:
-        with Chain(path) as chain:
-            ancestors = [layer.path for layer in chain.layers[1:]]
+        with Chain(path) as chain:  # a raw parent ends the walk, as in vhd-util check -p
+            ancestors = [layer.path for layer in chain.layers[1:] if isinstance(layer, VhdImage)]
     except (VhdError, OSError) as exc:
         return [f"error checking parents: {exc}"]
     for ancestor in ancestors:
@@ -651,7 +872,9 @@ def _check_locator_target(image: VhdImage, i: int, pname: str) -> str | None:
 
 def _check_parent_uuid(header: Header, where: str) -> str | None:
     try:
-        with VhdImage(where) as parent:
+        # blktap opens the parent without checking its footer checksum (that is the parent's
+        # own check's finding)
+        with VhdImage(where, ignore_footer_checksum=True) as parent:
             same = parent.footer.uuid == header.parent_uuid
     except (VhdError, OSError):
         return f"invalid parent {where}: error opening parent"
@@ -668,13 +891,18 @@ def describe(error: VhdError | OSError) -> str:
 
 __all__ = [
     "Query",
+    "SavedMetadata",
     "check",
     "coalesce",
     "create_dynamic",
     "describe",
+    "locator_data",
     "query",
     "read_metadata",
+    "relink_problems",
     "repair",
+    "restore_metadata",
+    "save_metadata",
     "set_hidden",
     "set_parent",
     "snapshot",

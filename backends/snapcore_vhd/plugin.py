@@ -212,6 +212,32 @@ def disk_snapshot_revert(
 
 
 @hookimpl
+def disk_verify(disk: Disk, known: Sequence[DiskSnapshot], ctx: HookContext) -> list[str]:
+    """The native engine's ``vhd-util check -p`` of the disk's leaf and of each recorded
+    snapshot's base (read-only, whichever engine changes the files), a base that is the leaf's
+    own inode, a kept-base name (``*.base-<uuid>.vhd``) that is only a stray second name, and
+    scratch files of snapcore's naming."""
+    if disk.driver not in (None, DRIVER):
+        return []
+    from snapcore_vhd.storage import verify
+
+    with _for_disk(disk.vdev):
+        return verify(disk, known)
+
+
+@hookimpl
+def disk_repair(disk: Disk, known: Sequence[DiskSnapshot], ctx: HookContext) -> list[str]:
+    """Remove stray kept-base names and scratch files of snapcore's naming (no data is in
+    them: a stray name's data stays under its other name)."""
+    if disk.driver not in (None, DRIVER):
+        return []
+    from snapcore_vhd.storage import repair
+
+    with _for_disk(disk.vdev):
+        return repair(disk, known)
+
+
+@hookimpl
 def disk_snapshot_list(
     disk: Disk, known: Sequence[DiskSnapshot], ctx: HookContext
 ) -> list[DiskSnapshot]:

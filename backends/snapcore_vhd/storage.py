@@ -85,6 +85,8 @@ RETIRED_INFIX: Final = ".base-"
 #: not an option, no separators or spaces.
 _SAFE_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
 _MAX_GC_ROUNDS: Final = 64
+#: The longest file name (bytes) the file systems snapcore runs on accept.
+NAME_MAX: Final = 255
 
 
 def default_target(path: str, name: str) -> str:
@@ -108,6 +110,51 @@ def path_problem(path: str, what: str) -> str | None:
     return None
 
 
+def retired_path(node: Node) -> str:
+    """The name a base with several children is kept under once its snapshot is deleted."""
+    folder = os.path.dirname(node.path)
+    stem = os.path.basename(node.path).removesuffix(".vhd").split(RETIRED_INFIX)[0]
+    return os.path.join(folder, f"{stem}{RETIRED_INFIX}{node.uuid}.vhd")
+
+
+def stray_links(folder: str) -> list[str]:
+    """The kept-base names (``*.base-<uuid>.vhd``) in *folder* that are only a second name of
+    another VHD file there and that no file names as its parent: what an interrupted or failed
+    delete can leave (the link made, the children not yet relinked to it). Read-only."""
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".vhd"))
+    except OSError:
+        return []
+    paths = [os.path.join(folder, n) for n in names]
+    retired = [p for p in paths if RETIRED_INFIX in os.path.basename(p)]
+    if not retired:
+        return []
+    tree = Tree(paths)
+    named = {n.parent_path for n in tree.nodes.values() if n.parent_path}
+    named |= {
+        os.path.join(folder, os.path.basename(n.parent_path))
+        for n in tree.nodes.values()
+        if n.parent_path
+    }
+    out: list[str] = []
+    for path in retired:
+        if path in named:
+            continue
+        others = [p for p in paths if p != path and _same_file(p, path)]
+        if others:
+            out.append(path)
+    return out
+
+
+def remove_stray_links(folder: str) -> list[str]:
+    """Remove :func:`stray_links` of *folder* (the data stays under its other name); return
+    them. Only under the disk's lock."""
+    found = stray_links(folder)
+    for path in found:
+        _remove(path)
+    return found
+
+
 # -- the tree of a disk ---------------------------------------------------------------------
 
 
@@ -125,6 +172,11 @@ class Node:
     uuid: str
     #: why the file (or the way to its parent) cannot be read, if it cannot
     error: str | None = None
+    #: a raw file, the parent of a differencing VHD (``vhd-util snapshot -m``): the end of a
+    #: chain, never a snapshot of snapcore's
+    raw: bool = False
+    #: the parent is a raw file
+    parent_raw: bool = False
 
 
 class Tree:
@@ -136,31 +188,43 @@ class Tree:
 
     def __init__(self, seeds: Iterable[str], scan_dirs: Iterable[str] = ()):
         self.nodes: dict[tuple[int, int], Node] = {}
-        queue = [os.path.abspath(p) for p in seeds]
+        queue = [(os.path.abspath(p), False) for p in seeds]
         for folder in dict.fromkeys(scan_dirs):
             with contextlib.suppress(OSError):
                 queue += sorted(
-                    os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".vhd")
+                    (os.path.join(folder, n), False)
+                    for n in os.listdir(folder)
+                    if n.endswith(".vhd")
                 )
         while queue:
-            path = queue.pop(0)
+            path, raw = queue.pop(0)
             key = _key(path)
             if key is None or key in self.nodes:
                 continue
-            node = self._read(path, key)
+            node = self._raw(path, key) if raw else self._read(path, key)
             self.nodes[key] = node
             if node.parent_path is not None:
-                queue.append(node.parent_path)
+                queue.append((node.parent_path, node.parent_raw))
+
+    @staticmethod
+    def _raw(path: str, key: tuple[int, int]) -> Node:
+        try:
+            size = os.path.getsize(path)
+        except OSError as exc:
+            return Node(path, key, None, None, False, 0, "", error=f"{path}: {exc.strerror}")
+        return Node(path, key, None, None, False, size, "", raw=True)
 
     @staticmethod
     def _read(path: str, key: tuple[int, int]) -> Node:
         try:
             with VhdImage(path, headers_only=True) as image:
                 parent_path = None
+                parent_raw = False
                 if image.differencing:
                     header = image.header
                     assert header is not None
                     parent_path = os.path.abspath(find_parent(image))
+                    parent_raw = header.raw_parent
                 return Node(
                     path=path,
                     key=key,
@@ -169,6 +233,7 @@ class Tree:
                     hidden=image.hidden,
                     size=os.path.getsize(path),
                     uuid=image.footer.uuid_str,
+                    parent_raw=parent_raw,
                 )
         except (VhdError, OSError) as exc:
             message = str(exc) if isinstance(exc, VhdError) else f"{path}: {exc.strerror}"
@@ -512,7 +577,15 @@ class VhdDisk:
         if node.error:
             return [node.error]
         blockers = self._foreign_children(tree, node, snapshot, others)
-        for child in tree.children(node):
+        if node.raw:
+            blockers.append(
+                f"{base} is a raw file, the base of a VHD chain, not a VHD snapshot; it is "
+                "never merged"
+            )
+        children = tree.children(node)
+        if len(children) > 1:
+            blockers += self._retire_problems(node, children)
+        for child in children:
             if child.error:
                 blockers.append(f"{child.path} depends on {base} but cannot be read: {child.error}")
             problem = path_problem(child.path, "a file depending on the snapshot")
@@ -539,6 +612,8 @@ class VhdDisk:
             if node is not None:
                 if node.error:
                     raise self._error(node.error)
+                if node.raw:
+                    raise self._error(f"{base} is a raw file, not a VHD snapshot; not merged")
                 foreign = self._foreign_children(tree, node, snapshot, others)
                 if foreign:
                     raise self._error("; ".join(foreign))
@@ -595,18 +670,54 @@ class VhdDisk:
                 self.engine.set_parent(grandchild, child)
         _remove(journal)
 
+    def _retire_problems(self, node: Node, children: list[Node]) -> list[str]:
+        """Why *node* cannot be kept for its *children* under its retired name: the name is
+        too long for the file system, or the children's parent locators have no room for it
+        (blktap rewrites them in place)."""
+        keep = retired_path(node)
+        problems: list[str] = []
+        size = len(os.fsencode(os.path.basename(keep)))
+        if size > NAME_MAX:
+            problems.append(
+                f"{node.path} is needed by {len(children)} files and would be kept as {keep}, "
+                f"a name of {size} bytes; at most {NAME_MAX}"
+            )
+            return problems
+        problem = path_problem(keep, "the kept base")
+        if problem:
+            problems.append(problem)
+        for child in children:
+            problems += ops.relink_problems(child.path, keep)
+        return problems
+
     def _retire(self, node: Node, children: list[Node]) -> None:
-        folder = os.path.dirname(node.path)
-        stem = os.path.basename(node.path).removesuffix(".vhd").split(RETIRED_INFIX)[0]
-        keep = os.path.join(folder, f"{stem}{RETIRED_INFIX}{node.uuid}.vhd")
+        """Keep *node* for its children as ``<stem>.base-<uuid>.vhd``: a second name (hard
+        link), the children relinked to it, the old name removed. If a relink fails, the
+        children already relinked go back to the old name and the second name is removed, so
+        the failed delete leaves no ``base-<uuid>`` link behind."""
+        keep = retired_path(node)
+        problems = self._retire_problems(node, children)
+        if problems:
+            raise self._error("; ".join(problems))
         self._step("delete", f"{node.path} is needed by {len(children)} files: kept as {keep}")
         if not os.path.lexists(keep):
             os.link(node.path, keep)
             _fsync_dir(keep)
         elif not _same_file(keep, node.path):
             raise self._error(f"{keep} exists and is another file")
-        for child in children:
-            self.engine.set_parent(child.path, keep)
+        relinked: list[Node] = []
+        try:
+            for child in children:
+                self.engine.set_parent(child.path, keep)
+                relinked.append(child)
+        except BaseException:
+            try:
+                for child in reversed(relinked):
+                    self.engine.set_parent(child.path, node.path)
+                remove_stray_links(os.path.dirname(keep))
+            except Exception:
+                self.log.exception("disk %s: undoing the kept base %s failed", self.vdev, keep)
+            raise
         _remove(node.path)
 
     def _collect(self, snapshot: DiskSnapshot, others: Sequence[DiskSnapshot]) -> None:
@@ -672,7 +783,7 @@ class VhdDisk:
             n for k in known if (n := tree.node(k.locator)) is not None
         ]
         for node in candidates:
-            if node.key in seen or node.error or node.key == _key(leaf):
+            if node.key in seen or node.error or node.raw or node.key == _key(leaf):
                 continue
             seen.add(node.key)
             record = recorded.get(node.key)
@@ -688,6 +799,49 @@ class VhdDisk:
                 )
             )
         return out
+
+
+def _folders(disk: Disk, known: Sequence[DiskSnapshot]) -> list[str]:
+    paths = [disk.path, *(k.locator for k in known)]
+    return list(dict.fromkeys(os.path.dirname(os.path.abspath(p)) for p in paths))
+
+
+def verify(disk: Disk, known: Sequence[DiskSnapshot]) -> list[str]:
+    """What is wrong on the storage of *disk* (the ``disk_verify`` hook); reads only."""
+    leaf = os.path.abspath(disk.path)
+    problems: list[str] = []
+    files = [leaf] + [os.path.abspath(k.locator) for k in known if os.path.lexists(k.locator)]
+    for path in dict.fromkeys(files):
+        problems += [f"{path}: {p}" for p in ops.check(path, parents=True)]
+    for snap in known:
+        if os.path.lexists(snap.locator) and _same_file(snap.locator, leaf):
+            problems.append(
+                f"{snap.locator}, the base of snapshot {snap.name!r}, is the disk's own leaf "
+                f"{leaf}: writing the disk would change the snapshot"
+            )
+    for folder in _folders(disk, known):
+        problems += [
+            f"{p} is a stray second name of a base (left by a failed delete); "
+            "'snapcore check --repair' removes it"
+            for p in stray_links(folder)
+        ]
+    problems += [
+        f"{p} is a scratch file left by an interrupted command"
+        for p in scratch_files(leaf, TMP_SUFFIX)
+    ]
+    return problems
+
+
+def repair(disk: Disk, known: Sequence[DiskSnapshot]) -> list[str]:
+    """Remove what :func:`verify` finds that holds no data of its own (the ``disk_repair``
+    hook): stray kept-base names and scratch files. Only under the disk's lock."""
+    done: list[str] = []
+    for folder in _folders(disk, known):
+        done += [f"removed {p}, a stray second name of a base" for p in remove_stray_links(folder)]
+    for scratch in scratch_files(os.path.abspath(disk.path), TMP_SUFFIX):
+        _remove(scratch)
+        done.append(f"removed {scratch}, a scratch file left by an interrupted command")
+    return done
 
 
 def unsupported(message: str, vdev: str) -> UnsupportedOperationError:

@@ -111,7 +111,8 @@ class VhdUtil:
 
     def check(self, path: str, *, parents: bool = False) -> list[str]:
         """``vhd-util check -n PATH [-p]``: ``[]`` when valid, else vhd-util's messages (the
-        metadata dump that follows them left out)."""
+        ``NAME is valid`` lines of the files that passed and the metadata dump that follows
+        the messages of the one that failed left out)."""
         argv = [self.program, "check", "-n", path]
         if parents:
             argv.append("-p")
@@ -122,6 +123,6 @@ class VhdUtil:
         for line in result.stdout.splitlines():
             if _INVALID_MARK in line:
                 break
-            if line.strip():
+            if line.strip() and not line.endswith(" is valid"):
                 problems.append(line.strip())
         return problems or [f"vhd-util check exited with status {result.returncode}"]
