@@ -155,25 +155,38 @@ class OfflineDisk:
         opened; empty when it may. A backing file in the directory of an image of the chain
         may be raw; elsewhere it must be an image of a known format, and never a system file,
         a device, or a loop back into the chain."""
+        return self._walk(path, force_share=self.force_share)[0]
+
+    def _walk(
+        self, path: str, *, force_share: bool
+    ) -> tuple[list[str], tuple[ImageInfo, ...] | None]:
+        """The backing chain of *path* read image by image (``qemu-img info`` of each alone,
+        none of its backing files opened), each backing file let through :meth:`door`'s checks
+        before it is read: ``(refusals, chain)``. The chain is ``None`` when something was
+        refused or a link could not be read (a ``qemu-img info --backing-chain`` then says
+        why); one ``qemu-img`` run per image, so no chain is read twice."""
         image_dirs = {os.path.dirname(os.path.abspath(path))}
         seen = {_real(path)}
+        chain: list[ImageInfo] = []
         current = path
         for _ in range(_MAX_CHAIN):
             try:
-                backing = self.img.info(current, force_share=self.force_share).backing_path
+                image = self.img.info(current, force_share=force_share)
             except CommandError:
-                return []  # not readable as an image: the checks that open it say why
+                return [], None  # not readable as an image: the checks that open it say why
+            chain.append(image)
+            backing = image.backing_path
             if backing is None:
-                return []
+                return [], tuple(chain)
             problem = backing_problem(backing, image_dirs=image_dirs)
             if problem is not None:
-                return [f"{path}: {problem}"]
+                return [f"{path}: {problem}"], None
             if _real(backing) in seen:
-                return [f"{path}: its backing chain loops back to {backing}"]
+                return [f"{path}: its backing chain loops back to {backing}"], None
             seen.add(_real(backing))
             image_dirs.add(os.path.dirname(_real(backing)))
             current = backing
-        return [f"{path}: its backing chain is longer than {_MAX_CHAIN} images"]
+        return [f"{path}: its backing chain is longer than {_MAX_CHAIN} images"], None
 
     def _chain(self, path: str, *, force_share: bool | None = None) -> tuple[ImageInfo, ...]:
         """The backing chain of *path*, following it by hand past a file that is missing.
@@ -182,9 +195,11 @@ class OfflineDisk:
         """
         if force_share is None:
             force_share = self.force_share
-        refused = self.door(path)
+        refused, chain = self._walk(path, force_share=force_share)
         if refused:
             raise self._error(refused[0])
+        if chain is not None:
+            return chain
         try:
             return self.img.chain(path, force_share=force_share)
         except CommandError as exc:
@@ -258,14 +273,15 @@ class OfflineDisk:
         if not os.path.isfile(path):
             blockers.append(f"{path} does not exist or is not a file")
             return blockers
-        refused = self.door(path)
+        refused, chain = self._walk(path, force_share=self.force_share)
         if refused:
             return blockers + refused
-        try:
-            chain = self.img.chain(path, force_share=self.force_share)
-        except CommandError as exc:
-            blockers.append(f"qemu-img cannot open {path} and its backing files: {exc.stderr}")
-            return blockers
+        if chain is None:
+            try:
+                chain = self.img.chain(path, force_share=self.force_share)
+            except CommandError as exc:
+                blockers.append(f"qemu-img cannot open {path} and its backing files: {exc.stderr}")
+                return blockers
         return blockers + self.chain_blockers(request, chain)
 
     def request_blockers(self, request: SnapshotRequest, state: DomainState) -> list[str]:
