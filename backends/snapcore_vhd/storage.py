@@ -205,6 +205,10 @@ class Tree:
             self.nodes[key] = node
             if node.parent_path is not None:
                 queue.append((node.parent_path, node.parent_raw))
+        for node in list(self.nodes.values()):  # a raw parent that was also a seed
+            seed = self.nodes.get(node.parent) if node.parent_raw and node.parent else None
+            if seed is not None and not seed.raw:
+                self.nodes[seed.key] = self._raw(seed.path, seed.key)
 
     @staticmethod
     def _raw(path: str, key: tuple[int, int]) -> Node:
