@@ -15,7 +15,8 @@ writes leaves a VHD that opens and reads back every write that had returned:
 * a write into an allocated block: the data, then the bitmap sector that makes it visible;
 * a batmap change: its header and map in one write (the checksum covers the map);
 * a footer change (``hidden``): the footer at the end, then the copy at offset 0, last;
-* a new parent (relink): the locator data, then the header.
+* a new parent (relink): the new locator data in sectors the header does not use, then
+  the header, in one write (:func:`snapcore_vhd.ops.set_parent`).
 
 Tests interrupt these writes through the ``fault`` callback, called with a label before each.
 """

@@ -202,8 +202,9 @@ def test_interrupted_hidden_flag(tmp_path: Path) -> None:
 
 
 def test_interrupted_relink(tmp_path: Path) -> None:
-    """set_parent writes the locators, then the header: interrupted anywhere, the leaf still
-    opens (its header still names a parent with the UUID it expects) and reads the same."""
+    """set_parent writes the new locators where the header does not point, then the header:
+    interrupted anywhere, the leaf opens with its old or its new parent, reads the same and
+    checks clean."""
     base, mid, leaf = tmp_path / "base.vhd", tmp_path / "mid.vhd", tmp_path / "leaf.vhd"
     ops.create_dynamic(str(base), SIZE)
     write(base, 0, pattern(1, MiB))
@@ -222,6 +223,7 @@ def test_interrupted_relink(tmp_path: Path) -> None:
         with pytest.raises(Crash):
             ops.set_parent(str(leaf), str(base), fault=crash_at(n))
         assert read(leaf) == view, f"interrupted before {labels[n]!r}"
+        assert ops.check(str(leaf)) == [], f"interrupted before {labels[n]!r}"
         ops.set_parent(str(leaf), str(base))
         assert ops.check(str(leaf)) == []
         assert read(leaf) == view

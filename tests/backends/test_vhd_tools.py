@@ -65,6 +65,19 @@ def test_check_messages_without_the_dump() -> None:
     assert VhdUtil(run).check("/s/c.vhd", parents=True) == [
         "primary footer invalid: invalid checksum"
     ]
+    run = RecordingRunner()  # with -p: a line per parent that passed, then the failing one
+    run.on(
+        ["vhd-util", "check", "-n", "/s/c.vhd", "-p"],
+        stdout=(
+            "/s/c.vhd is valid\n/s/b.vhd is valid\nprimary footer invalid: invalid checksum\n"
+            "/s/a.vhd appears invalid; dumping metadata\nVHD Footer Summary:\n"
+            "error checking parents: -22\n"
+        ),
+        returncode=22,
+    )
+    assert VhdUtil(run).check("/s/c.vhd", parents=True) == [
+        "primary footer invalid: invalid checksum"
+    ]
     run = RecordingRunner()
     run.on(["vhd-util", "check", "-n", "/s/c.vhd"], stdout="/s/c.vhd is valid\n")
     assert VhdUtil(run).check("/s/c.vhd") == []
