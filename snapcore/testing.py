@@ -49,27 +49,45 @@ your plugin, once per snapshot kind it reports::
 
 A backend that needs a tool this host lacks marks its subclass with ``pytest.mark.skipif``; one
 that runs its tools through a different runner overrides the ``runner`` fixture.
+
+Fault injection comes in two variants. ``test_failed_*`` makes create, revert and delete raise
+at each of their commands (:class:`CommandFault`) and file operations (:class:`FileFault`) in
+turn. ``test_killed_*`` runs each step in a forked child process (:func:`call_in_child`) that
+is killed with SIGKILL just before a command starts, or just before or just after a file
+operation, then does what snapcore's crash recovery does (abort a create, run a revert or delete
+again; then ``disk_repair`` and ``disk_verify``) and checks the same all-or-nothing promises.
+Set :attr:`BackendConformance.kill_faults` to ``False`` where that is too slow, or where the
+backend's state lives in the test process's memory.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import errno
+import functools
 import hashlib
+import io
 import os
+import pickle
+import select
 import shlex
 import shutil
+import signal
 import stat
 import struct
 import subprocess
 import sys
 import threading
+import time
+import traceback
 import uuid
+import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, NoReturn
 
 import pytest
 
@@ -98,10 +116,12 @@ __all__ = [
     "SAMPLE_KINDS",
     "BackendConformance",
     "Call",
+    "ChildOutcome",
     "CommandFault",
     "FileFault",
     "RecordingRunner",
     "UnexpectedCommandError",
+    "call_in_child",
     "is_listed",
     "make_samples",
     "recording_runner",
@@ -366,12 +386,17 @@ class CommandFault:
     to run (counting from 1) with a :class:`~snapcore.errors.CommandError`, as if the tool had
     failed, and runs every other command through *runner*.
 
+    With *kill*, the process is killed with SIGKILL just before the *n*-th command would start,
+    as a crash or a power cut would stop it; this works only in the child process of
+    :func:`call_in_child`, which reports what the kill cut short.
+
     :ivar fired: what was failed (for messages), or ``None`` while no command was failed.
     """
 
-    def __init__(self, runner: CommandRunner, n: int):
+    def __init__(self, runner: CommandRunner, n: int, *, kill: bool = False):
         self.runner = runner
         self.n = n
+        self.kill = kill
         self.count = 0
         self.fired: str | None = None
         self._lock = threading.Lock()
@@ -389,6 +414,8 @@ class CommandFault:
             hit = self.count == self.n
         if hit:
             self.fired = f"command #{self.n} ({shlex.join(argv)})"
+            if self.kill:
+                _die(f"before {self.fired} started")
             raise CommandError(tuple(argv), 1, INJECTED)
         return self.runner(argv, ok_codes=ok_codes, timeout=timeout, env=env)
 
@@ -422,6 +449,12 @@ FILE_OPERATIONS: Final = (
 _WRITE_FLAGS: Final = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
+#: When a kill of :class:`FileFault` strikes: just before the operation, or just after it.
+KILL_POINTS: Final = ("before", "after")
+
+_WRITE_MODES: Final = frozenset("wax+")
+
+
 class FileFault:
     """Makes the *n*-th file operation (counting from 1) on a path under *roots* raise
     ``OSError(EIO)``, while :meth:`active`.
@@ -430,59 +463,228 @@ class FileFault:
     writing); :mod:`pathlib` goes through them too. An operation called by another one
     (``shutil.move`` calling ``os.rename``) counts once. Only calls naming a path under
     *roots* count, so the test runner's own work and the command runner are not disturbed.
-    Writes through the built-in ``open`` are not watched.
+    Writes through the built-in ``open`` (and ``io.open``, which :mod:`pathlib` uses) count
+    only with *opens*.
+
+    With *kill* (``"before"`` or ``"after"``, see :data:`KILL_POINTS`), the process is killed
+    with SIGKILL just before the *n*-th operation, or just after it returned, instead: the
+    state a crash there leaves on disk. This works only in the child process of
+    :func:`call_in_child`. *opens* is then on unless given: opening a file for writing creates
+    or truncates it, a crash point as real as a rename.
 
     :ivar fired: what was failed (for messages), or ``None`` while nothing was failed.
     """
 
-    def __init__(self, n: int, roots: Sequence[Path | str]):
+    def __init__(
+        self,
+        n: int,
+        roots: Sequence[Path | str],
+        *,
+        kill: str | None = None,
+        opens: bool | None = None,
+    ):
+        if kill not in (None, *KILL_POINTS):
+            raise ValueError(f"kill must be one of {KILL_POINTS} or None, not {kill!r}")
         self.n = n
+        self.kill = kill
+        self.opens = kill is not None if opens is None else opens
         self.count = 0
         self.fired: str | None = None
         self._roots = tuple(os.path.realpath(r) for r in roots)
         self._lock = threading.Lock()
         self._inside = threading.local()
+        self._pid = os.getpid()
+
+    def _under_roots(self, arg: object) -> str | None:
+        if isinstance(arg, str | os.PathLike):
+            path = os.path.realpath(os.fspath(arg))
+            if any(path == r or path.startswith(r + os.sep) for r in self._roots):
+                return str(os.fspath(arg))
+        return None
 
     def _watched(self, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[str]:
         if name == "open":
             flags = args[1] if len(args) > 1 else kwargs.get("flags", 0)
             if not isinstance(flags, int) or not flags & _WRITE_FLAGS:
                 return []
-        paths = []
-        for arg in (*args, *kwargs.values()):
-            if isinstance(arg, str | os.PathLike):
-                path = os.path.realpath(os.fspath(arg))
-                if any(path == r or path.startswith(r + os.sep) for r in self._roots):
-                    paths.append(str(os.fspath(arg)))
-        return paths
+        if name == "builtins.open":
+            mode = args[1] if len(args) > 1 else kwargs.get("mode", "r")
+            if not isinstance(mode, str) or not _WRITE_MODES & set(mode):
+                return []
+            path = self._under_roots(args[0] if args else kwargs.get("file"))
+            return [path] if path is not None else []
+        return [p for a in (*args, *kwargs.values()) if (p := self._under_roots(a)) is not None]
 
     def _wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def faulty(*args: Any, **kwargs: Any) -> Any:
-            if getattr(self._inside, "busy", False):
-                return fn(*args, **kwargs)
+            if getattr(self._inside, "busy", False) or os.getpid() != self._pid:
+                return fn(*args, **kwargs)  # inside a watched call, or in a forked child of it
             paths = self._watched(name, args, kwargs)
+            hit = False
             if paths:
                 with self._lock:
                     self.count += 1
                     hit = self.count == self.n
                 if hit:
                     self.fired = f"file operation #{self.n} ({name}({', '.join(paths)}))"
-                    raise OSError(errno.EIO, INJECTED, paths[0])
+                    if self.kill == "before":
+                        _die(f"before {self.fired}")
+                    elif self.kill is None:
+                        raise OSError(errno.EIO, INJECTED, paths[0])
             self._inside.busy = True
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
             finally:
                 self._inside.busy = False
+            if hit and self.kill == "after":
+                _die(f"after {self.fired} returned")
+            return result
 
         return faulty
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
         """Watch the file operations for the duration of the ``with`` block."""
+        self._pid = os.getpid()
         with pytest.MonkeyPatch.context() as mp:
             for module, name in FILE_OPERATIONS:
                 mp.setattr(module, name, self._wrap(name, getattr(module, name)))
+            if self.opens:
+                opener = self._wrap("builtins.open", builtins.open)
+                mp.setattr(builtins, "open", opener)
+                mp.setattr(io, "open", opener)
             yield
+
+
+# --------------------------------------------------------------------------------------------
+# Running a step in a child process that a kill fault may SIGKILL
+# --------------------------------------------------------------------------------------------
+
+#: How long :func:`call_in_child` waits for its child by default, in seconds.
+CHILD_TIMEOUT: Final = 600.0
+
+#: The pipe to the parent, in the child process :func:`call_in_child` forked (only there).
+_report_fd: int | None = None
+_report_pid: int | None = None
+
+
+def _send(fd: int, message: tuple[str, object]) -> None:
+    try:
+        data = pickle.dumps(message)
+    except Exception:  # a result that does not pickle: say what it was instead
+        data = pickle.dumps((message[0], repr(message[1])))
+    data = struct.pack(">Q", len(data)) + data
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _die(what: str) -> NoReturn:
+    """Kill this process with SIGKILL, after telling the parent of :func:`call_in_child` *what*
+    it was killed at."""
+    if _report_fd is None or os.getpid() != _report_pid:
+        raise RuntimeError(
+            f"a kill fault fired ({what}) outside the child process of call_in_child: "
+            "it would have killed the test process itself"
+        )
+    _send(_report_fd, ("killed", what))
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("still alive after SIGKILL")  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class ChildOutcome:
+    """How the child process of :func:`call_in_child` ended: killed by a kill fault
+    (:attr:`killed`), or it finished, returning :attr:`value` or raising (:attr:`error`)."""
+
+    #: What the child was killed at (a kill fault's description), or ``None``.
+    killed: str | None = None
+    #: What the function returned (a copy, through :mod:`pickle`; its ``repr`` when it does not
+    #: pickle), when it finished.
+    value: object = None
+    #: The traceback of what the function raised, or ``None``.
+    error: str | None = None
+
+
+def call_in_child(fn: Callable[[], object], *, timeout: float = CHILD_TIMEOUT) -> ChildOutcome:
+    """Run *fn* in a forked child process and wait for it: the way to let a kill fault
+    (``CommandFault(kill=True)``, ``FileFault(kill=...)``) SIGKILL a hook without killing
+    the test.
+
+    The child is a copy of this process with only the calling thread in it (call this from
+    the thread that runs the test, with no hook of snapcore's boundary running in another
+    thread); snapcore's boundary starts the hook's thread in the child itself. The child never
+    returns into pytest: it leaves with :func:`os._exit`. What happens on disk stays; what
+    changes in the child's memory (a plugin's caches, an in-memory backend) is lost, as in a
+    crash.
+
+    :returns: how the child ended.
+    :raises AssertionError: the child died in another way (another signal, ``os._exit`` in
+        the hook) or did not end within *timeout* seconds (it is then killed).
+    """
+    global _report_fd, _report_pid
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that fork() with threads running may deadlock the child: the child
+        # here runs only the calling thread, and starts its own threads.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            os.close(read_fd)
+            _report_fd, _report_pid = write_fd, os.getpid()
+            try:
+                message: tuple[str, object] = ("done", fn())
+            except BaseException as exc:
+                message = ("error", "".join(traceback.format_exception(exc)))
+            _send(write_fd, message)
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    try:
+        data = _read_child(read_fd, pid, timeout)
+    finally:
+        os.close(read_fd)
+    _, status = os.waitpid(pid, 0)
+    messages = _unpack(data)
+    kind, payload = messages[-1] if messages else ("", None)
+    if kind == "killed" and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+        return ChildOutcome(killed=str(payload))
+    if kind == "done" and os.WIFEXITED(status):
+        return ChildOutcome(value=payload)
+    if kind == "error" and os.WIFEXITED(status):
+        return ChildOutcome(error=str(payload))
+    how = (
+        f"signal {os.WTERMSIG(status)}"
+        if os.WIFSIGNALED(status)
+        else f"exit status {os.WEXITSTATUS(status)}"
+    )
+    raise AssertionError(f"the child process ended by {how} without saying why")
+
+
+def _read_child(fd: int, pid: int, timeout: float) -> bytes:
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(0.0, left))
+        if not ready:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"the child process did not finish within {timeout:g} s")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _unpack(data: bytes) -> list[tuple[str, object]]:
+    messages = []
+    while len(data) >= 8:
+        (size,) = struct.unpack(">Q", data[:8])
+        messages.append(pickle.loads(data[8 : 8 + size]))
+        data = data[8 + size :]
+    return messages
 
 
 # --------------------------------------------------------------------------------------------
@@ -649,6 +851,12 @@ class BackendConformance:
     own_samples: ClassVar[Collection[str] | None] = None
     #: The most steps (commands, file operations) fault injection tries in one operation.
     max_fault_steps: ClassVar[int] = 200
+    #: Whether to run the kill variant of fault injection (``test_killed_*``: the hook in a
+    #: forked child SIGKILLed at each command and file operation, then recovered as snapcore
+    #: recovers). Turn it off for a backend whose state lives in the test process's memory (a
+    #: kill loses it all), or where each step is too slow (LVM in a TCG guest); the tests then
+    #: skip, saying so.
+    kill_faults: ClassVar[bool] = True
     #: Tests the backend is known to fail, ``{test name: reason}``: each is marked
     #: ``xfail(strict=True)``, so the run stays green while the bug is open and fails once it
     #: is fixed. A name is a test's (``test_x``) or one case's (``test_x[external]``).
@@ -827,10 +1035,18 @@ class BackendConformance:
         return None
 
     def _build_layers(
-        self, plugins: Plugins, ctx: HookContext, disk: Disk, kind: SnapshotKind, disk_dir: Path
+        self,
+        plugins: Plugins,
+        ctx: HookContext,
+        disk: Disk,
+        kind: SnapshotKind,
+        disk_dir: Path,
+        *,
+        verify: bool = True,
     ) -> list[DiskSnapshot]:
         """Blocks 0..LAYERS hold "base"; then for each layer k, block k gets "layer{k}" and
-        snapshot s{k} is made; at last block LAYERS gets "current"."""
+        snapshot s{k} is made; at last block LAYERS gets "current" (read back unless not
+        *verify*)."""
         for k in range(LAYERS + 1):
             self._put(disk, k, "base")
         snaps = []
@@ -840,16 +1056,68 @@ class BackendConformance:
                 self._create(plugins, ctx, self.make_request(disk, f"s{k}", kind, disk_dir))
             )
         self._put(disk, LAYERS, "current")
-        self._expect_blocks(disk, _CURRENT_LAYERS, "after making the layers")
+        if verify:
+            self._expect_blocks(disk, _CURRENT_LAYERS, "after making the layers")
         return snaps
 
     def _fault(
-        self, fault: str, n: int, ctx: HookContext, roots: Sequence[Path]
+        self,
+        fault: str,
+        n: int,
+        ctx: HookContext,
+        roots: Sequence[Path],
+        kill: str | None = None,
     ) -> tuple[CommandFault | FileFault, HookContext]:
         if fault == "command":
-            injector = CommandFault(ctx.run, n)
+            injector = CommandFault(ctx.run, n, kill=kill is not None)
             return injector, dataclasses.replace(ctx, run=injector)
-        return FileFault(n, roots), ctx
+        return FileFault(n, roots, kill=kill), ctx
+
+    def _kill_steps(self, fault: str) -> Iterator[tuple[int, str]]:
+        """The kill points to try, in order: before each command (``fault=command``), or
+        before and after each file operation (``fault=file``)."""
+        if not self.kill_faults:
+            pytest.skip(f"the kill variant is off ({type(self).__name__}.kill_faults = False)")
+        for n in range(1, self.max_fault_steps + 1):
+            yield n, "before"
+            if fault == "file":
+                yield n, "after"
+
+    def _killed(
+        self,
+        hook: str,
+        fault: str,
+        n: int,
+        when: str,
+        ctx: HookContext,
+        roots: Sequence[Path],
+        call: Callable[..., object],
+    ) -> ChildOutcome:
+        """Run ``call(ctx=ctx)`` in a child process (:func:`call_in_child`) with a kill fault at
+        step *n* (*when*: before or after it)."""
+        injector, faulty_ctx = self._fault(fault, n, ctx, roots, kill=when)
+
+        def step() -> object:
+            with injector.active():
+                return call(ctx=faulty_ctx)
+
+        outcome = call_in_child(step)
+        if outcome.error is not None:
+            pytest.fail(
+                f"{hook} raised with nothing injected but a kill at step {n} (in a child "
+                f"process):\n{outcome.error}"
+            )
+        return outcome
+
+    def _recovered(
+        self, plugins: Plugins, ctx: HookContext, known: Sequence[DiskSnapshot], when: str
+    ) -> None:
+        """What snapcore's recovery does after it has finished or undone the operation a
+        crash cut short: ``disk_repair``, then ``disk_verify``, which must find nothing."""
+        backend, disk = self._backend(plugins), ctx.domain.disks[0]
+        backend.disk_repair(disk=disk, known=known, ctx=ctx)
+        problems = backend.disk_verify(disk=disk, known=known, ctx=ctx)
+        assert not problems, f"{when}: disk_verify finds {problems}"
 
     def _backend(self, plugins: Plugins) -> StorageBackend:
         """The backend under test, called through snapcore's plugin boundary, which checks
@@ -1370,6 +1638,206 @@ class BackendConformance:
                 return
             self._fill(disk, "current")
         pytest.fail(f"disk_snapshot_revert took more than {self.max_fault_steps} steps")
+
+    @pytest.mark.parametrize("fault", ["command", "file"])
+    def test_killed_create_leaves_nothing(
+        self,
+        plugins: Plugins,
+        ctx: HookContext,
+        disk: Disk,
+        kind: SnapshotKind,
+        disk_dir: Path,
+        fault: str,
+    ) -> None:
+        """Run the create in a child process (:func:`call_in_child`) that is killed with
+        SIGKILL just before its first external command (``fault=command``), or just before
+        and then just after its first file operation under :meth:`watched_paths`
+        (``fault=file``; writes through the built-in ``open`` count too), then at the second,
+        and so on until it finishes without reaching the kill. After each kill, what snapcore's
+        crash recovery does: ``disk_snapshot_abort`` with ``created=None`` and
+        ``prepared=None``, then ``disk_repair``, and ``disk_verify`` must find nothing. Then the
+        disk holds its data from before, the snapshot is not listed and no file is left behind.
+        The create that finishes in the child has made a snapshot this process lists."""
+        self._fill(disk, "before")
+        backend = self._backend(plugins)
+        request = self.make_request(disk, "c1", kind, disk_dir)
+        roots = self.watched_paths(disk, disk_dir, ctx)
+        assert self._check(plugins, ctx, request) == []
+        files_before = set(tree_state(*roots))
+        create = functools.partial(backend.disk_snapshot_create, request=request)
+        for n, point in self._kill_steps(fault):
+            outcome = self._killed("disk_snapshot_create", fault, n, point, ctx, roots, create)
+            if outcome.killed is None:
+                when = "after disk_snapshot_create in a child process"
+                assert isinstance(outcome.value, DiskSnapshot), f"{when}: {outcome.value!r}"
+                self._expect(disk, "before", when)
+                self._assert_listed(plugins, ctx, outcome.value, when)
+                return
+            when = f"after a kill {outcome.killed} in disk_snapshot_create and the recovery"
+            backend.disk_snapshot_abort(request=request, created=None, prepared=None, ctx=ctx)
+            self._recovered(plugins, ctx, [], when)
+            self._expect(disk, "before", when)
+            listed = self._list(plugins, ctx)
+            assert request.name not in [s.name for s in listed], f"{when}: it is listed"
+            left = sorted(set(tree_state(*roots)) - files_before)
+            assert not left, f"{when}: files are left behind: {left}"
+        pytest.fail(f"disk_snapshot_create took more than {self.max_fault_steps} steps")
+
+    @pytest.mark.parametrize("fault", ["command", "file"])
+    def test_killed_revert_is_all_or_nothing(
+        self,
+        plugins: Plugins,
+        ctx: HookContext,
+        disk: Disk,
+        kind: SnapshotKind,
+        disk_dir: Path,
+        fault: str,
+    ) -> None:
+        """Run the revert in a child process killed at each of its commands or file
+        operations in turn (as :meth:`test_killed_create_leaves_nothing` does). After each
+        kill the disk holds either its data from before or the snapshot's, never a mix and
+        never nothing; then, as snapcore's recovery does, the revert is run again (no check
+        first), ``disk_repair`` runs and ``disk_verify`` finds nothing, and the disk holds the
+        snapshot's data, which is still listed."""
+        self._fill(disk, "snap")
+        snap = self._create(plugins, ctx, self.make_request(disk, "c1", kind, disk_dir))
+        self._fill(disk, "current")
+        backend = self._backend(plugins)
+        roots = self.watched_paths(disk, disk_dir, ctx)
+        revert = functools.partial(backend.disk_snapshot_revert, snapshot=snap, disk=disk)
+        for n, point in self._kill_steps(fault):
+            outcome = self._killed("disk_snapshot_revert", fault, n, point, ctx, roots, revert)
+            if outcome.killed is None:
+                when = "after disk_snapshot_revert in a child process"
+                self._expect(disk, "snap", when)
+                self._assert_listed(plugins, ctx, snap, when)
+                return
+            when = f"after a kill {outcome.killed} in disk_snapshot_revert"
+            held = self._holds(disk, ["current", "snap"], when)
+            assert held is not None, (
+                f"{when}: the disk holds neither its data from before nor the snapshot's"
+            )
+            revert(ctx=ctx)
+            when += ", then the revert again (as recovery runs it)"
+            self._recovered(plugins, ctx, [snap], when)
+            self._expect(disk, "snap", when)
+            self._assert_listed(plugins, ctx, snap, when)
+            self._fill(disk, "current")
+        pytest.fail(f"disk_snapshot_revert took more than {self.max_fault_steps} steps")
+
+    def _layers_for_step(
+        self, plugins: Plugins, ctx: HookContext, kind: SnapshotKind, disk_dir: Path, step: str
+    ) -> tuple[HookContext, list[DiskSnapshot], list[Path]]:
+        """A fresh disk of its own for one step of the delete fault tests, with the layers of
+        :meth:`_build_layers`: the context of a domain holding it, the snapshots, and the
+        paths to watch."""
+        step_dir = disk_dir / step
+        step_dir.mkdir()
+        disk = self.make_disk(step_dir, ctx.domain.disks[0].vdev, self.disk_size)
+        step_ctx = dataclasses.replace(ctx, domain=dataclasses.replace(ctx.domain, disks=(disk,)))
+        snaps = self._build_layers(plugins, step_ctx, disk, kind, step_dir, verify=False)
+        return step_ctx, snaps, self.watched_paths(disk, step_dir, step_ctx)
+
+    def _expect_middle_deleted(
+        self, plugins: Plugins, ctx: HookContext, snaps: Sequence[DiskSnapshot], when: str
+    ) -> None:
+        """After deleting s1 of :meth:`_build_layers`: every block of the current data reads
+        back, s1 is gone, s0 and s2 are listed, and s2 (reverted to) holds its blocks, among
+        them those it read from s1."""
+        disk = ctx.domain.disks[0]
+        self._expect_blocks(disk, _CURRENT_LAYERS, when)
+        listed = self._list(plugins, ctx, *snaps)
+        assert not is_listed(snaps[1], listed), f"{when}: snapshot 's1' is still listed"
+        for snap in (snaps[0], snaps[2]):
+            assert is_listed(snap, listed), f"{when}: snapshot {snap.name!r} is not listed"
+        self._revert(plugins, ctx, snaps[2], others=[snaps[0]])
+        self._expect_blocks(disk, _layer_tags(2), f"{when}, then reverting to s2")
+
+    @pytest.mark.parametrize("fault", ["command", "file"])
+    def test_failed_delete_keeps_every_other_layer(
+        self,
+        plugins: Plugins,
+        ctx: HookContext,
+        kind: SnapshotKind,
+        disk_dir: Path,
+        fault: str,
+    ) -> None:
+        """Delete the middle one of three layered snapshots (:meth:`_build_layers`, on a
+        fresh disk for each step), failing its first external command or file operation, then
+        its second, and so on (as :meth:`test_failed_create_leaves_nothing` does). After each
+        failure every block of the disk's current data still reads back and the other two
+        snapshots are listed; the delete run again (check, then delete, as a user's second
+        ``snapshot-delete`` does) succeeds. Then s1 is gone, the current data and s0 and s2
+        are listed, and s2, reverted to, holds every block it had."""
+        backend = self._backend(plugins)
+        for n in range(1, self.max_fault_steps + 1):
+            step_ctx, snaps, roots = self._layers_for_step(plugins, ctx, kind, disk_dir, f"step{n}")
+            disk, victim, rest = step_ctx.domain.disks[0], snaps[1], [snaps[0], snaps[2]]
+            blockers = backend.disk_snapshot_delete_check(
+                snapshot=victim, disk=disk, others=rest, ctx=step_ctx
+            )
+            assert blockers == [], f"disk_snapshot_delete_check blocks s1: {blockers!r}"
+            injector, faulty_ctx = self._fault(fault, n, step_ctx, roots)
+            try:
+                with injector.active():
+                    backend.disk_snapshot_delete(
+                        snapshot=victim, disk=disk, others=rest, ctx=faulty_ctx
+                    )
+            except PluginContractError:
+                raise
+            except SnapcoreError:
+                if injector.fired is None:
+                    raise
+                when = f"after {injector.fired} failed in disk_snapshot_delete of s1"
+                self._expect_blocks(disk, _CURRENT_LAYERS, when)
+                for snap in rest:
+                    self._assert_listed(plugins, step_ctx, snap, when)
+                self._delete(plugins, step_ctx, victim, others=rest)
+                when += ", then the delete again"
+            else:
+                when = "after disk_snapshot_delete of s1"
+            self._expect_middle_deleted(plugins, step_ctx, snaps, when)
+            if injector.fired is None:
+                return
+        pytest.fail(f"disk_snapshot_delete took more than {self.max_fault_steps} steps")
+
+    @pytest.mark.parametrize("fault", ["command", "file"])
+    def test_killed_delete_keeps_every_other_layer(
+        self,
+        plugins: Plugins,
+        ctx: HookContext,
+        kind: SnapshotKind,
+        disk_dir: Path,
+        fault: str,
+    ) -> None:
+        """Delete the middle one of three layered snapshots in a child process killed at each
+        of its commands or file operations in turn (as
+        :meth:`test_killed_create_leaves_nothing` does; a fresh disk for each step). After
+        each kill every block of the disk's current data still reads back; then, as snapcore's
+        recovery does, the delete is run again (no check first), ``disk_repair`` runs and
+        ``disk_verify`` finds nothing. Then s1 is gone, the current data and s0 and s2 are
+        as in :meth:`test_failed_delete_keeps_every_other_layer`."""
+        backend = self._backend(plugins)
+        for n, point in self._kill_steps(fault):
+            step_ctx, snaps, roots = self._layers_for_step(
+                plugins, ctx, kind, disk_dir, f"step{n}-{point}"
+            )
+            disk, rest = step_ctx.domain.disks[0], [snaps[0], snaps[2]]
+            delete = functools.partial(
+                backend.disk_snapshot_delete, snapshot=snaps[1], disk=disk, others=rest
+            )
+            outcome = self._killed("disk_snapshot_delete", fault, n, point, step_ctx, roots, delete)
+            if outcome.killed is None:
+                when = "after disk_snapshot_delete of s1 in a child process"
+                self._expect_middle_deleted(plugins, step_ctx, snaps, when)
+                return
+            when = f"after a kill {outcome.killed} in disk_snapshot_delete of s1"
+            self._expect_blocks(disk, _CURRENT_LAYERS, when)
+            delete(ctx=step_ctx)
+            when += ", then the delete again (as recovery runs it)"
+            self._recovered(plugins, step_ctx, rest, when)
+            self._expect_middle_deleted(plugins, step_ctx, snaps, when)
+        pytest.fail(f"disk_snapshot_delete took more than {self.max_fault_steps} steps")
 
     # -- results --------------------------------------------------------------------------------
 

@@ -7,10 +7,12 @@ where the backend says it cannot do the thing), for the expected reason.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,8 +21,11 @@ from snapcore.model import DiskSnapshot, SnapshotKind
 from snapcore.process import CommandRunner, Result
 from snapcore.testing import (
     BackendConformance,
+    CommandFault,
+    FileFault,
     RecordingRunner,
     UnexpectedCommandError,
+    call_in_child,
     is_listed,
 )
 
@@ -176,6 +181,109 @@ def test_import_is_cheap() -> None:
     code = "import sys, snapcore.testing; print(sorted({'sh', 'qemu'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- kill faults in a child process ---------------------------------------------------------------
+
+
+def test_a_child_gives_back_what_it_returned_and_leaves_the_parent_alone(tmp_path: Path) -> None:
+    def work() -> dict[str, int]:
+        (tmp_path / "done").write_text("yes")
+        os.environ["SNAPCORE_CHILD_RAN"] = "1"  # changes the child's memory, not ours
+        return {"pid": os.getpid()}
+
+    outcome = call_in_child(work)
+    assert outcome.killed is None
+    assert outcome.error is None
+    assert isinstance(outcome.value, dict)
+    assert outcome.value["pid"] != os.getpid()
+    assert (tmp_path / "done").read_text() == "yes"
+    assert "SNAPCORE_CHILD_RAN" not in os.environ
+
+
+def test_a_child_reports_what_it_raised() -> None:
+    def work() -> None:
+        raise CommandError(("qemu-img", "info"), 1, "no such file")
+
+    outcome = call_in_child(work)
+    assert outcome.killed is None
+    assert outcome.error is not None
+    assert "CommandError" in outcome.error
+    assert "no such file" in outcome.error
+
+
+def test_a_command_kill_stops_the_child_before_the_command(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    fault = CommandFault(RecordingRunner(passthrough=True), 2, kill=True)
+
+    def work() -> None:
+        fault(["touch", str(tmp_path / "one")])
+        fault(["touch", str(tmp_path / "two")])
+        marks.write_text("after the second command")
+
+    outcome = call_in_child(work)
+    assert outcome.killed == f"before command #2 (touch {tmp_path / 'two'}) started"
+    assert (tmp_path / "one").exists()
+    assert not (tmp_path / "two").exists()
+    assert not marks.exists()
+
+
+@pytest.mark.parametrize("point", ["before", "after"])
+def test_a_file_kill_stops_the_child_at_the_operation(tmp_path: Path, point: str) -> None:
+    fault = FileFault(2, [tmp_path], kill=point)
+
+    def work() -> None:
+        with fault.active():
+            os.mkdir(tmp_path / "d")  # operation 1
+            os.rename(tmp_path / "d", tmp_path / "e")  # operation 2
+            (tmp_path / "f").write_text("x")  # operation 3: built-in open, for writing
+
+    outcome = call_in_child(work)
+    assert outcome.killed is not None
+    assert outcome.killed.startswith(f"{point} file operation #2 (rename(")
+    assert (tmp_path / "e").exists() is (point == "after")
+    assert (tmp_path / "d").exists() is (point == "before")
+    assert not (tmp_path / "f").exists()
+
+
+def test_a_file_kill_counts_writes_through_the_built_in_open(tmp_path: Path) -> None:
+    (tmp_path / "old").write_text("kept")
+    fault = FileFault(1, [tmp_path], kill="after")
+
+    def work() -> None:
+        with fault.active():
+            with open(tmp_path / "old") as f:  # reading: not an operation
+                f.read()
+            with open(tmp_path / "new", "w") as f:
+                f.write("never written")
+
+    outcome = call_in_child(work)
+    assert outcome.killed == f"after file operation #1 (builtins.open({tmp_path / 'new'})) returned"
+    assert (tmp_path / "new").read_text() == ""
+    assert FileFault(1, [tmp_path]).opens is False, "the raising variant leaves open() alone"
+
+
+def test_a_kill_outside_a_child_refuses_to_kill_the_test_process(tmp_path: Path) -> None:
+    fault = CommandFault(RecordingRunner(strict=False), 1, kill=True)
+    with pytest.raises(RuntimeError, match="outside the child process of call_in_child"):
+        fault(["true"])
+    with (
+        pytest.raises(RuntimeError, match="outside the child process"),
+        FileFault(1, [tmp_path], kill="before").active(),
+    ):
+        os.mkdir(tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+    with pytest.raises(ValueError, match="kill must be one of"):
+        FileFault(1, [tmp_path], kill="during")
+
+
+def test_a_child_that_dies_otherwise_or_hangs_fails() -> None:
+    with pytest.raises(AssertionError, match="ended by exit status 3 without saying why"):
+        call_in_child(lambda: os._exit(3))
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match=r"did not finish within 0\.5 s"):
+        call_in_child(lambda: time.sleep(30), timeout=0.5)
+    assert time.monotonic() - started < 10
 
 
 # -- is_listed ------------------------------------------------------------------------------------
@@ -392,6 +500,7 @@ class AbortTakesAll(MemBackend):
 
 class MemConformance(BackendConformance):
     driver = DRIVER
+    kill_faults = False  # a killed process takes an in-memory backend's state with it
 
     def make_disk(self, tmp_path, vdev, size):
         path = str(tmp_path / f"{vdev}.mem")
@@ -444,8 +553,10 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 def test_a_correct_backend_passes_every_test(pytester: pytest.Pytester) -> None:
     _suite(pytester, "MemBackend")
     result = _run(pytester, "-v", "-rs")
-    # internal snapshots have no target and no backing chain: three tests say so and skip
-    result.assert_outcomes(passed=22, skipped=3)
+    # internal snapshots have no target and no backing chain: three tests say so and skip;
+    # the kill variant of fault injection (three tests, two faults each) is off in memory
+    result.assert_outcomes(passed=24, skipped=9)
+    result.stdout.fnmatch_lines(["*the kill variant is off (TestMem.kill_faults = False)*"])
     result.stdout.fnmatch_lines(["*test_revert_older_then_newer?internal? PASSED*"])
     result.stdout.fnmatch_lines(["*internal snapshots have no target*"])
     result.stdout.fnmatch_lines(["*internal snapshots have no backing chain to break*"])
@@ -473,7 +584,7 @@ def test_revert_any_false_skips_reverting_to_older(pytester: pytest.Pytester) ->
     _suite(pytester, "LatestOnly")
     result = _run(pytester, "-rs")
     # + test_revert_older_then_newer and both test_delete_after_revert_keeps_every_branch
-    result.assert_outcomes(passed=19, skipped=6)
+    result.assert_outcomes(passed=21, skipped=12)
     result.stdout.fnmatch_lines(["*reverts only to the latest snapshot*"])
 
 
