@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -445,3 +446,82 @@ class AbortOnlyUndoesFinished(ChainBackend):
         if created is not None:
             self.undo_create(request.disk.path, created.locator)
         return True
+
+
+# -- mutants only a crash finds (the kill variant of fault injection) ------------------------------
+
+
+class RevertWritesInPlace(ChainBackend):
+    """Revert writes the new layer over the disk's own file, after copying that file aside
+    to put back if the write fails: every failure that raises leaves the old data, but a crash
+    between opening the disk for writing and the end of the write leaves it empty."""
+
+    @hookimpl
+    def disk_snapshot_revert(self, snapshot: DiskSnapshot, disk: Disk) -> bool:
+        self.chain(snapshot.locator, snapshot.vdev)
+        backup = disk.path + ".old"
+        shutil.copyfile(disk.path, backup)
+        try:
+            write_layer(disk.path, _size(snapshot.locator), snapshot.locator, {})
+        except BaseException:
+            os.replace(backup, disk.path)
+            raise
+        os.unlink(backup)
+        return True
+
+
+class CreateScratchOfItsOwn(ChainBackend):
+    """Create writes the new layer under a name of its own process (``<disk>.<pid>.new``)
+    and removes it when anything fails; abort knows only ``<disk>.new``: a crash between
+    writing it and the rename leaves it behind for good."""
+
+    @hookimpl
+    def disk_snapshot_create(self, request: SnapshotRequest) -> DiskSnapshot:
+        path, target = request.disk.path, self.target(request)
+        tmp = f"{path}.{os.getpid()}.new"
+        try:
+            os.link(path, target)
+            write_layer(tmp, _size(path), target, {})
+            os.replace(tmp, path)
+            _fsync_dir(path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            self.undo_create(path, target)
+            raise
+        return self.snapshot(request.disk, target, request.name)
+
+
+class DeleteMergesInPlace(ChainBackend):
+    """Delete rewrites each dependant in place with the deleted layer's blocks, after copying
+    it aside to put back if the rewrite fails: right under every failure that raises, but a
+    crash in the middle of the rewrite leaves the dependant (and the disk above it) empty."""
+
+    def merge_into(self, layer: str, target: str) -> None:
+        blocks = own_blocks(target) | own_blocks(layer)
+        backing = _backing(target)
+        backup = layer + ".old"
+        shutil.copyfile(layer, backup)
+        try:
+            write_layer(layer, _size(layer), backing, blocks)
+        except BaseException:
+            os.replace(backup, layer)
+            raise
+        os.unlink(backup)
+
+
+# -- a delete that is not all-or-nothing, whether it fails or is killed ----------------------------
+
+
+class DeleteRepointsFirst(ChainBackend):
+    """Delete first points each dependant at the deleted layer's backing file, then gives it
+    the deleted layer's blocks, in two renames: a failure in between loses those blocks from
+    the disk (and running the delete again cannot find them: nothing names the layer now)."""
+
+    def merge_into(self, layer: str, target: str) -> None:
+        mine = own_blocks(layer)
+        tmp = layer + ".merge"
+        write_layer(tmp, _size(layer), _backing(target), mine)
+        os.replace(tmp, layer)
+        write_layer(tmp, _size(layer), _backing(target), own_blocks(target) | mine)
+        os.replace(tmp, layer)

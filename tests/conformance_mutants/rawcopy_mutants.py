@@ -115,3 +115,22 @@ class CreateLeavesPartial(Rawcopy):
     def disk_snapshot_abort(self, request: SnapshotRequest) -> bool:
         rawcopy.snapshot_file(request.disk.path, request.name).unlink(missing_ok=True)
         return True
+
+
+class RevertTruncatesThenCopies(Rawcopy):
+    """Revert copies the disk aside, empties the disk and copies the snapshot into it, putting
+    the copy back if anything fails: right under every failure that raises, but a crash after
+    the truncate leaves the disk empty."""
+
+    @hookimpl
+    def disk_snapshot_revert(self, snapshot: DiskSnapshot, disk: Disk, ctx: HookContext) -> bool:
+        backup = rawcopy._revert_file(disk.path)
+        rawcopy._copy(ctx, Path(disk.path), backup, disk.vdev)
+        try:
+            os.truncate(disk.path, 0)
+            ctx.run(["cp", "--sparse=always", "--", snapshot.locator, disk.path])
+        except BaseException:
+            os.replace(backup, disk.path)
+            raise
+        os.unlink(backup)
+        return True

@@ -77,6 +77,35 @@ MUTANTS: list[tuple[str, str, tuple[str, ...], str]] = [
         "files are left behind",
     ),
     (
+        "chainfile",
+        "RevertWritesInPlace",
+        ("test_killed_revert_is_all_or_nothing",),
+        "after a kill after file operation #* (builtins.open(*vda.chain)) returned*"
+        "the disk cannot be read",
+    ),
+    (
+        "chainfile",
+        "CreateScratchOfItsOwn",
+        ("test_killed_create_leaves_nothing",),
+        "files are left behind: ?'*vda.chain.*.new'?",
+    ),
+    (
+        "chainfile",
+        "DeleteMergesInPlace",
+        ("test_killed_delete_keeps_every_other_layer",),
+        "after a kill after file operation #* (builtins.open(*vda.s2.snapshot)) returned*"
+        "the disk cannot be read",
+    ),
+    (
+        "chainfile",
+        "DeleteRepointsFirst",
+        (
+            "test_failed_delete_keeps_every_other_layer",
+            "test_killed_delete_keeps_every_other_layer",
+        ),
+        "does not hold the data 'layer1'",
+    ),
+    (
         "rawcopy_mutants",
         "ClaimsEverything",
         ("test_claims_only_its_own_format",),
@@ -112,6 +141,22 @@ MUTANTS: list[tuple[str, str, tuple[str, ...], str]] = [
         ("test_failed_create_leaves_nothing",),
         "files are left behind",
     ),
+    (
+        "rawcopy_mutants",
+        "RevertTruncatesThenCopies",
+        ("test_killed_revert_is_all_or_nothing",),
+        "after a kill * in disk_snapshot_revert: the disk holds neither its data from before "
+        "nor the snapshot's",
+    ),
+]
+
+#: The mutants only the kill variant of fault injection finds: each passes the suite test that
+#: raises at the same points (named here), and fails the one that kills there (in MUTANTS).
+KILL_ONLY: list[tuple[str, str, str]] = [
+    ("chainfile", "RevertWritesInPlace", "test_failed_revert_is_all_or_nothing"),
+    ("chainfile", "CreateScratchOfItsOwn", "test_failed_create_leaves_nothing"),
+    ("chainfile", "DeleteMergesInPlace", "test_failed_delete_keeps_every_other_layer"),
+    ("rawcopy_mutants", "RevertTruncatesThenCopies", "test_failed_revert_is_all_or_nothing"),
 ]
 
 _BASES = {"chainfile": "ChainConformance", "rawcopy_mutants": "RawcopyConformance"}
@@ -141,6 +186,19 @@ def test_the_suite_kills_the_mutant(
     for test in tests:
         result.stdout.fnmatch_lines([f"FAILED test_mutant.py::TestMutant::{test}*"])
     result.stdout.fnmatch_lines([f"*{reason}*"])
+
+
+@pytest.mark.parametrize(
+    ("module", "mutant", "test"), KILL_ONLY, ids=[f"{m[0]}.{m[1]}" for m in KILL_ONLY]
+)
+def test_only_a_kill_finds_the_mutant(
+    pytester: pytest.Pytester, module: str, mutant: str, test: str
+) -> None:
+    result = _run_suite(pytester, module, mutant, "-k", test)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0, result.stdout.str()
+    assert outcomes.get("passed", 0) >= 1, result.stdout.str()
+    assert any(m[1] == mutant and m[0] == module for m in MUTANTS)
 
 
 @pytest.mark.parametrize("module", sorted(_BASES))
