@@ -11,7 +11,7 @@ command lines the backend runs.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -151,14 +151,33 @@ class _Conformance(BackendConformance):
         return get(disk.path, offset, length)
 
 
+#: The delete of a middle layer is not all-or-nothing (found by the conformance suite's delete
+#: fault injection): it renames the merged layer over its child's file, then rewrites the disk's
+#: parent UUID; a failure or crash in between leaves a disk no VHD reader opens until the delete
+#: runs again.
+_DELETE_NOT_ATOMIC = (
+    "a failed or killed delete of a middle layer leaves the disk naming its new parent by the "
+    "old parent's UUID (unreadable until the delete runs again)"
+)
+
+
 class TestVhdNativeConformance(_Conformance):
     engine = "native"
+    known_failures: ClassVar[Mapping[str, str]] = {
+        "test_failed_delete_keeps_every_other_layer[external-file]": _DELETE_NOT_ATOMIC,
+        "test_killed_delete_keeps_every_other_layer[external-file]": _DELETE_NOT_ATOMIC,
+    }
 
 
 class TestVhdUtilStandinConformance(_Conformance):
     """The same contract, the files changed by the vhd-util stand-in."""
 
     engine = "vhd-util"
+    known_failures: ClassVar[Mapping[str, str]] = {
+        "test_failed_delete_keeps_every_other_layer[external-command]": _DELETE_NOT_ATOMIC,
+        "test_killed_delete_keeps_every_other_layer[external-command]": _DELETE_NOT_ATOMIC,
+        "test_killed_delete_keeps_every_other_layer[external-file]": _DELETE_NOT_ATOMIC,
+    }
 
     @pytest.fixture(autouse=True)
     def _standins(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

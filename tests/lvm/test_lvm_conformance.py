@@ -27,6 +27,10 @@ class _LvmConformance(BackendConformance):
     plugin = snapcore_lvm.plugin
     driver = "lvm"
     disk_size = 4 * 1024 * 1024
+    # The kill variant reruns create, delete and revert once per command in a forked child,
+    # each rerun with the recovery after it: hours on device-mapper under TCG. Off, even with
+    # $SNAPCORE_LVM_FULL_CONFORMANCE (the exception variant there covers the same commands).
+    kill_faults = False
     thin: ClassVar[bool] = False
     _volumes: Volumes
 
@@ -64,6 +68,7 @@ SLOW_ON_LVM = (
     "test_delete_after_revert_keeps_every_branch",
     "test_failed_create_leaves_nothing",
     "test_failed_revert_is_all_or_nothing",
+    "test_failed_delete_keeps_every_other_layer",
 )
 if not os.environ.get("SNAPCORE_LVM_FULL_CONFORMANCE"):
     for _name in SLOW_ON_LVM:
