@@ -169,8 +169,10 @@ class KeepRules:
 class CheckpointTimes:
     """What retention needs to know of one checkpoint.
 
+    The three times must be timezone-aware; they are held in UTC.
+
     :ivar name: the checkpoint's name, unique among those judged together.
-    :ivar created: when it was made (timezone-aware).
+    :ivar created: when it was made.
     :ivar expiry: when it may be pruned, or ``None`` for none.
     :ivar slot: the schedule slot it was made for, or ``None`` if it was made by hand.
     """
@@ -181,11 +183,13 @@ class CheckpointTimes:
     slot: datetime | None = None
 
     def __post_init__(self) -> None:
-        _require_aware(self.created, "created")
-        if self.expiry is not None:
-            _require_aware(self.expiry, "expiry")
-        if self.slot is not None:
-            _require_aware(self.slot, "slot")
+        # Held in UTC: Python compares two datetimes of one zone by wall-clock time, which
+        # orders the repeated hour of an autumn night wrongly.
+        for what in ("created", "expiry", "slot"):
+            value: datetime | None = getattr(self, what)
+            if value is not None:
+                _require_aware(value, what)
+                object.__setattr__(self, what, value.astimezone(UTC))
 
     @property
     def scheduled(self) -> bool:
@@ -254,7 +258,9 @@ def _period(rule: str, t: datetime) -> tuple[int, str]:
     periods (so that two numbers' difference is the count of periods between them) and a
     label."""
     if rule == "hourly":
-        start = t - timedelta(minutes=t.minute, seconds=t.second, microseconds=t.microsecond)
+        # the instant the local hour began (local arithmetic would lose the fold)
+        since = timedelta(minutes=t.minute, seconds=t.second, microseconds=t.microsecond)
+        start = (t.astimezone(UTC) - since).astimezone(t.tzinfo)
         label = start.strftime("%Y-%m-%dT%H:00") + start.strftime("%z")[:3]
         return int(start.timestamp()) // 3600, label
     if rule == "daily":
@@ -283,6 +289,7 @@ def plan_retention(
     :raises ConfigError: for an unknown *tz*.
     """
     _require_aware(now, "now")
+    now = now.astimezone(UTC)
     zone = parse_timezone(tz)
     items = sorted(checkpoints, key=lambda c: (c.time, c.name))
     names = [c.name for c in items]

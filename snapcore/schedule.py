@@ -350,7 +350,10 @@ class Schedule:
 
     Its slots are the union of its expressions' slots, mapped to instants by the DST rule of
     this module's docstring. Every datetime it takes must be timezone-aware (a naive one raises
-    ``ValueError``); every slot it returns is aware, in *tz*, on a whole minute.
+    ``ValueError``); every slot it returns is in UTC, on a whole minute. (UTC, not *tz*: Python
+    compares two datetimes of one zone by their wall-clock times, ignoring ``fold``, and never
+    finds a time of the repeated hour equal to one of another zone; instants in UTC compare as
+    instants. ``slot.astimezone(schedule.tz)`` gives the wall-clock time.)
     """
 
     expressions: tuple[CronExpression, ...]
@@ -386,13 +389,13 @@ class Schedule:
         return any(e.matches(wall) for e in self.expressions)
 
     def instant(self, wall: datetime) -> datetime:
-        """The instant, in *tz*, of the naive wall-clock time *wall* under the DST rule: its
-        first occurrence, or the instant the clocks jumped if it does not exist."""
+        """The instant, in UTC, of the naive wall-clock time *wall* of *tz* under the DST rule:
+        its first occurrence, or the instant the clocks jumped if it does not exist."""
         first = wall.replace(tzinfo=self.tz, fold=0)
         utc = first.astimezone(UTC)
         local = utc.astimezone(self.tz)
         if local.replace(tzinfo=None, fold=0) == wall:
-            return local
+            return utc
         # In a gap: fold=1 reads it with the offset after the jump, an instant before the jump;
         # fold=0 with the offset before it, an instant after. Find the jump to the second.
         lo = int(wall.replace(tzinfo=self.tz, fold=1).timestamp())
@@ -403,7 +406,7 @@ class Schedule:
                 hi = mid
             else:
                 lo = mid
-        return datetime.fromtimestamp(hi, self.tz)
+        return datetime.fromtimestamp(hi, UTC)
 
     def _next_wall(self, wall: datetime) -> datetime:
         return min(e.next_wall(wall) for e in self.expressions)
@@ -414,6 +417,7 @@ class Schedule:
     def next_after(self, t: datetime) -> datetime:
         """The first slot strictly after the instant *t*."""
         _require_aware(t, "t")
+        t = t.astimezone(UTC)
         wall = _naive_minute(t.astimezone(self.tz))
         while True:
             slot_wall = self._next_wall(wall)
@@ -425,6 +429,7 @@ class Schedule:
     def slot_at_or_before(self, t: datetime) -> datetime:
         """The last slot at or before the instant *t*."""
         _require_aware(t, "t")
+        t = t.astimezone(UTC)
         local = t.astimezone(self.tz)
         wall = _naive_minute(local)
         if local.fold:
@@ -455,6 +460,7 @@ class Schedule:
         """
         if last_run is not None:
             _require_aware(last_run, "last_run")
+            last_run = last_run.astimezone(UTC)
         slot = self.slot_at_or_before(now)
         if last_run is None or slot > last_run:
             return slot
