@@ -253,24 +253,37 @@ class RetentionPlan:
         raise KeyError(name)
 
 
-def _period(rule: str, t: datetime) -> tuple[int, str]:
-    """The period of *t* (already in the policy's zone) for grid *rule*: a number that counts
-    periods (so that two numbers' difference is the count of periods between them) and a
-    label."""
+def _period_number(rule: str, t: datetime) -> int:
+    """The period of *t* (in the policy's zone) for grid *rule*, as a number that counts
+    periods: two numbers' difference is the count of periods between them."""
     if rule == "hourly":
-        # the instant the local hour began (local arithmetic would lose the fold)
-        since = timedelta(minutes=t.minute, seconds=t.second, microseconds=t.microsecond)
-        start = (t.astimezone(UTC) - since).astimezone(t.tzinfo)
-        label = start.strftime("%Y-%m-%dT%H:00") + start.strftime("%z")[:3]
-        return int(start.timestamp()) // 3600, label
+        # the instant the local hour began, in hours since the epoch (the fold is kept)
+        return (int(t.timestamp()) - t.minute * 60 - t.second) // 3600
     if rule == "daily":
-        return t.date().toordinal(), t.strftime("%Y-%m-%d")
+        return t.toordinal()
     if rule == "weekly":
-        year, week, weekday = t.isocalendar()
-        return (t.date().toordinal() - (weekday - 1)) // 7, f"{year}-W{week:02d}"
+        return (t.toordinal() - t.weekday()) // 7
     if rule == "monthly":
-        return t.year * 12 + t.month - 1, t.strftime("%Y-%m")
-    return t.year, f"{t.year}"
+        return t.year * 12 + t.month - 1
+    return t.year
+
+
+def _period_label(rule: str, t: datetime) -> str:
+    """The name of the period of *t* for grid *rule*: ``2026-12-03T10:00+01``, ``2026-12-03``,
+    ``2026-W49``, ``2026-12``, ``2026``."""
+    day = f"{t.year:04d}-{t.month:02d}-{t.day:02d}"
+    if rule == "hourly":
+        offset = t.utcoffset() or timedelta(0)
+        hours = int(offset.total_seconds()) // 3600
+        return f"{day}T{t.hour:02d}:00{'-' if hours < 0 else '+'}{abs(hours):02d}"
+    if rule == "daily":
+        return day
+    if rule == "weekly":
+        year, week, _ = t.isocalendar()
+        return f"{year}-W{week:02d}"
+    if rule == "monthly":
+        return day[:7]
+    return f"{t.year}"
 
 
 def plan_retention(
@@ -364,20 +377,22 @@ def _apply_grids(
     newest_first = graded[::-1]
     for i, c in enumerate(newest_first[: rules.last]):
         reasons[c.name].append(f"one of the last {rules.last} ({i + 1} of {rules.last})")
+    local = [c.time.astimezone(zone) for c in newest_first]
     for rule, word in _PERIODS.items():
         count: int = getattr(rules, rule)
         if not count:
             continue
-        current, _ = _period(rule, now)
+        current = _period_number(rule, now)
         seen: set[int] = set()
-        for c in newest_first:
-            number, label = _period(rule, c.time.astimezone(zone))
+        for c, t in zip(newest_first, local, strict=True):
+            number = _period_number(rule, t)
             if number in seen:
                 continue
             seen.add(number)
             back = current - number
             if back >= count:
                 break  # newest first: every later checkpoint is older still
+            label = _period_label(rule, t)
             reasons[c.name].append(f"newest of {word} {label} ({rule} {back + 1} of {count})")
 
 
