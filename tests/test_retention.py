@@ -26,8 +26,10 @@ BERLIN = ZoneInfo("Europe/Berlin")
 HOUR = timedelta(hours=1)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def scheduled(name: str, slot: datetime, expiry: datetime | None = None) -> CheckpointTimes:
@@ -408,7 +410,8 @@ def member(name: str, day: int, disks: str = "vda vdb", *, prunable: bool = Fals
 def test_a_create_that_fits_deletes_nothing() -> None:
     fit = fit_chain({"vda": 3}, [member("a", 1), member("b", 2)])
     assert fit.fits
-    assert fit.delete == fit.suggest == fit.over == ()
+    assert fit.delete == fit.suggest == ()
+    assert fit.over == ()
     assert fit.blockers() == []
     fit.check("new")
 

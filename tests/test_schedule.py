@@ -17,8 +17,10 @@ BERLIN = ZoneInfo("Europe/Berlin")
 MINUTE = timedelta(minutes=1)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def slots(schedule: Schedule, start: datetime, end: datetime) -> list[datetime]:
@@ -201,7 +203,8 @@ def test_several_expressions_are_one_schedule_without_duplicates() -> None:
 def test_next_after_is_strictly_after() -> None:
     s = Schedule.parse("*/15 * * * *")
     assert s.next_after(utc(2026, 5, 1, 10, 15)) == utc(2026, 5, 1, 10, 30)
-    assert s.next_after(utc(2026, 5, 1, 10, 14, 59, 999999)) == utc(2026, 5, 1, 10, 15)
+    almost = utc(2026, 5, 1, 10, 14, 59) + timedelta(microseconds=999999)
+    assert s.next_after(almost) == utc(2026, 5, 1, 10, 15)
     assert s.slot_at_or_before(utc(2026, 5, 1, 10, 15)) == utc(2026, 5, 1, 10, 15)
     assert s.slot_at_or_before(utc(2026, 5, 1, 10, 14, 59)) == utc(2026, 5, 1, 10, 0)
 
