@@ -269,13 +269,15 @@ def _period_number(rule: str, t: datetime) -> int:
 
 
 def _period_label(rule: str, t: datetime) -> str:
-    """The name of the period of *t* for grid *rule*: ``2026-12-03T10:00+01``, ``2026-12-03``,
-    ``2026-W49``, ``2026-12``, ``2026``."""
+    """The name of the period of *t* for grid *rule*: ``2026-12-03T10:00+01`` (the offset's
+    minutes only when not zero: ``T10:00+05:30``), ``2026-12-03``, ``2026-W49``, ``2026-12``,
+    ``2026``."""
     day = f"{t.year:04d}-{t.month:02d}-{t.day:02d}"
     if rule == "hourly":
-        offset = t.utcoffset() or timedelta(0)
-        hours = int(offset.total_seconds()) // 3600
-        return f"{day}T{t.hour:02d}:00{'-' if hours < 0 else '+'}{abs(hours):02d}"
+        offset = int((t.utcoffset() or timedelta(0)).total_seconds()) // 60
+        hours, minutes = divmod(abs(offset), 60)
+        zone = f"{'-' if offset < 0 else '+'}{hours:02d}" + (f":{minutes:02d}" if minutes else "")
+        return f"{day}T{t.hour:02d}:00{zone}"
     if rule == "daily":
         return day
     if rule == "weekly":

@@ -290,6 +290,25 @@ def test_the_repeated_hour_of_an_autumn_night_is_two_hourly_periods() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("tz", "label"),
+    [
+        ("UTC", "2026-01-15T12:00+00"),
+        ("Asia/Kolkata", "2026-01-15T18:00+05:30"),
+        ("America/St_Johns", "2026-01-15T09:00-03:30"),
+    ],
+)
+def test_hours_are_named_with_their_offset(tz: str, label: str) -> None:
+    plan = plan_retention(
+        [scheduled("a", utc(2026, 1, 15, 12, 30)), scheduled("b", utc(2026, 1, 15, 12, 40))],
+        KeepRules(hourly=1),
+        utc(2026, 1, 15, 12, 45),
+        tz=tz,
+    )
+    assert str(plan.verdict("b")) == f"kept: newest of hour {label} (hourly 1 of 1)"
+    assert plan.pruned == ("a",)
+
+
 def test_a_checkpoint_later_than_now_is_kept() -> None:
     plan = plan_retention(
         [scheduled("a", utc(2026, 1, 1)), scheduled("future", utc(2026, 1, 9))],
