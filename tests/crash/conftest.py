@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.crash import runner
+from tests.crash.seam import Event
 from tests.crash.world import SCENARIOS, Scenario, Verdict
 
 #: tmpfs when there is one: the commands fsync often, and the kill points are many
@@ -26,6 +27,7 @@ _BASE = Path(
 atexit.register(shutil.rmtree, _BASE, ignore_errors=True)
 
 _PROBES: dict[str, runner.Probe] = {}
+_RECOVER_PROBES: dict[tuple[str, int], list[Event]] = {}
 #: (mode, scenario id, event index) -> verdict, for the summary
 VERDICTS: dict[tuple[str, str, int], Verdict] = {}
 
@@ -36,6 +38,35 @@ def probe(scenario: Scenario) -> runner.Probe:
     if scenario.id not in _PROBES:
         _PROBES[scenario.id] = runner.probe(scenario, _BASE)
     return _PROBES[scenario.id]
+
+
+def recover_probe(scenario: Scenario, at: int) -> list[Event]:
+    """The events of the recovery after *scenario*'s operation was killed at event *at*, up to
+    the journal's removal (after it, the recovery only releases its locks and removes the lock
+    files the killed command left, whose number varies with the disks' threads)."""
+    key = (scenario.id, at)
+    if key not in _RECOVER_PROBES:
+        events = runner.recover_probe(probe(scenario), _BASE, at)
+        last = max(i for i, e in enumerate(events) if e.detail.endswith("/journal.json"))
+        _RECOVER_PROBES[key] = events[: last + 1]
+    return _RECOVER_PROBES[key]
+
+
+def double_crash_point(scenario: Scenario) -> int:
+    """Where the double-crash tests kill *scenario*'s operation first: the middle of the part
+    of it that changes disks and records (:func:`window`), where recovery has the most to do."""
+    points = window(probe(scenario).events)
+    return points[len(points) // 2].index
+
+
+def window(events: list[Event]) -> list[Event]:
+    """The events from the first journal write to the journal's removal: the part of an
+    operation that changes the disks and the records (before it, only the locks and the
+    domain's directory; after it, the lock files' removal)."""
+    points = [e for e in events if not e.noop]
+    first = next(i for i, e in enumerate(points) if ".journal.json." in e.detail)
+    last = max(i for i, e in enumerate(points) if e.detail.endswith("/journal.json"))
+    return points[first : last + 1]
 
 
 @pytest.fixture(scope="session")
@@ -57,8 +88,13 @@ def verdict_of(
             )
             if index not in wanted:
                 wanted.append(index)
+            scenario = BY_ID[scenario_id]
             found = runner.kill_points(
-                probe(BY_ID[scenario_id]), _BASE / mode, wanted, orphan=mode == "orphan"
+                probe(scenario),
+                _BASE / mode,
+                wanted,
+                orphan=mode == "orphan",
+                then_recover_killed_from=double_crash_point(scenario) if mode == "double" else None,
             )
             VERDICTS.update({(mode, scenario_id, n): v for n, v in found.items()})
         return VERDICTS[key]

@@ -42,6 +42,20 @@ def probe(scenario: Scenario, base: Path) -> Probe:
     return Probe(scenario, log_events, world.root, files)
 
 
+def recover_probe(p: Probe, base: Path, at: int) -> list[seam.Event]:
+    """The events of ``snapcore recover`` after the operation of *p* was killed at event
+    *at* (an uninterrupted recovery, under the hook)."""
+    world = World(base / f"{p.scenario.id}-recover-probe", KINDS[p.scenario.kind])
+    args = world.prepare(p.scenario)
+    killed = seam.run(args, env=world.env, at=at)
+    assert killed.returncode == -9, f"{p.scenario.id}: not killed at {at}: {killed.stderr}"
+    log = world.root / "events.log"
+    proc = seam.run(["recover", str(world.domain)], env=world.env, log=log)
+    assert proc.returncode == 0, f"{p.scenario.id}: recover: {proc.stderr}"
+    events, _, _ = seam.parse_log(log)
+    return [e for e in events if not e.noop]
+
+
 def has_check_command(world: World) -> bool:
     """Whether this snapcore has ``snapcore check`` (issue 9; being added)."""
     return world.cli("check", "--help").returncode == 0
@@ -68,10 +82,17 @@ def kill_points(
     orphan: bool = False,
     extra_env: dict[str, str] | None = None,
     prepare: Callable[[World], None] | None = None,
+    then_recover_killed_from: int | None = None,
 ) -> dict[int, Verdict]:
-    """Kill the operation at each event of *indexes* and judge what recovery leaves."""
+    """Kill the operation at each event of *indexes* and judge what recovery leaves.
+
+    With *then_recover_killed_from* N (a double crash): the operation is killed at event N
+    every time, then ``snapcore recover`` is killed at each event of *indexes* of its own run,
+    and what the next recovery leaves is judged."""
     slots: list[tuple[World, list[str]]] = []
     tag = "orphan" if orphan else "kill"
+    if then_recover_killed_from is not None:
+        tag = "double"
     if extra_env:
         tag = "env"
     for k in range(min(WORKERS, len(indexes))):
@@ -90,7 +111,15 @@ def kill_points(
             world.restore()
             log = world.root / "events.log"
             env = {**world.env, **(extra_env or {})}
-            proc = seam.run(args, env=env, log=log, at=n, orphan=orphan)
+            first: str | None = None
+            if then_recover_killed_from is not None:
+                proc = seam.run(args, env=env, at=then_recover_killed_from)
+                if proc.returncode != -9:
+                    first = f"the operation was not killed (exit {proc.returncode})"
+                args_now = ["recover", str(world.domain)]
+            else:
+                args_now = args
+            proc = seam.run(args_now, env=env, log=log, at=n, orphan=orphan)
             events, orphans, _ = seam.parse_log(log)
             log.unlink(missing_ok=True)
             if orphan:
@@ -106,6 +135,16 @@ def kill_points(
                 verdict.event += f" (children left running: {orphans or 'none'})"
                 if not orphans:
                     verdict.problems.append("no child of snapcore was running when it was killed")
+            if then_recover_killed_from is not None:
+                verdict.event = (
+                    f"{then_recover_killed_from}, then recover at {verdict.event}"
+                    if first is None
+                    else f"{then_recover_killed_from}: {first}"
+                )
+                if first is not None:
+                    verdict.problems.append(first)
+                    out[n] = verdict
+                    continue
             if proc.returncode != -9:
                 verdict.problems.append(
                     f"the command was not killed at event {n} (exit {proc.returncode}): "
@@ -120,9 +159,8 @@ def kill_points(
                 p.files,
                 has_check=has_check,
                 wait=lambda orphans=orphans: wait_for(orphans),  # type: ignore[misc]
-                journal_seen=any(
-                    ".journal.json." in e.detail for e in events if hit and e.index < hit.index
-                ),
+                journal_seen=then_recover_killed_from is not None
+                or any(".journal.json." in e.detail for e in events if hit and e.index < hit.index),
             )
         return out
 

@@ -10,13 +10,14 @@ run: ``.venv/bin/pytest tests/crash -q``.
 
 Which events (a mkdir of a directory that already exists is never one: a kill there leaves what
 a kill at the next event leaves): every event of the qcow2 internal create; for the other
-creates every event of the *window*, from the first journal write to the journal's removal
+operations every event of the *window*, from the first journal write to the journal's removal
 (before it the command only takes its locks and makes the domain's directory, the same code for
-every operation, which the internal create covers; after it, it only removes lock files); for
-delete and revert every third event of the window (a deterministic stride, to keep the suite
-within about five minutes on two cores). ``orphan`` kills snapcore alone just after each
-subprocess it starts in the window of the internal and external creates; the child (qemu-img)
-runs on to its end before recovery.
+every operation, which the internal create covers; after it, it only removes lock files).
+``orphan`` kills snapcore alone just after each subprocess it starts in the window of the
+internal and external creates; the child (qemu-img) runs on to its end before recovery.
+``double`` kills the operation in the middle of its window and then ``snapcore recover`` at
+each of its own events, for the scenarios whose undo does the most (:data:`DOUBLE`); the next
+recovery must still leave one side.
 """
 
 from __future__ import annotations
@@ -26,32 +27,21 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.crash.conftest import BY_ID, probe
+from tests.crash.conftest import BY_ID, double_crash_point, probe, recover_probe, window
 from tests.crash.seam import SPAWNS, Event
 from tests.crash.world import SCENARIOS, Verdict
 
 pytestmark = pytest.mark.crash
 
-#: Stride over the mutating window of delete and revert.
-STRIDE = 3
-
-
-def window(events: list[Event]) -> list[Event]:
-    """The events from the first journal write to the journal's removal: the part of an
-    operation that changes the disks and the records (before it, only the locks and the
-    domain's directory; after it, the lock files' removal)."""
-    points = [e for e in events if not e.noop]
-    first = next(i for i, e in enumerate(points) if ".journal.json." in e.detail)
-    last = max(i for i, e in enumerate(points) if e.detail.endswith("/journal.json"))
-    return points[first : last + 1]
+#: The scenarios whose recovery is killed too (double crash): those whose undo does the most
+#: (folding an external overlay back, the VHD engine's chain changes).
+DOUBLE = ("external-create", "external-delete", "external-revert", "vhd-create", "vhd-delete")
 
 
 def kill_indexes(scenario_id: str, events: list[Event]) -> list[int]:
     if scenario_id == "internal-create":
         return [e.index for e in events if not e.noop]
-    if scenario_id.endswith("-create"):
-        return [e.index for e in window(events)]
-    return [e.index for e in window(events)[::STRIDE]]
+    return [e.index for e in window(events)]
 
 
 @dataclass(frozen=True)
@@ -83,6 +73,15 @@ def _params() -> list[object]:
             params.append(
                 pytest.param(
                     "kill", scenario.id, n, id=f"{scenario.id}-{n}-{by_index[n].label(p.root)}"
+                )
+            )
+    for sid in DOUBLE:
+        scenario = BY_ID[sid]
+        first = double_crash_point(scenario)
+        for e in recover_probe(scenario, first):
+            params.append(
+                pytest.param(
+                    "double", sid, e.index, id=f"double-{sid}-{first}-recover-{e.index}-{e.label()}"
                 )
             )
     for sid in ("internal-create", "external-create"):
