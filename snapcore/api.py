@@ -17,11 +17,14 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from snapcore.apphooks import HookOutcome, HookRunner, hooks_dir_from_env
 from snapcore.config import (
     check_description,
     check_distinct_disks,
@@ -30,16 +33,43 @@ from snapcore.config import (
 )
 from snapcore.context import ProgressCallback
 from snapcore.coordinator import Coordinator
-from snapcore.errors import ConfigError, SnapshotNotFoundError
-from snapcore.model import Checkpoint, CheckpointView, CreateOptions, Domain, DomainState, Plan
+from snapcore.errors import (
+    ConfigError,
+    CreateBlockedError,
+    PartialCheckpointError,
+    SnapcoreError,
+    SnapshotNotFoundError,
+    StoreLockedError,
+)
+from snapcore.model import (
+    Checkpoint,
+    CheckpointView,
+    CreateOptions,
+    Domain,
+    DomainState,
+    Operation,
+    Plan,
+)
 from snapcore.plugins import PluginRecord, Plugins, load_plugins
+from snapcore.policy import (
+    Phase,
+    PolicyAction,
+    PolicyRun,
+    checkpoint_times,
+    describe_slot,
+    plan_policy_run,
+)
 from snapcore.process import CommandRunner, default_runner
+from snapcore.retention import Verdict
 from snapcore.store import DEFAULT_STATE_DIR, CheckpointStore
 
 if TYPE_CHECKING:
     from snapcore.check import CheckReport
 
+log = logging.getLogger(__name__)
+
 DEFAULT_DOMAINS_DIR: Final = "/etc/snapcore/domains"
+_CHANGES: Final = (Operation.REVERT, Operation.DELETE)
 #: Seconds a command waits for another command working on the same domain.
 DEFAULT_LOCK_TIMEOUT: Final = 60.0
 
@@ -90,6 +120,8 @@ class Host:
     :param lock_timeout: seconds to wait for another command working on the same domain
         (default ``$SNAPCORE_LOCK_TIMEOUT``, else 60); then
         :class:`~snapcore.errors.StoreLockedError` (busy, exit 4).
+    :param hooks_dir: the directory of hooks run around every create, revert and delete
+        (default ``$SNAPCORE_HOOKS_DIR`` or ``/etc/snapcore/hooks.d``; ``""``: none).
     :raises ConfigError: when ``$SNAPCORE_LOCK_TIMEOUT`` is not a number of seconds.
     """
 
@@ -103,7 +135,12 @@ class Host:
         runner: CommandRunner | None = None,
         progress: ProgressCallback | None = None,
         lock_timeout: float | None = None,
+        hooks_dir: str | os.PathLike[str] | None = None,
     ):
+        self.hooks_dir: Path | None = None
+        hooks = hooks_dir_from_env() if hooks_dir is None else os.fspath(hooks_dir)
+        if hooks:
+            self.hooks_dir = Path(hooks)
         self.state_dir = Path(
             state_dir or os.environ.get("SNAPCORE_STATE_DIR") or DEFAULT_STATE_DIR
         )
@@ -223,16 +260,74 @@ class DomainHandle:
         self.host = host
         self.domain = domain
         self.store = CheckpointStore(host.state_dir, domain)
+        #: The hooks run by the last create, revert or delete (or run of the policy), each
+        #: with how it ran; a post- hook's failure is only reported here (and logged).
+        self.hook_outcomes: list[HookOutcome] = []
 
-    def _coordinator(self) -> Coordinator:
+    def _coordinator(
+        self,
+        *,
+        hooks: HookRunner | None = None,
+        cause: str = "command",
+        now: datetime | None = None,
+        lock_timeout: float | None = None,
+    ) -> Coordinator:
+        before = None
+        if hooks is not None:
+            runner = hooks
+
+            def before(plan: Plan) -> None:
+                if plan.operation is Operation.CREATE or plan.operation in _CHANGES:
+                    runner.run(
+                        Phase.of("pre", plan.operation.value),
+                        plan.name,
+                        cause=cause,
+                        details={"plan": plan.to_json()},
+                    )
+
         return Coordinator(
             self.domain,
             self.host.plugins,
             self.store,
             runner=self.host.runner,
             progress=self.host.progress,
-            lock_timeout=self.host.lock_timeout,
+            lock_timeout=self.host.lock_timeout if lock_timeout is None else lock_timeout,
+            before_change=before,
+            now=now,
         )
+
+    def hook_runner(self) -> HookRunner:
+        """The runner of this domain's hooks (the hooks dir's, then its file's ``[[hook]]``)."""
+        return HookRunner(self.domain, hooks_dir=self.host.hooks_dir, state_dir=self.host.state_dir)
+
+    def _with_hooks(
+        self,
+        operation: str,
+        name: str | None,
+        act: Callable[[Coordinator], Any],
+        *,
+        coordinator: Coordinator | None = None,
+        hooks: HookRunner | None = None,
+        cause: str = "command",
+    ) -> Any:
+        """Run *act* with the pre- hooks of *operation* run by the coordinator once the
+        request is validated, and its post- hooks once it is done (their failures reported
+        in :attr:`hook_outcomes`, never undoing it)."""
+        if hooks is None:
+            hooks = self.hook_runner()
+            self.hook_outcomes = hooks.outcomes
+        hooks.hooks()  # an unreadable hooks dir is refused before anything is touched
+        coord = coordinator or self._coordinator(hooks=hooks, cause=cause)
+        result = act(coord)
+        done = result.name if isinstance(result, Checkpoint) else name
+        details: dict[str, Any] = {}
+        if isinstance(result, Checkpoint):
+            details["checkpoint"] = result.to_json()
+        try:
+            hooks.run(Phase.of("post", operation), done or "", cause=cause, details=details)
+        except SnapcoreError as exc:  # pragma: no cover - post- hooks are never fatal
+            log.warning("post-%s hooks: %s", operation, exc)
+        return result
 
     def plan_create(self, options: CreateOptions | None = None) -> Plan:
         """What :meth:`create` would do; changes nothing (the dry run).
@@ -253,7 +348,10 @@ class DomainHandle:
         """
         options = options or CreateOptions()
         check_description(options.description)
-        return self._coordinator().create(options)
+        checkpoint: Checkpoint = self._with_hooks(
+            "create", options.name, lambda coord: coord.create(options)
+        )
+        return checkpoint
 
     def list(self, *, verify: bool = False) -> list[CheckpointView]:
         """Every checkpoint, oldest first; with *verify*, check each disk snapshot still exists."""
@@ -274,16 +372,78 @@ class DomainHandle:
         return self._coordinator().plan_revert(name)
 
     def revert(self, name: str) -> None:
-        """Revert the domain to checkpoint *name*; newer checkpoints are kept."""
-        self._coordinator().revert(name)
+        """Revert the domain to checkpoint *name*; newer checkpoints are kept.
+
+        The hooks of ``pre-revert`` run once the revert is validated and before anything is
+        touched (a fatal one's failure raises :class:`~snapcore.errors.HookFailedError`,
+        exit 2, nothing changed); those of ``post-revert`` once it is done.
+        """
+        self._with_hooks("revert", name, lambda coord: coord.revert(name))
 
     def plan_delete(self, name: str) -> Plan:
         """What :meth:`delete` would do; changes nothing."""
         return self._coordinator().plan_delete(name)
 
     def delete(self, name: str) -> None:
-        """Delete checkpoint *name*, merging its data so no other checkpoint loses any."""
-        self._coordinator().delete(name)
+        """Delete checkpoint *name*, merging its data so no other checkpoint loses any.
+
+        Hooks run as for :meth:`revert`, at ``pre-delete`` and ``post-delete``.
+        """
+        self._with_hooks("delete", name, lambda coord: coord.delete(name))
+
+    def set_expiry(self, name: str, expiry: datetime | None) -> Checkpoint:
+        """Give checkpoint *name* an expiry (a timezone-aware time; ``None`` removes it) and
+        return its new record. ``run-policy`` prunes it once the expiry has passed, whether
+        the policy made it or not; with an expiry, the keep rules no longer apply to it.
+
+        Failure guarantee: the record is either unchanged or rewritten whole.
+
+        :raises ConfigError: a naive *expiry*.
+        :raises SnapshotNotFoundError: there is no such checkpoint.
+        :raises StoreLockedError: another command holds the domain.
+        """
+        if expiry is not None and (expiry.tzinfo is None or expiry.utcoffset() is None):
+            raise ConfigError(f"expiry {expiry.isoformat()} has no time zone")
+        epoch = None if expiry is None else int(expiry.timestamp())
+        coord = self._coordinator()
+        with coord.held():
+            checkpoint = dataclasses.replace(self.store.get(name), expiry=epoch)
+            self.store.save(checkpoint)
+        return checkpoint
+
+    def run_policy(
+        self,
+        *,
+        now: datetime | None = None,
+        dry_run: bool = False,
+        lock_timeout: float | None = None,
+    ) -> PolicyRun:
+        """Run the domain's snapshot policy once (``snapcore run-policy``): with the domain
+        held for the whole run, create the checkpoint of the slot due, if one is (deleting
+        first the prunable checkpoints a chain limit needs gone), recording its slot and
+        expiry in its record, then delete the checkpoints retention prunes, oldest first.
+
+        Safe to run at any time and as often as wished: the last slot done is read from the
+        records, so a run repeated, or one killed after its create, never makes a second
+        checkpoint for a slot, and a run killed while pruning is finished by the next one.
+
+        Errors are data: the result's ``status`` is ``"skipped"`` (no policy), ``"busy"``
+        (another command held the domain for *lock_timeout*; the next run catches up),
+        ``"failed"`` (``error`` and ``exit_code`` say why; the steps done are in ``actions``)
+        or ``"done"``. A fatal pre- hook's failure stops the step it guards (and the run).
+
+        :param now: the time to judge at (default: the clock); timezone-aware.
+        :param dry_run: plan only: touch nothing, take no lock, run no hook.
+        :param lock_timeout: seconds to wait for the domain (default: the host's).
+        :raises ValueError: a naive *now*.
+        """
+        if now is None:
+            now = datetime.now(UTC)
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise ValueError(f"now must be timezone-aware, not {now.isoformat()}")
+        now = now.astimezone(UTC)
+        run = _PolicyRunner(self, now, dry_run, lock_timeout)
+        return run.run()
 
     def state(self) -> DomainState:
         """Whether the domain is running, paused or shut off, as its hypervisor says.
@@ -314,9 +474,221 @@ class DomainHandle:
 
         return check_domain(self._coordinator(), repair=repair)
 
+    def policy_disks(self) -> tuple[str, ...]:
+        """The disks a scheduled checkpoint includes: every writable disk."""
+        return tuple(d.vdev for d in self.domain.disks if not d.readonly)
+
     def recover(self, *, forget: bool = False) -> str | None:
         """Finish or undo an operation a crashed command left half-done; say what was done.
 
         :param forget: drop the pending journal entry without acting on it.
         """
         return self._coordinator().recover(forget=forget)
+
+
+class _PolicyRunner:
+    """One run of a domain's policy: :meth:`DomainHandle.run_policy`."""
+
+    def __init__(
+        self, handle: DomainHandle, now: datetime, dry_run: bool, lock_timeout: float | None
+    ):
+        self.handle = handle
+        self.now = now
+        self.dry_run = dry_run
+        self.lock_timeout = lock_timeout
+        self.actions: list[PolicyAction] = []
+        self.slot: datetime | None = None
+        self.kept: tuple[tuple[str, str], ...] = ()
+
+    def _result(self, status: str, error: SnapcoreError | None = None, **kw: Any) -> PolicyRun:
+        dom = self.handle.domain
+        hooks = [o for o in self.handle.hook_outcomes if not o.ok and not o.fatal]
+        return PolicyRun(
+            domain=dom.name,
+            source=dom.source,
+            status=status,
+            now=self.now,
+            slot=self.slot,
+            actions=tuple(self.actions),
+            kept=self.kept,
+            hooks=tuple(hooks),
+            error=str(error) if error is not None else kw.pop("reason", None),
+            exit_code=error.exit_code if error is not None and status == "failed" else 0,
+        )
+
+    def run(self) -> PolicyRun:
+        handle = self.handle
+        handle.hook_outcomes = []
+        if handle.domain.policy is None:
+            return self._result("skipped", reason="no [snapshots] table")
+        try:
+            if self.dry_run:
+                self._plan_only()
+                return self._result("planned")
+            hooks = handle.hook_runner()
+            handle.hook_outcomes = hooks.outcomes
+            hooks.hooks()
+            coord = handle._coordinator(
+                hooks=hooks, cause="policy", now=self.now, lock_timeout=self.lock_timeout
+            )
+            with coord.held():
+                error = self._run(coord, hooks)
+        except StoreLockedError as exc:
+            return self._result("busy", reason=str(exc))
+        except SnapcoreError as exc:
+            return self._result("failed", exc)
+        return self._result("done") if error is None else self._result("failed", error)
+
+    def _plan(self, coord: Coordinator | None) -> Any:
+        handle = self.handle
+        policy = handle.domain.policy
+        assert policy is not None
+        limits = coord.chain_limits() if coord else handle._coordinator().chain_limits()
+        return plan_policy_run(policy, handle.store.list(), self.now, limits, handle.policy_disks())
+
+    def _plan_only(self) -> None:
+        handle = self.handle
+        policy = handle.domain.policy
+        assert policy is not None
+        plan = self._plan(None)
+        self.slot = plan.slot
+        checkpoints = handle.store.list()
+        times = {t.name: t for t in checkpoint_times(checkpoints)}
+        if plan.create is not None and plan.slot is not None:
+            for name in plan.fit.delete:
+                self.actions.append(
+                    PolicyAction(
+                        action="delete",
+                        name=name,
+                        why=f"makes room for {plan.create} in a disk's chain (max_chain); "
+                        f"{_reasons(plan.retention.verdict(name))}",
+                    )
+                )
+                times.pop(name, None)
+            if not plan.fit.fits:
+                raise CreateBlockedError(plan.create, plan.fit.blockers())
+            self.actions.append(
+                PolicyAction(
+                    action="create",
+                    name=plan.create,
+                    why=describe_slot(plan.slot, policy.tz),
+                    slot=plan.slot,
+                    expiry=plan.expiry,
+                )
+            )
+            from snapcore.retention import CheckpointTimes
+
+            times[plan.create] = CheckpointTimes(
+                name=plan.create, created=self.now, expiry=plan.expiry, slot=plan.slot
+            )
+        from snapcore.retention import plan_retention
+
+        retention = plan_retention(times.values(), policy.keep, self.now, tz=policy.tz)
+        for verdict in retention.verdicts:
+            if not verdict.keep:
+                self.actions.append(
+                    PolicyAction(action="prune", name=verdict.name, why=_reasons(verdict))
+                )
+        self.kept = tuple((v.name, str(v)) for v in retention.verdicts if v.keep)
+
+    def _run(self, coord: Coordinator, hooks: HookRunner) -> SnapcoreError | None:
+        """The steps, with the domain held; return the first error of a step that failed
+        (the others still run, but no step runs after one that left something to recover)."""
+        handle = self.handle
+        policy = handle.domain.policy
+        assert policy is not None
+        plan = self._plan(coord)
+        self.slot = plan.slot
+        first: SnapcoreError | None = None
+
+        def step(action: PolicyAction, do: Callable[[], object]) -> bool:
+            nonlocal first
+            try:
+                do()
+            except SnapcoreError as exc:
+                self.actions.append(dataclasses.replace(action, error=str(exc)))
+                first = first or exc
+                if isinstance(exc, PartialCheckpointError) or exc.exit_code == 3:
+                    raise _Stop from exc
+                return False
+            self.actions.append(dataclasses.replace(action, done=True))
+            return True
+
+        def delete(name: str) -> None:
+            handle._with_hooks(
+                "delete",
+                name,
+                lambda c: c.delete(name),
+                coordinator=coord,
+                hooks=hooks,
+                cause="policy",
+            )
+
+        try:
+            if plan.create is not None and plan.slot is not None:
+                create = PolicyAction(
+                    action="create",
+                    name=plan.create,
+                    why=describe_slot(plan.slot, policy.tz),
+                    slot=plan.slot,
+                    expiry=plan.expiry,
+                )
+                if not plan.fit.fits:
+                    error = CreateBlockedError(plan.create, plan.fit.blockers())
+                    self.actions.append(dataclasses.replace(create, error=str(error)))
+                    first = error
+                else:
+                    room = True
+                    for name in plan.fit.delete:
+                        room = room and step(
+                            PolicyAction(
+                                action="delete",
+                                name=name,
+                                why=f"makes room for {plan.create} in a disk's chain "
+                                f"(max_chain); {_reasons(plan.retention.verdict(name))}",
+                            ),
+                            lambda name=name: delete(name),  # type: ignore[misc]
+                        )
+                    if room:
+                        options = CreateOptions(
+                            name=plan.create,
+                            description="scheduled for "
+                            + plan.slot.astimezone(policy.tz).isoformat(timespec="minutes"),
+                            memory=policy.memory,
+                            policy_slot=int(plan.slot.timestamp()),
+                            expiry=int(plan.expiry.timestamp()) if plan.expiry else None,
+                        )
+                        step(
+                            create,
+                            lambda: handle._with_hooks(
+                                "create",
+                                plan.create,
+                                lambda c: c.create(options),
+                                coordinator=coord,
+                                hooks=hooks,
+                                cause="policy",
+                            ),
+                        )
+            from snapcore.retention import plan_retention
+
+            retention = plan_retention(
+                checkpoint_times(handle.store.list()), policy.keep, self.now, tz=policy.tz
+            )
+            for verdict in retention.verdicts:
+                if not verdict.keep:
+                    step(
+                        PolicyAction(action="prune", name=verdict.name, why=_reasons(verdict)),
+                        lambda name=verdict.name: delete(name),  # type: ignore[misc]
+                    )
+            self.kept = tuple((v.name, str(v)) for v in retention.verdicts if v.keep)
+        except _Stop:
+            pass
+        return first
+
+
+def _reasons(verdict: Verdict) -> str:
+    return "; ".join(verdict.reasons)
+
+
+class _Stop(Exception):
+    """A step left something for ``snapcore recover``: no further step runs."""

@@ -4,6 +4,12 @@ This is the only module that prints or exits. Exit codes: 0 done; 1 the operatio
 was undone; 2 bad usage, configuration or input, nothing touched; 3 a failure whose undo also
 failed (the message lists what is left; ``snapcore recover`` is the way out); 4 busy: another
 command held the domain's lock for the whole ``--lock-timeout``, nothing touched.
+``run-policy`` runs many domains: 0 when each was done, skipped or busy, else the highest
+exit status of the domains that failed.
+
+Test-only: with ``SNAPCORE_TESTING=1``, ``SNAPCORE_NOW`` (epoch seconds or an ISO time with an
+offset) is the time ``run-policy`` and ``snapshot-set`` judge at; without ``SNAPCORE_TESTING=1``
+it is ignored.
 """
 
 from __future__ import annotations
@@ -20,8 +26,12 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from snapcore._version import __version__
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from snapcore.api import DomainHandle, Host
+    from snapcore.apphooks import HookOutcome
     from snapcore.model import CheckpointView, Plan, ProgressEvent
+    from snapcore.policy import PolicyRun
 
 PROG = "snapcore"
 
@@ -65,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         help="how long to wait for another command working on the same domain before giving "
         "up as busy, exit 4 (default: $SNAPCORE_LOCK_TIMEOUT or 60)",
+    )
+    parser.add_argument(
+        "--hooks-dir",
+        metavar="DIR",
+        help="hooks run around every create, revert and delete, besides the domain file's "
+        "[[hook]] (default: $SNAPCORE_HOOKS_DIR or /etc/snapcore/hooks.d)",
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="log more (twice: every command run)"
@@ -120,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-n", "--name", required=True, help="the snapshot")
         _add_plan_options(p)
         p.add_argument("domain", metavar="DOMAIN")
+
+    _add_policy_commands(sub)
 
     p = sub.add_parser(
         "recover",
@@ -177,6 +195,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     return parser
+
+
+def _add_policy_commands(sub: Any) -> None:
+    """``snapshot-set``, ``run-policy`` and ``policy install|uninstall``."""
+    p = sub.add_parser(
+        "snapshot-set",
+        help="change a snapshot's expiry",
+        description="Give snapshot NAME of DOMAIN an expiry, after which run-policy deletes "
+        "it, or take its expiry away. WHEN is a duration from now (30d, 12h, 1w 2d) or an ISO "
+        "time (2026-12-24T08:00, local time without an offset; 2026-12-24T08:00+01:00).",
+    )
+    p.add_argument("-n", "--name", required=True, help="the snapshot")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--expiry", metavar="WHEN", help="when it expires")
+    group.add_argument("--no-expiry", action="store_true", help="take its expiry away")
+    p.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    p.add_argument("domain", metavar="DOMAIN")
+
+    p = sub.add_parser(
+        "run-policy",
+        help="take the scheduled snapshots and prune expired ones",
+        description="For each DOMAIN (default: every domain file in the domains dir) with a "
+        "[snapshots] table: create the snapshot of the slot due, if any, deleting first what "
+        "a chain limit needs gone, then delete the snapshots the keep rules and expiry times "
+        "prune. Safe to run every minute. A domain another command holds is skipped (busy). "
+        "Exit 0: every domain done, skipped or busy; otherwise the highest exit status of the "
+        "domains that failed (1 failed and undone, 2 bad domain file or blocked, 3 recover).",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the plan with reasons; change nothing"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object per domain")
+    p.add_argument("domains", metavar="DOMAIN", nargs="*")
+
+    p = sub.add_parser(
+        "policy",
+        help="install or uninstall the systemd timer of run-policy",
+        description="Write (install) or remove (uninstall) snapcore-policy.service and "
+        "snapcore-policy.timer, which run 'snapcore run-policy' every minute with this "
+        "command's --state-dir, --domains-dir and --hooks-dir. systemctl is not run: the "
+        "command says what to run.",
+    )
+    policy_sub = p.add_subparsers(dest="policy_command", metavar="ACTION", parser_class=_Parser)
+    policy_sub.required = True
+    for action in ("install", "uninstall"):
+        q = policy_sub.add_parser(action, help=f"{action} the units")
+        q.add_argument("--dry-run", action="store_true", help="say what would be done")
+        q.add_argument(
+            "--unit-dir", metavar="DIR", help="where the units go (default: /etc/systemd/system)"
+        )
 
 
 def _add_plan_options(p: argparse.ArgumentParser) -> None:
@@ -249,6 +317,13 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+def _fmt_epoch_utc(epoch: int | None) -> str:
+    """*epoch* in the host's local time, with its offset."""
+    if epoch is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(epoch))
+
+
 def _print_views(views: Sequence[CheckpointView], long: bool) -> None:
     if not views:
         print("no snapshots")
@@ -282,6 +357,10 @@ def _print_views(views: Sequence[CheckpointView], long: bool) -> None:
         _print_table(disk_rows)
         if cp.memory:
             print(f"  memory image: {cp.memory.path} ({_fmt_size(cp.memory.size)})")
+        if cp.policy_slot is not None:
+            print(f"  scheduled for: {_fmt_epoch_utc(cp.policy_slot)}")
+        if cp.expiry is not None:
+            print(f"  expires: {_fmt_epoch_utc(cp.expiry)}")
 
 
 def _print_plan(plan: Plan) -> None:
@@ -309,7 +388,39 @@ def _host(args: argparse.Namespace, progress: _Progress | None = None) -> Host:
         disabled=args.disable_plugin,
         progress=progress,
         lock_timeout=args.lock_timeout,
+        hooks_dir=args.hooks_dir,
     )
+
+
+def _now() -> datetime:
+    """The time: ``$SNAPCORE_NOW`` when ``$SNAPCORE_TESTING`` is ``1`` (tests only), else the
+    clock."""
+    from datetime import UTC, datetime
+
+    from snapcore.errors import ConfigError
+
+    text = os.environ.get("SNAPCORE_NOW", "").strip()
+    if os.environ.get("SNAPCORE_TESTING") != "1" or not text:
+        return datetime.now(UTC)
+    try:
+        if text.lstrip("-").isdigit():
+            return datetime.fromtimestamp(int(text), UTC)
+        when = datetime.fromisoformat(text)
+    except (ValueError, OverflowError, OSError):
+        raise ConfigError(f"SNAPCORE_NOW {text[:40]!r}: not epoch seconds or an ISO time") from None
+    if when.tzinfo is None:
+        raise ConfigError(f"SNAPCORE_NOW {text[:40]!r}: give a UTC offset")
+    return when.astimezone(UTC)
+
+
+def _warn_hooks(outcomes: Sequence[HookOutcome]) -> None:
+    for outcome in outcomes:
+        if not outcome.ok and not outcome.fatal:
+            print(f"{PROG}: warning: {outcome}", file=sys.stderr)
+
+
+def _hook_failures(dom: DomainHandle) -> list[dict[str, Any]]:
+    return [o.to_json() for o in dom.hook_outcomes if not o.ok and not o.fatal]
 
 
 def _open(host: Host, args: argparse.Namespace) -> DomainHandle:
@@ -327,8 +438,9 @@ def cmd_create(args: argparse.Namespace, host: Host) -> int:
         _print_json(plan.to_json()) if args.json else _print_plan(plan)
         return 0
     cp = dom.create(options)
+    _warn_hooks(dom.hook_outcomes)
     if args.json:
-        _print_json(dom.get(cp.name).to_json())
+        _print_json({**dom.get(cp.name).to_json(), "hook_failures": _hook_failures(dom)})
     else:
         disks = ", ".join(f"{d.vdev} {d.kind.value}" for d in cp.disks)
         memory = f", memory in {cp.memory.path}" if cp.memory else ""
@@ -370,10 +482,137 @@ def cmd_change(args: argparse.Namespace, host: Host) -> int:
     else:
         dom.revert(args.name)
         message = f"reverted domain {dom.domain.name} to snapshot {args.name}"
+    _warn_hooks(dom.hook_outcomes)
     if args.json:
-        _print_json({"operation": verb, "domain": dom.domain.name, "name": args.name})
+        _print_json(
+            {
+                "operation": verb,
+                "domain": dom.domain.name,
+                "name": args.name,
+                "hook_failures": _hook_failures(dom),
+            }
+        )
     else:
         print(message)
+    return 0
+
+
+def cmd_set(args: argparse.Namespace, host: Host) -> int:
+    from snapcore.model import check_name
+    from snapcore.policy import parse_when
+
+    check_name(args.name)
+    expiry = None if args.no_expiry else parse_when(args.expiry, _now())
+    dom = _open(host, args)
+    cp = dom.set_expiry(args.name, expiry)
+    if args.json:
+        _print_json(dom.get(cp.name).to_json())
+    elif cp.expiry is None:
+        print(f"snapshot {cp.name} of domain {dom.domain.name} has no expiry")
+    else:
+        print(f"snapshot {cp.name} of domain {dom.domain.name} expires {_fmt_epoch_utc(cp.expiry)}")
+    return 0
+
+
+def _print_policy_run(run: PolicyRun, dry_run: bool) -> None:
+    name = run.domain
+    if run.status == "skipped":
+        return
+    if run.status == "busy":
+        print(f"{name}: busy, skipped: {run.error}")
+        return
+    for a in run.actions:
+        if dry_run:
+            print(f"{name}: would {a.action} {a.name}: {a.why}")
+        elif a.error:
+            print(f"{name}: {a.action} {a.name} failed: {a.error}", file=sys.stderr)
+        else:
+            print(f"{name}: {a.action}d {a.name}: {a.why}")
+    if dry_run:
+        for kept, why in run.kept:
+            print(f"{name}: keep {kept}: {why.removeprefix('kept: ')}")
+    if not run.actions and run.status != "failed":
+        print(f"{name}: nothing to do")
+    for h in run.hooks:
+        print(f"{PROG}: warning: {name}: {h}", file=sys.stderr)
+    if run.status == "failed" and not any(a.error for a in run.actions):
+        print(f"{PROG}: error: {name}: {run.error}", file=sys.stderr)
+
+
+def cmd_run_policy(args: argparse.Namespace, host: Host) -> int:
+    from snapcore.errors import ConfigError, SnapcoreError
+    from snapcore.policy import PolicyRun
+
+    now = _now()
+    names = args.domains or [str(p) for p in host.domain_files()]
+    if not names and args.domains:
+        raise ConfigError("no domain named")
+    lock_timeout = args.lock_timeout if args.lock_timeout is not None else 10.0
+    runs: list[PolicyRun] = []
+    for name in names:
+        try:
+            dom = host.open_domain(name)
+        except SnapcoreError as exc:
+            runs.append(
+                PolicyRun(
+                    domain=name,
+                    source=name,
+                    status="failed",
+                    now=now,
+                    error=str(exc),
+                    exit_code=exc.exit_code,
+                )
+            )
+            if not args.json:
+                print(f"{PROG}: error: {exc}", file=sys.stderr)
+            continue
+        run = dom.run_policy(now=now, dry_run=args.dry_run, lock_timeout=lock_timeout)
+        runs.append(run)
+        if not args.json:
+            _print_policy_run(run, args.dry_run)
+    if args.json:
+        _print_json([r.to_json() for r in runs])
+    elif not names:
+        print(f"no domain file in {host.domains_dir}")
+    return max((r.exit_code for r in runs), default=0)
+
+
+def cmd_policy(args: argparse.Namespace, host: Host) -> int:
+    from snapcore.systemd import (
+        DEFAULT_UNIT_DIR,
+        SERVICE,
+        TIMER,
+        install_units,
+        policy_units,
+        snapcore_command,
+        uninstall_units,
+    )
+
+    unit_dir = args.unit_dir or DEFAULT_UNIT_DIR
+    if args.policy_command == "uninstall":
+        removed = uninstall_units(unit_dir, dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        for path in removed:
+            print(f"{verb} {path}")
+        if not removed:
+            print(f"no snapcore policy units in {unit_dir}")
+        elif not args.dry_run:
+            print(f"now run: systemctl disable --now {TIMER}; systemctl daemon-reload")
+        return 0
+    units = policy_units(
+        snapcore_command(),
+        state_dir=host.state_dir,
+        domains_dir=host.domains_dir,
+        hooks_dir=host.hooks_dir if args.hooks_dir is not None else None,
+    )
+    if args.dry_run:
+        for name, text in units.items():
+            print(f"# would write {os.path.join(unit_dir, name)}:\n{text}")
+        return 0
+    for path in install_units(unit_dir, units):
+        print(f"wrote {path}")
+    print(f"now run: systemctl daemon-reload; systemctl enable --now {TIMER}")
+    print(f"(it starts {SERVICE} every minute)")
     return 0
 
 
@@ -493,6 +732,9 @@ COMMANDS = {
     "snapshot-list": cmd_list,
     "snapshot-delete": cmd_change,
     "snapshot-revert": cmd_change,
+    "snapshot-set": cmd_set,
+    "run-policy": cmd_run_policy,
+    "policy": cmd_policy,
     "recover": cmd_recover,
     "check": cmd_check,
     "domain-start": cmd_domain,

@@ -14,6 +14,11 @@ Domain file (design brief §5)::
     [[disk]]
     vdev = "vda"
     path = "web1.qcow2"          # relative paths are resolved against the file's directory
+    max_chain = 10               # optional: this disk's chain limit
+    [snapshots]                  # optional: the snapshot policy (snapcore.policy, docs/policy.md)
+    schedule = "@hourly"
+    [[hook]]                     # optional: commands run around create/revert/delete
+    command = ["/usr/local/bin/db-flush"]
 
 Snapshot config file, the libxlu ``KEY = VALUE`` syntax of xl (statements end at a newline or
 ``;``; values are quoted strings, integers or ``[ ... ]`` lists of them; ``#`` comments)::
@@ -48,6 +53,7 @@ from snapcore.model import (
     check_name,
     check_vdev,
 )
+from snapcore.policy import disk_chain_limit, hooks_from_toml, policy_from_toml
 
 __all__ = [
     "MAX_DESCRIPTION",
@@ -61,8 +67,8 @@ __all__ = [
     "resolve_domain_path",
 ]
 
-_TOP_KEYS: Final = ("name", "uuid", "hypervisor", "description", "disk")
-_DISK_KEYS: Final = ("vdev", "path", "driver", "readonly", "options")
+_TOP_KEYS: Final = ("name", "uuid", "hypervisor", "description", "disk", "snapshots", "hook")
+_DISK_KEYS: Final = ("vdev", "path", "driver", "readonly", "options", "max_chain")
 _SNAPSHOT_KEYS: Final = ("name", "description", "memory", "type", "disk")
 _FORMAT_CHARS: Final = frozenset(string.ascii_lowercase + string.digits)
 
@@ -282,8 +288,11 @@ def _build_domain(doc: Mapping[str, Any], base: Path, source: str) -> Domain:
         raise ConfigError("no disks: a domain file needs at least one [[disk]] table")
     disks: list[Disk] = []
     first_seen: dict[str, int] = {}
+    chain_limits: dict[str, int] = {}
     for index, raw in enumerate(raw_disks, start=1):
         disk = _build_disk(raw, index, base)
+        if "max_chain" in raw:
+            chain_limits[disk.vdev] = disk_chain_limit(raw["max_chain"], disk.vdev)
         if disk.vdev in first_seen:
             raise ConfigError(
                 f"duplicate vdev {disk.vdev!r}{_where_disk(index)} "
@@ -292,6 +301,8 @@ def _build_domain(doc: Mapping[str, Any], base: Path, source: str) -> Domain:
         first_seen[disk.vdev] = index
         disks.append(disk)
     check_distinct_disks(disks)
+    policy = policy_from_toml(doc["snapshots"]) if "snapshots" in doc else None
+    hooks = hooks_from_toml(doc["hook"], base) if "hook" in doc else ()
     return Domain(
         name=name,
         disks=tuple(disks),
@@ -299,6 +310,9 @@ def _build_domain(doc: Mapping[str, Any], base: Path, source: str) -> Domain:
         hypervisor=hypervisor,
         hypervisor_table=table,
         source=source,
+        policy=policy,
+        chain_limits=chain_limits,
+        hooks=hooks,
     )
 
 

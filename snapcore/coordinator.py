@@ -29,12 +29,14 @@ Failure handling:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from snapcore.boundary import CallRegistry, Hypervisor, StorageBackend
@@ -74,6 +76,7 @@ from snapcore.model import (
     SnapshotRequest,
 )
 from snapcore.plugins import Plugins
+from snapcore.policy import chain_members, checkpoint_times, effective_limits
 from snapcore.process import CommandRunner, default_runner
 from snapcore.store import CheckpointStore
 
@@ -94,6 +97,8 @@ class _CreateWork:
     state: DomainState
     requests: tuple[SnapshotRequest, ...]
     memory_path: str | None
+    policy_slot: int | None = None
+    expiry: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +328,12 @@ class Coordinator:
     :param runner: the command runner handed to plugins.
     :param progress: receives progress events of long steps.
     :param lock_timeout: how long to wait for another command on the same domain.
+    :param before_change: called with the plan of each create, revert and delete once it is
+        validated and preflighted, with the domain's lock held, before anything is touched
+        (the journal is not written yet): whatever it raises stops the operation with nothing
+        touched. The operator's ``pre-`` hooks run here.
+    :param now: the time the chain limit check judges expiry and retention at (default: the
+        clock), for tests.
     """
 
     def __init__(
@@ -334,7 +345,13 @@ class Coordinator:
         runner: CommandRunner | None = None,
         progress: ProgressCallback | None = None,
         lock_timeout: float = 60.0,
+        before_change: Callable[[Plan], None] | None = None,
+        now: datetime | None = None,
     ):
+        self.before_change = before_change
+        self.now = now
+        #: How deep :meth:`held` and the operations' own locking are nested.
+        self._depth = 0
         self.domain = domain
         self.plugins = plugins
         self.store = store
@@ -377,8 +394,31 @@ class Coordinator:
             self._progress(ProgressEvent(step=step, vdev=vdev, done=done, total=total, message=msg))
 
     @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the domain (its lock and its disks' image locks) across several operations of
+        this coordinator, as ``run-policy`` does: the operations called inside take nothing
+        more, and no other command works on the domain in between. An interrupted operation
+        is finished or undone first, as by every operation.
+
+        :raises StoreLockedError: another command holds the domain past the lock timeout.
+        """
+        with self._locked():
+            yield
+
+    @contextlib.contextmanager
     def _locked(self, *, recover: bool = True) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                if recover:
+                    self.store.verify()
+                yield
+            finally:
+                self._depth -= 1
+            return
         with contextlib.ExitStack() as held:
+            self._depth += 1
+            held.callback(self._leave)
             held.enter_context(self.store.lock(self.lock_timeout))
             if recover:  # a command that may touch the disks: none other may work on them
                 held.enter_context(self._hold_images())
@@ -387,6 +427,9 @@ class Coordinator:
                 self._recover_pending()
                 self.store.verify()  # an unreadable record stops every change, create too
             yield
+
+    def _leave(self) -> None:
+        self._depth -= 1
 
     def _hold_images(self) -> contextlib.AbstractContextManager[None]:
         return hold_images(self.domain, state_dir=self.store.state_dir, timeout=self.lock_timeout)
@@ -557,6 +600,7 @@ class Coordinator:
             raise SnapshotExistsError(domain.name, name)
         memory_path = self._memory_path(options, state, name)
         requests, skipped = self._requests(options, name)
+        self._check_chains(name, requests)
 
         ctx = self._ctx(state)
         blockers: list[str] = []
@@ -594,7 +638,69 @@ class Coordinator:
             steps=tuple(steps),
             skipped=tuple(skipped),
         )
-        return _CreateWork(plan, name, state, tuple(requests), memory_path)
+        return _CreateWork(
+            plan,
+            name,
+            state,
+            tuple(requests),
+            memory_path,
+            policy_slot=options.policy_slot,
+            expiry=options.expiry,
+        )
+
+    def chain_limits(self, requests: Sequence[SnapshotRequest] | None = None) -> dict[str, int]:
+        """Each disk's chain limit: the smallest of its ``max_chain`` (or the policy's) and
+        its backend's; disks without one are left out. *requests* default to every writable
+        disk.
+
+        :raises NoBackendError: no plugin claims a disk.
+        """
+        policy = self.domain.policy
+        disks = (
+            [r.disk for r in requests]
+            if requests is not None
+            else [self.plugins.resolve_disk(d) for d in self.domain.disks if not d.readonly]
+        )
+        entries = []
+        for disk in disks:
+            info = self.plugins.backend(disk.driver) if disk.driver else None
+            entries.append(
+                (
+                    disk.vdev,
+                    self.domain.chain_limits.get(disk.vdev),
+                    info.max_chain if info is not None else None,
+                )
+            )
+        return effective_limits(entries, policy.max_chain if policy else None)
+
+    def _check_chains(self, name: str, requests: Sequence[SnapshotRequest]) -> None:
+        """Refuse a create that would make a disk's chain longer than its limit, naming the
+        checkpoints to delete (those the policy may prune first).
+
+        :raises CreateBlockedError: nothing is touched.
+        """
+        limits = self.chain_limits(requests)
+        if not limits:
+            return
+        from snapcore.retention import ChainFit, fit_chain, plan_retention
+
+        checkpoints = self.store.list()
+        policy = self.domain.policy
+        times = checkpoint_times(checkpoints)
+        prunable = plan_retention(
+            times,
+            policy.keep if policy else None,
+            self.now or datetime.now(UTC),
+            tz=policy.tz if policy else UTC,
+        ).pruned
+        vdevs = [r.disk.vdev for r in requests]
+        fit = fit_chain(limits, chain_members(checkpoints, prunable), vdevs)
+        if fit.fits and not fit.delete:
+            return
+        # A create deletes nothing itself (run-policy deletes fit.delete before it creates):
+        # the disks over their limit as they are, and what to delete, prunable ones first.
+        bare = fit_chain(limits, chain_members(checkpoints), vdevs)
+        ChainFit(suggest=(*fit.delete, *fit.suggest), over=bare.over).check(name)
 
     def plan_create(self, options: CreateOptions) -> Plan:
         """Validate and plan a create without changing anything (the dry run).
@@ -643,6 +749,8 @@ class Coordinator:
         which ends or keeps the journal), and clear the journal once they are done."""
         with self._locked():
             work, entry = plan()
+            if self.before_change is not None:
+                self.before_change(getattr(work, "plan"))  # noqa: B009 - W is either work type
             self.journal.begin(entry)
             result = run(work)
             self.journal.end()
@@ -697,6 +805,8 @@ class Coordinator:
             memory=memory,
             parent=parent,
             disks=tuple(by_vdev[r.disk.vdev] for r in work.requests),
+            policy_slot=work.policy_slot,
+            expiry=work.expiry,
         )
 
     def _save_memory(self, ctx: HookContext, path: str) -> MemoryImage:
@@ -964,18 +1074,7 @@ class Coordinator:
     def _unlink_record(self, checkpoint: Checkpoint) -> None:
         for child in self.store.list():
             if child.parent == checkpoint.name:
-                self.store.save(
-                    Checkpoint(
-                        name=child.name,
-                        domain_uuid=child.domain_uuid,
-                        description=child.description,
-                        creation_time=child.creation_time,
-                        state=child.state,
-                        memory=child.memory,
-                        parent=checkpoint.parent,
-                        disks=child.disks,
-                    )
-                )
+                self.store.save(dataclasses.replace(child, parent=checkpoint.parent))
         if self.store.current() == checkpoint.name:
             self.store.set_current(checkpoint.parent)
         self.store.remove(checkpoint.name)

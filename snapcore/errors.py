@@ -27,6 +27,8 @@ enter snapcore, with ``raise ... from exc``. The CLI maps each branch to an exit
     ├── CheckpointError
     │   ├── DomainStateError               wrong domain state (.state, .required) exit 2
     │   ├── DomainUnreachableError         its monitor is missing or silent (.address) exit 2
+    │   ├── HookFailedError                a fatal pre- hook failed; nothing touched
+    │   │                                  (.hook, .phase, .reason)                exit 2
     │   ├── OperationFailedError           failed and fully undone (.cause)       exit 1
     │   └── PartialCheckpointError         undo failed too (.leftovers)           exit 3
     └── StoreError                                                                exit 1
@@ -364,6 +366,35 @@ class DomainUnreachableError(CheckpointError):
         self.address = address
         self.reason = reason
         super().__init__(f"domain {domain!r}: cannot reach its monitor {address}: {reason}")
+
+
+@final
+class HookFailedError(CheckpointError):
+    """A fatal hook (``[[hook]]`` or the hooks dir) failed before the operation, which was
+    not started: nothing was touched.
+
+    :ivar hook: the hook's name. :ivar phase: ``pre-create``, ``pre-revert`` or ``pre-delete``.
+    :ivar reason: ``exit status 3``, ``killed after its timeout of 5 s``...
+    :ivar stderr: the end of what it wrote to stderr (at most a few KiB).
+    """
+
+    exit_code = 2
+
+    def __init__(
+        self, domain: str, name: str, *, hook: str, phase: str, reason: str, stderr: str = ""
+    ):
+        self.domain = domain
+        self.name = name
+        self.hook = hook
+        self.phase = phase
+        self.reason = reason
+        self.stderr = stderr
+        tail = stderr.strip().splitlines()[-1:] if stderr.strip() else []
+        said = f": {_shorten(tail[0])}" if tail else ""
+        super().__init__(
+            f"{phase} hook {hook!r} failed ({reason}){said}; snapshot {name!r} of domain "
+            f"{domain!r}: nothing was changed"
+        )
 
 
 @final

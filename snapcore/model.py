@@ -13,9 +13,12 @@ import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from snapcore.errors import ConfigError, InvalidNameError
+
+if TYPE_CHECKING:
+    from snapcore.policy import HookSpec, SnapshotPolicy
 
 #: A JSON value as json.loads returns it.
 JSON = Any
@@ -135,6 +138,11 @@ class Domain:
         ``[xen]``), as TOML gave it: snapcore does not look inside; the hypervisor plugin checks
         it (``domain_config_check``) and reads it.
     :ivar source: the domain file it came from, if any.
+    :ivar policy: its ``[snapshots]`` table, if it has one (``snapcore run-policy`` skips a
+        domain without).
+    :ivar chain_limits: the ``max_chain`` of each ``[[disk]]`` that gives one, by vdev (the
+        policy's ``max_chain`` applies to the others).
+    :ivar hooks: its ``[[hook]]`` entries, in file order.
     """
 
     name: str
@@ -143,6 +151,9 @@ class Domain:
     hypervisor: str = "none"
     hypervisor_table: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = None
+    policy: SnapshotPolicy | None = None
+    chain_limits: Mapping[str, int] = field(default_factory=dict)
+    hooks: tuple[HookSpec, ...] = ()
 
     def __post_init__(self) -> None:
         check_name(self.name, what="domain name")
@@ -305,11 +316,21 @@ class MemoryImage:
         )
 
 
+def _epoch(value: JSON, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an integer, not {value!r}")
+    return value
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Checkpoint:
     """One domain-level snapshot: its disks' snapshots, an optional memory image, metadata.
 
     ``current`` is not part of the record: the store knows which checkpoint is current.
+
+    :ivar policy_slot: the schedule slot it was made for (epoch seconds), ``None`` if it was
+        made by hand; the newest one is the record of the last slot the policy did.
+    :ivar expiry: when the policy may prune it (epoch seconds), ``None`` for none.
     """
 
     name: str
@@ -320,9 +341,15 @@ class Checkpoint:
     description: str = ""
     memory: MemoryImage | None = None
     parent: str | None = None
+    policy_slot: int | None = None
+    expiry: int | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        for what in ("policy_slot", "expiry"):
+            value = getattr(self, what)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{what} must be epoch seconds, not {value!r}")
 
     def disk(self, vdev: str) -> DiskSnapshot | None:
         """Return the snapshot of disk *vdev* in this checkpoint, or ``None``."""
@@ -341,12 +368,18 @@ class Checkpoint:
             "memory": self.memory.to_json() if self.memory else None,
             "parent": self.parent,
             "disks": [d.to_json() for d in self.disks],
+            # absent from records written before they existed: read as None
+            **({"policy_slot": self.policy_slot} if self.policy_slot is not None else {}),
+            **({"expiry": self.expiry} if self.expiry is not None else {}),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, JSON]) -> Checkpoint:
         memory = data.get("memory")
+        slot, expiry = data.get("policy_slot"), data.get("expiry")
         return cls(
+            policy_slot=None if slot is None else _epoch(slot, "policy_slot"),
+            expiry=None if expiry is None else _epoch(expiry, "expiry"),
             name=str(data["name"]),
             domain_uuid=str(data["domain_uuid"]),
             description=str(data.get("description") or ""),
@@ -477,6 +510,9 @@ class CreateOptions:
         path for the memory image.
     :ivar kind: the default kind for disks not listed in ``disks``.
     :ivar disks: the disks to include; ``None`` for every writable disk.
+    :ivar expiry: when the checkpoint may be pruned (epoch seconds), recorded with it.
+    :ivar policy_slot: the schedule slot it is made for (epoch seconds), recorded with it in
+        the same write (set by ``run-policy``; ``None`` for a checkpoint made by hand).
     """
 
     name: str | None = None
@@ -484,6 +520,8 @@ class CreateOptions:
     memory: str | None = None
     kind: SnapshotKind | None = None
     disks: tuple[DiskChoice, ...] | None = None
+    expiry: int | None = None
+    policy_slot: int | None = None
 
     def __post_init__(self) -> None:
         if self.name is not None:
@@ -577,6 +615,8 @@ class CheckpointView:
             "memory_image": cp.memory.to_json() if cp.memory else None,
             "parent": cp.parent,
             "current": self.current,
+            "expiry": cp.expiry,
+            "policy_slot": cp.policy_slot,
             "children": list(self.children),
             "disks": [
                 {

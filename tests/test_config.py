@@ -477,7 +477,7 @@ options = {{ cache = "none", aio = "native" }}
         path = write(images / "d.toml", 'name = "x"\nfoo = 1\n' + two_disks(images))
         assert domain_error(path).message == (
             "unknown key 'foo' at the top level; "
-            "known keys: name, uuid, hypervisor, description, disk"
+            "known keys: name, uuid, hypervisor, description, disk, snapshots, hook"
         )
 
     def test_duplicate_vdev_names_first_use(self, images: Path) -> None:

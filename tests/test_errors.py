@@ -17,6 +17,7 @@ from snapcore.errors import (
     DeleteBlockedError,
     DomainStateError,
     DomainUnreachableError,
+    HookFailedError,
     HookTimeoutError,
     ImageLockedError,
     InvalidNameError,
@@ -76,6 +77,10 @@ SAMPLES: list[tuple[SnapcoreError, int]] = [
     (RevertBlockedError("cp1", ["disk vda: gone"]), 2),
     (DomainStateError("web1", "shutoff", "running", "saving memory"), 2),
     (DomainUnreachableError("web1", "/run/web1.qmp", "connection refused"), 2),
+    (
+        HookFailedError("web1", "c1", hook="db-flush", phase="pre-create", reason="exit status 3"),
+        2,
+    ),
     (BackendError("failed", driver="lvm", vdev="vda"), 1),
     (CommandError(["lvcreate", "-s"], 5, "Insufficient free space"), 1),
     (UnsupportedOperationError("no external snapshots", driver="lvm"), 1),
