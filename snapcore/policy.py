@@ -181,7 +181,7 @@ class SnapshotPolicy:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "schedule": list(self.schedule.expressions) if self.schedule else None,
+            "schedule": [e.text for e in self.schedule.expressions] if self.schedule else None,
             "timezone": str(self.tz),
             "pattern": self.pattern.text,
             "keep": self.keep.to_json() if self.keep else None,
