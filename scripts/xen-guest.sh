@@ -56,8 +56,10 @@ PINS=(
 # Kernel modules dom0 loads (Xen devices, the virtio results disk) and the domU initramfs's.
 DOM0_MODULES=(xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs virtio_pci virtio_blk loop)
 DOMU_MODULES=(xen-blkfront)
-# Tools from this machine copied into dom0 (with the libraries they load).
+# Tools from this machine copied into dom0 (with the libraries they load), and data files: the
+# qdisk QEMU will not start without its keymaps (qemu-system-data, installed with qemu here).
 HOST_TOOLS=(/usr/bin/qemu-img /usr/bin/qemu-io)
+HOST_DATA=(/usr/share/qemu/keymaps)
 
 log() { echo "xen-guest: $*" >&2; }
 die() {
@@ -212,7 +214,8 @@ merged_root() {
 
 # The domU initramfs: busybox, xen-blkfront, and an init that prints a heartbeat counter on its
 # console every second (the tests read it from xenconsoled's log: after a revert with memory the
-# count goes back) and, given xvda, writes the counter into its second sector as well.
+# count goes back) and writes it into the second sector of each of its disks (flushed), so a
+# revert shows which disk state goes with which memory.
 build_domu_initrd() {
     local d=$CACHE/build/domU
     rm -rf "$d"
@@ -230,6 +233,9 @@ echo "[domU] up $(cut -d' ' -f1 /proc/uptime)s disks: $(ls /sys/block | tr '\n' 
 i=0
 while true; do
     i=$((i + 1))
+    for d in /dev/xvd?; do
+        [ -b "$d" ] && printf 'beat %08d\n' $i | dd of="$d" bs=512 seek=1 conv=sync,fsync 2>/dev/null
+    done
     echo "[domU] heartbeat $i"
     sleep 1
 done
@@ -293,7 +299,7 @@ build_base() {
     local files
     mapfile -t files < <(venv_files)
     stage_copy "${files[@]}"
-    stage_copy "${HOST_TOOLS[@]}"
+    stage_copy "${HOST_TOOLS[@]}" "${HOST_DATA[@]}"
     # every library of those programs and Python's extension modules
     local progs
     mapfile -t progs < <(find "$STAGE" -type f \( -perm -u+x -o -name '*.so*' \) \
@@ -405,70 +411,9 @@ prepare() {
     fi
 }
 
-# -- on this machine ------------------------------------------------------------------------
-
-EXEC=""
-PYTEST_ARGS=""
-mode=pytest
-case "${1:-}" in
-    --prepare) mode=prepare ;;
-    --exec)
-        mode=exec
-        EXEC=${2:?--exec needs a command}
-        ;;
-    *) PYTEST_ARGS=$(printf '%q ' "$@") ;;
-esac
-t0=$(date +%s)
-prepare
-log "ready in $(($(date +%s) - t0)) s: Xen $XEN_VERSION, dom0 and domU kernel $KVER, $(du -h "$CACHE/base.cpio" | cut -f1) initramfs"
-[ "$mode" != prepare ] || exit 0
-
-rm -rf "$OUT" "$RUN"
-mkdir -p "$OUT" "$RUN"
-build_run
-cat "$CACHE/base.cpio" "$RUN/run.cpio" >"$RUN/dom0.cpio"
-truncate -s 64M "$RUN/results.img"
-log "booting Xen under TCG (qemu64,+svm, 2 CPUs, 3 GiB; dom0 1.5 GiB), at most $GUEST_TIMEOUT s"
-start=$(date +%s.%N)
-ready=""
-set +e
-timeout -k 5 "$GUEST_TIMEOUT" qemu-system-x86_64 -accel tcg -M pc -cpu qemu64,+svm -smp 2 -m 3072 \
-    -nographic -no-reboot -monitor none -serial stdio -nic none \
-    -kernel "$CACHE/xen.elf" \
-    -append "console=com1 com1=115200,8n1 dom0_mem=1536M,max:1536M dom0_max_vcpus=2 noreboot" \
-    -initrd "$KROOT/boot/vmlinuz-$KVER console=hvc0 earlyprintk=xen loglevel=4 rdinit=/init,$RUN/dom0.cpio" \
-    -drive "file=$RUN/results.img,format=raw,if=virtio" </dev/null 2>&1 |
-    while IFS= read -r line; do
-        line=${line%$'\r'}
-        printf '%s\n' "$line" >>"$RUN/serial.log"
-        printf '%s\n' "$line"
-        case $line in
-            *"xen-guest-dom0: "*"ready: "*) echo "$(date +%s.%N)" >"$RUN/ready" ;;
-        esac
-    done
-qemu_rc=${PIPESTATUS[0]}
-set -e
-end=$(date +%s.%N)
-total=$(awk "BEGIN {printf \"%.0f\", $end - $start}")
-[ -f "$RUN/ready" ] && ready=$(awk "BEGIN {printf \"%.1f\", $(cat "$RUN/ready") - $start}")
-log "guest finished after $total s (qemu exit status $qemu_rc); dom0 ready ${ready:-never} s after QEMU started"
-tar xf "$RUN/results.img" -C "$OUT" 2>/dev/null || true
-if [ -f "$OUT/times" ]; then
-    read -r s e <"$OUT/times"
-    log "suite time: $(awk "BEGIN {printf \"%.1f\", $e - $s}") s (dom0 clock)"
-fi
-
-if [ "$mode" = exec ]; then
-    [ -f "$OUT/rc" ] || die "the command did not run in dom0"
-    exit "$(cat "$OUT/rc")"
-fi
-if [ ! -f "$OUT/rc" ] || [ ! -f "$OUT/junit.xml" ]; then
-    log "guest pytest: no result (see .cache/xen-guest/run/serial.log)"
-    log "FAILED"
-    exit 1
-fi
-rc=$(cat "$OUT/rc")
-read -r tests failures errors skipped < <("$VENV/bin/python" - "$OUT/junit.xml" <<'EOF'
+# Print the tests, failures, errors and skipped counts of a JUnit report.
+junit_counts() {
+    "$VENV/bin/python" - "$1" <<'EOF'
 import sys
 import xml.etree.ElementTree as ET
 
@@ -477,14 +422,87 @@ suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
 total = [sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")]
 print(*total)
 EOF
-)
-ran=$((tests - skipped))
-if [ -f "$OUT/measurements.md" ]; then
-    cat "$OUT/measurements.md"
-fi
-log "guest pytest: exit status $rc, $ran run, $failures failed, $errors errors, $skipped skipped"
-if [ "$rc" != 0 ] || [ "$failures" != 0 ] || [ "$errors" != 0 ] || [ "$ran" -le 0 ]; then
-    log "FAILED"
-    exit 1
-fi
-log "passed"
+}
+
+# -- on this machine ------------------------------------------------------------------------
+
+# Everything runs from main, which bash reads whole before it starts: editing this file while
+# a guest runs does not change the run.
+main() {
+
+    EXEC=""
+    PYTEST_ARGS=""
+    mode=pytest
+    case "${1:-}" in
+        --prepare) mode=prepare ;;
+        --exec)
+            mode=exec
+            EXEC=${2:?--exec needs a command}
+            ;;
+        *) PYTEST_ARGS=$(printf '%q ' "$@") ;;
+    esac
+    t0=$(date +%s)
+    prepare
+    log "ready in $(($(date +%s) - t0)) s: Xen $XEN_VERSION, dom0 and domU kernel $KVER, $(du -h "$CACHE/base.cpio" | cut -f1) initramfs"
+    [ "$mode" != prepare ] || exit 0
+
+    rm -rf "$OUT" "$RUN"
+    mkdir -p "$OUT" "$RUN"
+    build_run
+    cat "$CACHE/base.cpio" "$RUN/run.cpio" >"$RUN/dom0.cpio"
+    truncate -s 64M "$RUN/results.img"
+    log "booting Xen under TCG (qemu64,+svm, 2 CPUs, 3 GiB; dom0 1.5 GiB), at most $GUEST_TIMEOUT s"
+    start=$(date +%s.%N)
+    ready=""
+    set +e
+    timeout -k 5 "$GUEST_TIMEOUT" qemu-system-x86_64 -accel tcg -M pc -cpu qemu64,+svm -smp 2 -m 3072 \
+        -nographic -no-reboot -monitor none -serial stdio -nic none \
+        -kernel "$CACHE/xen.elf" \
+        -append "console=com1 com1=115200,8n1 dom0_mem=1536M,max:1536M dom0_max_vcpus=2 noreboot" \
+        -initrd "$KROOT/boot/vmlinuz-$KVER console=hvc0 earlyprintk=xen loglevel=4 rdinit=/init,$RUN/dom0.cpio" \
+        -drive "file=$RUN/results.img,format=raw,if=virtio" </dev/null 2>&1 |
+        while IFS= read -r line; do
+            line=${line%$'\r'}
+            printf '%s\n' "$line" >>"$RUN/serial.log"
+            printf '%s\n' "$line"
+            case $line in
+                *"xen-guest-dom0: "*"ready: "*) echo "$(date +%s.%N)" >"$RUN/ready" ;;
+            esac
+        done
+    qemu_rc=${PIPESTATUS[0]}
+    set -e
+    end=$(date +%s.%N)
+    total=$(awk "BEGIN {printf \"%.0f\", $end - $start}")
+    [ -f "$RUN/ready" ] && ready=$(awk "BEGIN {printf \"%.1f\", $(cat "$RUN/ready") - $start}")
+    log "guest finished after $total s (qemu exit status $qemu_rc); dom0 ready ${ready:-never} s after QEMU started"
+    tar xf "$RUN/results.img" -C "$OUT" 2>/dev/null || true
+    if [ -f "$OUT/times" ]; then
+        read -r s e <"$OUT/times"
+        log "suite time: $(awk "BEGIN {printf \"%.1f\", $e - $s}") s (dom0 clock)"
+    fi
+
+    if [ "$mode" = exec ]; then
+        [ -f "$OUT/rc" ] || die "the command did not run in dom0"
+        exit "$(cat "$OUT/rc")"
+    fi
+    if [ ! -f "$OUT/rc" ] || [ ! -f "$OUT/junit.xml" ]; then
+        log "guest pytest: no result (see .cache/xen-guest/run/serial.log)"
+        log "FAILED"
+        exit 1
+    fi
+    rc=$(cat "$OUT/rc")
+    read -r tests failures errors skipped < <(junit_counts "$OUT/junit.xml")
+    ran=$((tests - skipped))
+    if [ -f "$OUT/measurements.md" ]; then
+        cat "$OUT/measurements.md"
+    fi
+    log "guest pytest: exit status $rc, $ran run, $failures failed, $errors errors, $skipped skipped"
+    if [ "$rc" != 0 ] || [ "$failures" != 0 ] || [ "$errors" != 0 ] || [ "$ran" -le 0 ]; then
+        log "FAILED"
+        exit 1
+    fi
+    log "passed"
+}
+
+main "$@"
+exit

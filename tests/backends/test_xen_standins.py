@@ -408,3 +408,63 @@ def test_domain_without_disks_anywhere_is_exit_2(
     host.domain.write_text('name = "ghost"\nhypervisor = "xen"\n')
     assert host.cli("snapshot-create", "-D", "-n", "s1", str(host.domain)) == 2
     assert "lists no [[disk]] and hypervisor 'xen' reports none" in capsys.readouterr().err
+
+
+# -- the stand-in xl answers as the real one (recorded in a dom0: tests/xen/record.sh) ---------
+
+
+def _xl(*args: str) -> tuple[int, str, str]:
+    import subprocess
+
+    proc = subprocess.run(["xl", *args], capture_output=True, text=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_standin_counts_pauses_as_xen_does(host: XenHost) -> None:
+    """Xen counts toolstack pauses: paused twice, a domain runs again after two unpauses."""
+    assert _xl("pause", "vm1")[0] == 0
+    assert _xl("pause", "vm1")[0] == 0
+    assert _xl("unpause", "vm1")[0] == 0
+    paused = ListedDomain.parse(_xl("list", "vm1")[1], "vm1")
+    assert paused is not None
+    assert paused.state is DomainState.PAUSED
+    assert _xl("unpause", "vm1")[0] == 0
+    row = ListedDomain.parse(_xl("list", "vm1")[1], "vm1")
+    assert row is not None
+    assert (row.flags, row.state) == ("-b----", DomainState.RUNNING)
+
+
+def test_standin_messages_of_the_real_xl(host: XenHost, tmp_path: Path) -> None:
+    assert _xl("domid", "vm1") == (0, "7\n", "")
+    assert _xl("domid", "nosuch") == (
+        1,
+        "",
+        "Can't get domid of domain name 'nosuch', maybe this domain does not exist.\n",
+    )
+    assert _xl("list", "-l", "nosuch") == (
+        1,
+        "",
+        "nosuch is an invalid domain identifier (rc=-6)\n",
+    )
+    missing = tmp_path / "nothere.save"
+    assert _xl("restore", str(missing)) == (
+        1,
+        "",
+        "Can't open restore file: No such file or directory\n",
+    )
+    everything = json.loads(_xl("list", "-l")[1])
+    assert [(e["domid"], e["config"]["c_info"]["name"]) for e in everything] == [
+        (0, "Domain-0"),
+        (7, "vm1"),
+    ]
+    assert "disks" not in everything[0]["config"]
+    rc, _, err = _xl("save", "-p", "vm1", str(tmp_path / "m.save"))
+    assert rc == 0
+    assert err.splitlines()[1] == "xc: info: Saving domain 7, type x86 HVM"
+    assert _xl("destroy", "vm1")[0] == 0
+    rc, _, err = _xl("restore", "-p", str(tmp_path / "m.save"))
+    assert rc == 0
+    assert err.splitlines()[1:] == [
+        " Savefile contains xl domain config in JSON format",
+        "Parsing config from <saved>",
+    ]
