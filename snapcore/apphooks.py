@@ -29,7 +29,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -311,8 +311,3 @@ class HookRunner:
         """The hooks that failed without stopping anything (``post-`` hooks, non-fatal ones)."""
         wanted = set(phases) if phases is not None else set(Phase)
         return [o for o in self.outcomes if not o.ok and not o.fatal and o.phase in wanted]
-
-
-def outcomes_json(outcomes: Sequence[HookOutcome]) -> list[dict[str, Any]]:
-    """The outcomes as ``--json`` prints them."""
-    return [o.to_json() for o in outcomes]
