@@ -297,8 +297,19 @@ class DomainHandle:
         )
 
     def hook_runner(self) -> HookRunner:
-        """The runner of this domain's hooks (the hooks dir's, then its file's ``[[hook]]``)."""
-        return HookRunner(self.domain, hooks_dir=self.host.hooks_dir, state_dir=self.host.state_dir)
+        """The runner of this domain's hooks (the hooks dir's, then its file's ``[[hook]]``).
+
+        The domain it describes to hooks has each disk's driver filled in where a plugin
+        claims the disk (left out where none does: the operation itself then says why).
+        """
+        disks = []
+        for disk in self.domain.disks:
+            try:
+                disks.append(self.host.plugins.resolve_disk(disk) if not disk.driver else disk)
+            except SnapcoreError:
+                disks.append(disk)
+        domain = dataclasses.replace(self.domain, disks=tuple(disks))
+        return HookRunner(domain, hooks_dir=self.host.hooks_dir, state_dir=self.host.state_dir)
 
     def _with_hooks(
         self,

@@ -125,6 +125,7 @@ def test_every_phase_runs_with_its_environment_and_json_on_stdin(env: Env) -> No
     assert pre["phase"] == "pre-create"
     assert pre["checkpoint"] == "one"
     assert pre["domain"]["name"] == "web1"
+    assert pre["domain"]["disks"] == [{"vdev": "vda", "driver": "qcow2", "path": str(env.image)}]
     assert pre["details"]["plan"]["steps"][0]["action"] == "create snapshot"
     assert post["details"]["checkpoint"]["name"] == "one"
 
