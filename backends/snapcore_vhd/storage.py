@@ -10,8 +10,10 @@ other snapshot; deleting merges the base away without breaking any chain:
 
 * a base no file depends on is unlinked;
 * a base with one child ``C`` absorbs ``C`` (``coalesce -n C``) and takes its place at ``C``'s
-  path, and ``C``'s children are relinked to it (``modify -p``), journaled in
-  ``<base>.snapcore-merge`` so that an interrupted delete is finished by running it again;
+  path; ``C``'s children are relinked to it (``modify -p``) through a second name before the
+  rename, so that none of them ever names a file with another UUID than it records
+  (:meth:`VhdDisk._resume`). Journaled in ``<base>.snapcore-merge``, so that an interrupted or
+  failed delete is finished by running it again;
 * a base with several children (the disk was reverted to it and written since) keeps its data
   for them under a new name, ``<stem>.base-<uuid>.vhd`` (hard link, relink the children,
   unlink); once one child or none is left, a later delete merges or unlinks it.
@@ -31,7 +33,9 @@ the tapdisk paused while it merges.
 becomes a second name of the leaf (``link``), the new leaf is built under a scratch name unique
 to the command (``P.<pid>-<hex>.snapcore-new``) and renamed onto ``P``: each step atomic, so
 :meth:`VhdDisk.abort` undoes any prefix of it. Revert builds the new leaf beside ``P`` and
-renames it. Delete is journaled as above; every step can run again.
+renames it. Delete is journaled as above; every step can run again, and at every point
+each file reads back what it did: the rename of the merged base onto its child's path is the
+one commit point.
 """
 
 from __future__ import annotations
@@ -79,6 +83,10 @@ FORMAT: Final = "vhd"
 TMP_SUFFIX: Final = ".snapcore-new"
 #: The journal of a merge, beside the base being merged away.
 JOURNAL_SUFFIX: Final = ".snapcore-merge"
+#: The second name a merged base has while the files depending on its child move over to it
+#: (:meth:`VhdDisk._resume`); shorter than the journal's suffix, so it fits where the journal's
+#: name does.
+LINK_SUFFIX: Final = ".snapcore-link"
 #: Infix of the name a base with several children is kept under once its snapshot is deleted.
 RETIRED_INFIX: Final = ".base-"
 #: File names that may reach vhd-util and tap-ctl: ASCII (blktap converts names to ASCII),
@@ -108,6 +116,35 @@ def path_problem(path: str, what: str) -> str | None:
             "not starting with '-' or '.' (blktap stores parent names in ASCII)"
         )
     return None
+
+
+def merge_link(node: str) -> str:
+    """The second name base *node* has during its merge (``<node>.snapcore-link``): not a
+    ``.vhd`` name, so never taken for a snapshot."""
+    return node + LINK_SUFFIX
+
+
+def _names_parent(path: str, parent: str, *, by_name: bool) -> bool:
+    """Whether differencing VHD *path* is a child of *parent* as blktap resolves it: its
+    parent locators lead to *parent* (*by_name*: to that very name; else to any name of that
+    file) and the UUID it records is *parent*'s. Read-only; ``False`` when either cannot be
+    read."""
+    try:
+        with VhdImage(path, headers_only=True) as image:
+            header = image.header
+            if header is None or not image.differencing:
+                return False
+            found = find_parent(image)
+            wanted = header.parent_uuid
+        with VhdImage(found, headers_only=True) as image:
+            uuid = image.footer.uuid
+    except (VhdError, OSError):
+        return False
+    if by_name:
+        same = os.path.realpath(found) == os.path.realpath(parent)
+    else:
+        same = _same_file(found, parent)
+    return same and uuid == wanted
 
 
 def retired_path(node: Node) -> str:
@@ -589,6 +626,9 @@ class VhdDisk:
         children = tree.children(node)
         if len(children) > 1:
             blockers += self._retire_problems(node, children)
+        elif children:
+            grandchildren = [g.path for g in tree.children(children[0])]
+            blockers += self._merge_problems(node.path, grandchildren)
         for child in children:
             if child.error:
                 blockers.append(f"{child.path} depends on {base} but cannot be read: {child.error}")
@@ -639,7 +679,24 @@ class VhdDisk:
         else:
             self._retire(node, children)
 
+    def _merge_problems(self, node: str, grandchildren: Iterable[str]) -> list[str]:
+        """Why the files depending on the child of *node* cannot be moved over to *node*
+        through its second name :func:`merge_link` during the merge: the name is not one
+        vhd-util may be given, or their parent locators have no room for it (blktap rewrites
+        them in place)."""
+        link = merge_link(node)
+        problem = path_problem(link, "the merged base's second name")
+        if problem:
+            return [problem]
+        problems: list[str] = []
+        for grandchild in grandchildren:
+            problems += ops.relink_problems(grandchild, link)
+        return problems
+
     def _merge(self, node: str, child: str, grandchildren: list[str], hidden: bool) -> None:
+        problems = self._merge_problems(node, grandchildren)
+        if problems:
+            raise self._error("; ".join(problems))
         journal = node + JOURNAL_SUFFIX
         data = {"node": node, "child": child, "grandchildren": grandchildren, "hidden": hidden}
         tmp = journal + ".tmp"
@@ -652,27 +709,70 @@ class VhdDisk:
         self._resume(journal)
 
     def _resume(self, journal: str) -> None:
-        """Carry out (or finish) the merge journaled in *journal*, then remove it."""
+        """Carry out (or finish) the merge journaled in *journal*, then remove it.
+
+        The base ``N`` (*node*) absorbs its one child ``C`` and takes its place; ``C``'s
+        children ``G`` are moved over to it without a moment where one of them names a file
+        whose UUID is not the one it records:
+
+        1. ``coalesce -n C``: ``N`` holds ``C``'s view (``C`` reads the same over it);
+        2. ``N`` gets ``C``'s hidden flag and file mode;
+        3. ``N`` gets a second name ``L`` (:func:`merge_link`, a hard link), and each ``G``
+           is relinked to ``L`` (``modify -p``: ``N``'s UUID; ``G`` reads the same through
+           ``N`` alone as through ``C`` and ``N``);
+        4. ``N`` is renamed onto ``C``'s path: the commit point, ``C`` is gone;
+        5. each ``G`` is relinked from ``L`` to ``C``'s path: the same file and UUID, another
+           name;
+        6. ``L`` and the journal are removed.
+
+        Each step is atomic (the native relink is; a failing vhd-util one is put back) and
+        finds out from the files whether it was done already, so a merge interrupted
+        anywhere is finished by running this again. The merged file keeps ``N``'s UUID:
+        nothing needs ``C``'s any more at the commit point.
+        """
         with open(journal, encoding="utf-8") as f:
             data = json.load(f)
         node, child = str(data["node"]), str(data["child"])
         grandchildren = [str(g) for g in data["grandchildren"]]
-        for p in (node, child, *grandchildren):
+        link = merge_link(node)
+        for p in (node, child, link, *grandchildren):
             problem = path_problem(p, "a file of the merge")
             if problem:
                 raise self._error(f"journal {journal}: {problem}")
         if os.path.exists(node) and not _same_file(node, child):
-            self._step("delete", f"merge {child} into {node}, which then takes its place")
-            self.engine.coalesce(child)
+            present = [g for g in grandchildren if os.path.exists(g)]
+            moved = [g for g in present if _names_parent(g, node, by_name=False)]
+            if not present or len(moved) < len(present):
+                self._step("delete", f"merge {child} into {node}, which then takes its place")
+                self.engine.coalesce(child)
             self.engine.set_hidden(node, bool(data["hidden"]))
             _copy_mode(child, node)
+            if present:
+                self._second_name(node, link)
+            for grandchild in present:
+                if grandchild not in moved:
+                    self._step("delete", f"relink {grandchild} to {node} (as {link})")
+                    self.engine.set_parent(grandchild, link)
             os.replace(node, child)
             _fsync_dir(child)
         for grandchild in grandchildren:
-            if os.path.exists(grandchild):
+            if os.path.exists(grandchild) and not _names_parent(grandchild, child, by_name=True):
                 self._step("delete", f"relink {grandchild} to {child}")
                 self.engine.set_parent(grandchild, child)
+        if os.path.lexists(link):
+            _remove(link)
         _remove(journal)
+
+    @staticmethod
+    def _second_name(node: str, link: str) -> None:
+        """Make *link* a second name of *node* (a name left by an earlier run that is not one
+        is replaced)."""
+        if os.path.lexists(link):
+            if _same_file(link, node):
+                return
+            _remove(link)
+        os.link(node, link)
+        _fsync_dir(link)
 
     def _retire_problems(self, node: Node, children: list[Node]) -> list[str]:
         """Why *node* cannot be kept for its *children* under its retired name: the name is

@@ -11,7 +11,7 @@ command lines the backend runs.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -151,33 +151,14 @@ class _Conformance(BackendConformance):
         return get(disk.path, offset, length)
 
 
-#: The delete of a middle layer is not all-or-nothing (found by the conformance suite's delete
-#: fault injection): it renames the merged layer over its child's file, then rewrites the disk's
-#: parent UUID; a failure or crash in between leaves a disk no VHD reader opens until the delete
-#: runs again.
-_DELETE_NOT_ATOMIC = (
-    "a failed or killed delete of a middle layer leaves the disk naming its new parent by the "
-    "old parent's UUID (unreadable until the delete runs again)"
-)
-
-
 class TestVhdNativeConformance(_Conformance):
     engine = "native"
-    known_failures: ClassVar[Mapping[str, str]] = {
-        "test_failed_delete_keeps_every_other_layer[external-file]": _DELETE_NOT_ATOMIC,
-        "test_killed_delete_keeps_every_other_layer[external-file]": _DELETE_NOT_ATOMIC,
-    }
 
 
 class TestVhdUtilStandinConformance(_Conformance):
     """The same contract, the files changed by the vhd-util stand-in."""
 
     engine = "vhd-util"
-    known_failures: ClassVar[Mapping[str, str]] = {
-        "test_failed_delete_keeps_every_other_layer[external-command]": _DELETE_NOT_ATOMIC,
-        "test_killed_delete_keeps_every_other_layer[external-command]": _DELETE_NOT_ATOMIC,
-        "test_killed_delete_keeps_every_other_layer[external-file]": _DELETE_NOT_ATOMIC,
-    }
 
     @pytest.fixture(autouse=True)
     def _standins(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -300,16 +281,18 @@ def test_interrupted_delete_is_finished_by_running_it_again(
     real = storage.VhdDisk._resume
     calls = [0]
 
-    def crash_after_move(self: storage.VhdDisk, journal: str) -> None:
-        # the merge moves s1's base onto s2's path, then the relink of the leaf "crashes"
+    def crash_in_relink(self: storage.VhdDisk, journal: str) -> None:
+        # the merge coalesces s2's base into s1's, then the relink of the leaf "crashes"
         calls[0] += 1
         monkeypatch.setattr(self.engine, "set_parent", _boom)
         real(self, journal)
 
-    monkeypatch.setattr(storage.VhdDisk, "_resume", crash_after_move)
+    monkeypatch.setattr(storage.VhdDisk, "_resume", crash_in_relink)
     with pytest.raises(BackendError, match="crash"):
         plugins.storage("vhd").disk_snapshot_delete(snapshot=s1, others=[s2], ctx=ctx)
     assert Path(s1.locator + ".snapcore-merge").exists()
+    assert get(disk.path) == current  # the failed delete broke no chain
+    assert get(s2.locator) == view2
     monkeypatch.setattr(storage.VhdDisk, "_resume", real)
     delete(plugins, ctx, s1, [s2])
     assert not Path(s1.locator + ".snapcore-merge").exists()

@@ -164,6 +164,39 @@ def test_a_kept_base_name_that_does_not_fit_the_locators_is_a_blocker(
     assert ops.check(str(path), parents=True) == []
 
 
+def test_a_merge_name_that_does_not_fit_the_locators_is_a_blocker(
+    plugins: Plugins, engine: str, tmp_path: Path
+) -> None:
+    """A merge moves the disk over to ``<base>.snapcore-link`` for a moment; a path to it that
+    does not fit the disk's locators (a base of 240 characters in another directory) is a
+    blocker of the delete, found before anything is touched."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    path = tmp_path / "a" / "xvda.vhd"
+    ops.create_dynamic(str(path), 4 * MiB)
+    disk = Disk(vdev="xvda", path=str(path), driver="vhd", options={"engine": engine})
+    ctx = ctx_for(disk)
+    snaps = []
+    for name, target in (("s1", "b" * 236 + ".vhd"), ("s2", "s2.vhd")):
+        put(path, 0, name.encode() * 256)
+        request = SnapshotRequest(disk=disk, name=name, target=str(tmp_path / "b" / target))
+        assert plugins.storage("vhd").disk_snapshot_create_check(request=request, ctx=ctx) == []
+        snap = plugins.storage("vhd").disk_snapshot_create(request=request, ctx=ctx)
+        assert isinstance(snap, DiskSnapshot)
+        snaps.append(snap)
+    s1, s2 = snaps
+    current = get(path)
+    before = digest(tmp_path / "b") | digest(tmp_path / "a")
+    blockers = plugins.storage("vhd").disk_snapshot_delete_check(**hook_kw(disk, s1, [s2]))
+    assert blockers, "the delete would fail half way"
+    assert all("needs 522 bytes" in b and "room for 512" in b for b in blockers), blockers
+    with pytest.raises(BackendError, match="needs 522 bytes"):
+        plugins.storage("vhd").disk_snapshot_delete(**hook_kw(disk, s1, [s2]))
+    assert digest(tmp_path / "b") | digest(tmp_path / "a") == before, "nothing was touched"
+    assert get(path) == current
+    assert ops.check(str(path), parents=True) == []
+
+
 def test_long_kept_base_name_is_exit_2_through_the_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -461,3 +494,165 @@ def test_a_kept_base_in_use_is_not_stray(plugins: Plugins, tmp_path: Path) -> No
     assert plugins.storage("vhd").disk_verify(disk=disk, known=[s2], ctx=ctx) == []
     assert plugins.storage("vhd").disk_repair(disk=disk, known=[s2], ctx=ctx) == []
     assert kept[0].exists()
+
+
+# -- item: a middle layer's delete is all-or-nothing (SIGKILL at every write) --------------------
+
+
+class _Points:
+    """Crash points of a delete: every write, fsync and truncate of the native engine (its
+    ``fault`` labels), every rename, link and unlink, every file opened for writing and every
+    command run. With *kill_at*, the process SIGKILLs itself just before that point."""
+
+    def __init__(self, kill_at: int | None = None) -> None:
+        self.kill_at = kill_at
+        self.labels: list[str] = []
+
+    def hit(self, label: str) -> None:
+        if len(self.labels) == self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.labels.append(label)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import builtins
+
+        from snapcore_vhd import image
+
+        monkeypatch.setattr(image, "_no_fault", self.hit)
+        for name in ("link", "replace", "rename", "remove", "unlink"):
+            monkeypatch.setattr(os, name, self._wrap(f"os.{name}", getattr(os, name)))
+        real_open, real_os_open = builtins.open, os.open
+        writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
+
+        def os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+            if flags & writes:
+                self.hit(f"os.open({os.path.basename(str(path))})")
+            return real_os_open(path, flags, *args, **kwargs)
+
+        def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            if set(mode) & set("wax+"):
+                self.hit(f"open({os.path.basename(str(file))})")
+            return real_open(file, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", os_open)
+        monkeypatch.setattr(builtins, "open", open_)
+
+    def _wrap(self, label: str, fn: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            self.hit(f"{label}({', '.join(os.path.basename(str(a)) for a in args)})")
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    def runner(self, run: Any) -> Any:
+        def wrapped(argv: Sequence[str], **kwargs: Any) -> Any:
+            self.hit(" ".join(os.path.basename(a) for a in argv[:2]))
+            return run(argv, **kwargs)
+
+        return wrapped
+
+
+def _three_layers(d: Path) -> tuple[Disk, list[DiskSnapshot], dict[str, bytes]]:
+    """s0 <- s1 <- s2 <- xvda.vhd, made natively, each layer with data of its own (some over
+    the layer below, some beside it); and what the disk and each snapshot read."""
+    plugins = load_plugins(entry_points=False, extra=[("vhd", snapcore_vhd.plugin)])
+    path = d / "xvda.vhd"
+    ops.create_dynamic(str(path), 8 * MiB)
+    disk = Disk(vdev="xvda", path=str(path), driver="vhd", options={"engine": "native"})
+    snaps: list[DiskSnapshot] = []
+    for i, tag in enumerate(b"ABCD"):
+        put(path, i * 2 * MiB, bytes([tag]) * 8192)  # a block of its own
+        put(path, 4096 * i, bytes([tag + 32]) * 4096)  # over the layers below, block 0
+        if i < 3:
+            snaps.append(create(plugins, disk, f"s{i}"))
+    views = {"disk": get(path)} | {s.name: get(s.locator) for s in snaps}
+    return disk, snaps, views
+
+
+def _delete_s1(disk: Disk, snaps: list[DiskSnapshot], engine: str, run: Any = None) -> None:
+    plugins = load_plugins(entry_points=False, extra=[("vhd", snapcore_vhd.plugin)])
+    disk = Disk(vdev=disk.vdev, path=disk.path, driver="vhd", options={"engine": engine})
+    ctx = (
+        ctx_for(disk)
+        if run is None
+        else HookContext(domain=Domain(name="vm1", disks=(disk,)), run=run)
+    )
+    plugins.storage("vhd").disk_snapshot_delete(
+        snapshot=snaps[1], others=[snaps[0], snaps[2]], ctx=ctx
+    )
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_middle_delete_killed_anywhere_leaves_the_old_chain_or_the_new(
+    engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Delete s1 of s0 <- s1 <- s2 <- disk, killed (SIGKILL) just before each write, fsync,
+    rename, link, unlink, opening for writing and command in turn. After every kill the disk,
+    s0 and s2 read back through their chains what they read before, every file passes
+    ``check -p``, and s1 is either still there and listed (the old chain) or gone and not
+    listed (the new one); the delete run again then finishes it, leaving no journal or
+    second name behind."""
+    if engine == "vhd-util":
+        StandIns.install(monkeypatch, tmp_path)
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    disk, snaps, _ = _three_layers(probe_dir)
+    probe = _Points()
+    with monkeypatch.context() as mp:
+        probe.install(mp)
+        _delete_s1(disk, snaps, engine, probe.runner(default_runner()))
+    assert any(label.startswith("os.replace") for label in probe.labels), probe.labels
+    outcomes: set[str] = set()
+    for n in range(len(probe.labels) + 1):
+        d = tmp_path / f"kill{n}"
+        d.mkdir()
+        disk, snaps, views = _three_layers(d)
+        pid = os.fork()
+        if pid == 0:  # the child deletes s1 and is killed at point n
+            try:
+                points = _Points(kill_at=n)
+                with pytest.MonkeyPatch.context() as mp:
+                    points.install(mp)
+                    _delete_s1(disk, snaps, engine, points.runner(default_runner()))
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        assert killed == (n < len(probe.labels)), (n, status)
+        where = f"killed before point {n} ({probe.labels[n] if killed else 'none: finished'})"
+        assert get(disk.path) == views["disk"], where
+        for snap in (snaps[0], snaps[2]):
+            assert get(snap.locator) == views[snap.name], f"{where}: {snap.name}"
+            problems = ops.check(snap.locator, parents=True)
+            assert all(_footer_to_repair(p) for p in problems), f"{where}: {problems}"
+        problems = ops.check(disk.path, parents=True)
+        assert all(_footer_to_repair(p) for p in problems), f"{where}: {problems}"
+        listed = plugins_list(disk, snaps)
+        old = os.path.exists(snaps[1].locator)
+        assert listed == ({"s0", "s1", "s2"} if old else {"s0", "s2"}), f"{where}: {listed}"
+        outcomes.add("old" if old else "new")
+        _delete_s1(disk, snaps, engine)  # as recovery runs it again
+        where += ", then the delete again"
+        assert not os.path.exists(snaps[1].locator), where
+        assert get(disk.path) == views["disk"], where
+        for snap in (snaps[0], snaps[2]):
+            assert get(snap.locator) == views[snap.name], f"{where}: {snap.name}"
+        assert ops.check(disk.path, parents=True) == [], where
+        left = sorted(p.name for p in d.iterdir() if "snapcore" in p.name)
+        assert left == [], f"{where}: {left}"
+        assert plugins_list(disk, snaps) == {"s0", "s2"}, where
+    assert outcomes == {"old", "new"}
+
+
+def _footer_to_repair(problem: str) -> bool:
+    """A problem an interrupted block allocation leaves (the footer at the end overwritten,
+    readers use the copy at offset 0; the next writable open puts it back)."""
+    return "primary footer invalid" in problem or "footers do not match" in problem
+
+
+def plugins_list(disk: Disk, snaps: Sequence[DiskSnapshot]) -> set[str]:
+    plugins = load_plugins(entry_points=False, extra=[("vhd", snapcore_vhd.plugin)])
+    listed = plugins.storage("vhd").disk_snapshot_list(
+        disk=disk, known=list(snaps), ctx=ctx_for(disk)
+    )
+    return {s.name for s in listed}
