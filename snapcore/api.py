@@ -45,6 +45,7 @@ from snapcore.model import (
     Checkpoint,
     CheckpointView,
     CreateOptions,
+    Disk,
     Domain,
     DomainState,
     Operation,
@@ -300,16 +301,22 @@ class DomainHandle:
         """The runner of this domain's hooks (the hooks dir's, then its file's ``[[hook]]``).
 
         The domain it describes to hooks has each disk's driver filled in where a plugin
-        claims the disk (left out where none does: the operation itself then says why).
+        claims the disk (left out where none does: the operation itself then says why); the
+        disks are claimed only when a hook runs.
         """
-        disks = []
-        for disk in self.domain.disks:
+
+        def resolve(disk: Disk) -> Disk:
             try:
-                disks.append(self.host.plugins.resolve_disk(disk) if not disk.driver else disk)
+                return self.host.plugins.resolve_disk(disk) if not disk.driver else disk
             except SnapcoreError:
-                disks.append(disk)
-        domain = dataclasses.replace(self.domain, disks=tuple(disks))
-        return HookRunner(domain, hooks_dir=self.host.hooks_dir, state_dir=self.host.state_dir)
+                return disk
+
+        return HookRunner(
+            self.domain,
+            hooks_dir=self.host.hooks_dir,
+            state_dir=self.host.state_dir,
+            resolve=resolve,
+        )
 
     def _with_hooks(
         self,

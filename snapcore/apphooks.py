@@ -23,19 +23,20 @@ runs; at a ``post-`` phase every hook runs and failures are only reported
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import re
 import stat
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from snapcore.errors import ConfigError, HookFailedError
-from snapcore.model import Domain
+from snapcore.model import Disk, Domain
 from snapcore.policy import DEFAULT_HOOK_TIMEOUT, HookSpec, Phase
 from snapcore.process import BoundedResult, run_bounded
 
@@ -196,8 +197,9 @@ class HookRunner:
     :param domain: the domain (its ``hooks`` are the file's entries).
     :param hooks_dir: the hooks directory; ``None``: no directory.
     :param state_dir: passed to hooks as ``SNAPCORE_STATE_DIR``.
-    :param on_outcome: called with each :class:`HookOutcome` as it comes (the CLI prints
-        failures of ``post-`` hooks as warnings; :meth:`outcomes` keeps them too).
+    :param max_output: bytes kept of each of a hook's stdout and stderr.
+    :param resolve: fills in a disk's driver for the JSON hooks read (called only when a
+        hook runs).
     """
 
     def __init__(
@@ -207,8 +209,11 @@ class HookRunner:
         hooks_dir: str | os.PathLike[str] | None = None,
         state_dir: str | os.PathLike[str] | None = None,
         max_output: int = MAX_OUTPUT,
+        resolve: Callable[[Disk], Disk] | None = None,
     ):
         self.domain = domain
+        self._resolve = resolve
+        self._described: Domain | None = None
         self.hooks_dir = hooks_dir
         self.state_dir = state_dir
         self.max_output = max_output
@@ -260,8 +265,13 @@ class HookRunner:
         hooks = self.for_phase(phase)
         if not hooks:
             return []
+        if self._described is None:
+            disks = self.domain.disks
+            if self._resolve is not None:
+                disks = tuple(self._resolve(d) for d in disks)
+            self._described = dataclasses.replace(self.domain, disks=disks)
         payload = json.dumps(
-            hook_input(self.domain, phase, name, cause=cause, details=details)
+            hook_input(self._described, phase, name, cause=cause, details=details)
         ).encode()
         env = self._env(phase, name, cause)
         cwd = str(Path(self.domain.source).parent) if self.domain.source else None
