@@ -183,7 +183,11 @@ stage_copy() {
         mkdir -p "$STAGE$(dirname "$p")"
         cp -a "$p" "$STAGE$p"
         if [ -L "$p" ]; then
-            stage_copy "$(realpath "$p")"
+            # the link's target, one step at a time (it may be a link again)
+            local target
+            target=$(readlink "$p")
+            case $target in /*) ;; *) target=$(dirname "$p")/$target ;; esac
+            stage_copy "$(realpath -s "$target")"
         fi
     done
 }
@@ -295,7 +299,10 @@ build_base() {
     mkdir -p "$STAGE$stdlib"
     (cd "$stdlib" && tar cf - --exclude=./site-packages --exclude=./dist-packages --exclude=./test \
         --exclude=./idlelib --exclude=./tkinter --exclude=./turtledemo --exclude=./ensurepip \
-        --exclude=./lib2to3 --exclude='./config-*' --exclude='*/tests' .) | (cd "$STAGE$stdlib" && tar xf -)
+        --exclude=./lib2to3 --exclude='./config-*' --exclude='*/tests' --exclude='*.opt-1.pyc' \
+        --exclude='*.opt-2.pyc' --exclude='./lib-dynload/_test*' --exclude='./lib-dynload/_tkinter*' \
+        --exclude='./lib-dynload/_ctypes_test*' --exclude='./lib-dynload/xx*' --exclude='./lib-dynload/_xx*' \
+        .) | (cd "$STAGE$stdlib" && tar xf -)
     local files
     mapfile -t files < <(venv_files)
     stage_copy "${files[@]}"
@@ -314,6 +321,10 @@ build_base() {
             *) [ -e "$STAGE$lib" ] || stage_copy "$lib" ;;
         esac
     done
+    # debug symbols are most of some libraries (libpython): strip them where strip is installed
+    if command -v strip >/dev/null; then
+        find "$STAGE" -type f -name '*.so*' -exec strip --strip-debug {} + 2>/dev/null || true
+    fi
     cp -a /etc/ld.so.conf /etc/ld.so.conf.d "$STAGE/etc/" 2>/dev/null || true
     ldconfig -r "$STAGE"
     printf 'root:x:0:0:root:/root:/bin/sh\n' >"$STAGE/etc/passwd"
@@ -350,14 +361,15 @@ xen-init-dom0 >/out/xen-init-dom0.log 2>&1 || say "xen-init-dom0 failed"
 xenconsoled --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console
 say "ready: $(xl info | grep -E '^xen_version') $(xl info | grep -E '^virt_caps' | tr -s ' ')"
 . /xen-guest.env; export REPO
+eval "set -- $PYTEST_ARGS"
 cd "$REPO"
 start=$(cut -d' ' -f1 /proc/uptime)
 if [ -n "$EXEC" ]; then
     { sh -c "$EXEC"; echo $? >/out/rc; } 2>&1 | tee /out/exec.log
 else
     { env SNAPCORE_XEN_GUEST=1 SNAPCORE_XEN_RESULTS=/out PYTHONDONTWRITEBYTECODE=1 \
-        "$REPO/.venv/bin/python" -m pytest tests/xen -m xen -p no:cacheprovider \
-        --junitxml=/out/junit.xml $PYTEST_ARGS; echo $? >/out/rc; } 2>&1 | tee /out/pytest.log
+        "$REPO/.venv/bin/python" -m pytest tests/xen -m xen -v -p no:cacheprovider \
+        --junitxml=/out/junit.xml "$@"; echo $? >/out/rc; } 2>&1 | tee /out/pytest.log
 fi
 end=$(cut -d' ' -f1 /proc/uptime)
 say "suite done: exit status $(cat /out/rc) in $(awk "BEGIN {print $end - $start}") s"
@@ -397,7 +409,7 @@ prepare() {
     local key
     key=$({
         cat "$DEBS/SHA256SUMS"
-        sed -n '/^build_domu_initrd()/,/^prepare()/p' "$0"
+        cat "$0"
         "$VENV/bin/python" -c 'import sys; print(sys.version, sys._base_executable)'
         "$VENV/bin/python" -m pip list --disable-pip-version-check 2>/dev/null
     } | sha256sum | cut -c1-16)
@@ -439,7 +451,7 @@ main() {
             mode=exec
             EXEC=${2:?--exec needs a command}
             ;;
-        *) PYTEST_ARGS=$(printf '%q ' "$@") ;;
+        *) if (($#)); then PYTEST_ARGS=$(printf '%q ' "$@"); fi ;;
     esac
     t0=$(date +%s)
     prepare
@@ -504,5 +516,4 @@ main() {
     log "passed"
 }
 
-main "$@"
-exit
+main "$@"; exit

@@ -36,6 +36,10 @@ SNAPCORE_HOOK_API: Final = (2, 0)
 NAME: Final = "xen"
 #: The ``format`` of the memory images this plugin writes.
 MEMORY_FORMAT: Final = "xl-save"
+#: libxl's QMP socket of domain *domid*'s device model: for a PV domain, the QEMU that serves
+#: its ``backendtype=qdisk`` disks (qcow2 and vhd images). A restored domain has a new domid,
+#: so a new socket.
+QMP_SOCKET: Final = "/run/xen/qmp-libxl-{domid}"
 
 
 @hookimpl
@@ -189,6 +193,26 @@ def domain_memory_restore(image: MemoryImage, state: DomainState, ctx: HookConte
     with _translate(ctx):
         Xl(ctx.run).restore(image.path, paused=state is DomainState.PAUSED)
     return True
+
+
+@hookimpl
+def domain_service(name: str, ctx: HookContext) -> object | None:
+    """``"qmp"``: a :class:`~snapcore_qemu.qmp.QMPSession` with the QMP monitor of the qdisk
+    QEMU serving the running domain's disks (``/run/xen/qmp-libxl-DOMID``, the domid from ``xl
+    list``), connected on first use; the qcow2 plugin snapshots the disks of a running domain
+    through it. ``None`` for a domain xl does not run, or one without a device model."""
+    from snapcore_qemu.qmp import SERVICE, QMPSession
+
+    if name != SERVICE:
+        return None
+    with _translate(ctx):
+        row = Xl(ctx.run).listed(ctx.domain.name)
+    if row is None:
+        return None
+    path = QMP_SOCKET.format(domid=row.domid)
+    if not os.path.exists(path):
+        return None
+    return QMPSession(path, domain=ctx.domain.name)
 
 
 @hookimpl
