@@ -74,10 +74,11 @@ def _no_fault(label: str) -> None:
 
 
 def locator_data(child: str, parent: str) -> dict[int, bytes]:
-    """The locator data blktap writes in *child* for *parent*: a path relative to the child's
-    directory, starting with ``./``, as a ``file://`` URL (MacX) and as a Windows path in
-    UTF-16LE (W2ku and W2ru), with no trailing NUL."""
-    child_dir = os.path.realpath(os.path.dirname(os.path.abspath(child)))
+    """The locator data blktap writes in *child* for *parent*: a path relative to the directory
+    of the file *child* names (symlinks resolved, as blktap's readers resolve it), starting
+    with ``./``, as a ``file://`` URL (MacX) and as a Windows path in UTF-16LE (W2ku and
+    W2ru), with no trailing NUL."""
+    child_dir = os.path.dirname(os.path.realpath(child))  # a symlinked child: its file's dir
     rel = "./" + os.path.relpath(os.path.realpath(parent), child_dir)
     windows = rel.replace("/", "\\").encode("utf-16-le")
     return {

@@ -400,7 +400,9 @@ class VhdDisk:
     # -- create -----------------------------------------------------------------------------
 
     def target(self, request: SnapshotRequest) -> str:
-        return request.target or default_target(request.disk.path, request.name)
+        """The base's path: the request's target, else beside the disk's image (the file its
+        path names, symlinks resolved: a chain's files share one directory)."""
+        return request.target or default_target(os.path.realpath(request.disk.path), request.name)
 
     def create_check(self, request: SnapshotRequest) -> list[str]:
         """Blockers for :meth:`create`; changes nothing."""
@@ -442,6 +444,13 @@ class VhdDisk:
             blockers.append(f"the snapshot target {target} already exists")
         if not os.path.isdir(folder):
             return [*blockers, f"the directory of the snapshot target {target} does not exist"]
+        home = os.path.dirname(os.path.realpath(path))
+        if os.path.realpath(folder) != home:
+            blockers.append(
+                f"the snapshot target {target} is not in {home}, the directory of the disk's "
+                "image: a VHD names its parent by a path relative to its own directory (as "
+                "blktap does), so the files of a chain stay in one directory"
+            )
         if os.stat(folder).st_dev != os.stat(path).st_dev:
             blockers.append(
                 f"the snapshot target {target} is on another file system than {path}; the "
@@ -675,7 +684,9 @@ class VhdDisk:
         elif len(children) == 1:
             child = children[0]
             grandchildren = [g.path for g in tree.children(child)]
-            self._merge(node.path, child.path, grandchildren, child.hidden)
+            # the file the child's name resolves to takes the merged base's place: a disk
+            # named through a symlink keeps its symlink
+            self._merge(node.path, os.path.realpath(child.path), grandchildren, child.hidden)
         else:
             self._retire(node, children)
 
@@ -891,6 +902,8 @@ class VhdDisk:
                 continue
             seen.add(node.key)
             record = recorded.get(node.key)
+            if record is None and node.hidden and RETIRED_INFIX in os.path.basename(node.path):
+                continue  # a base kept for its children after its snapshot's delete
             out.append(
                 DiskSnapshot(
                     vdev=disk.vdev,

@@ -168,8 +168,9 @@ def test_a_merge_name_that_does_not_fit_the_locators_is_a_blocker(
     plugins: Plugins, engine: str, tmp_path: Path
 ) -> None:
     """A merge moves the disk over to ``<base>.snapcore-link`` for a moment; a path to it that
-    does not fit the disk's locators (a base of 240 characters in another directory) is a
-    blocker of the delete, found before anything is touched."""
+    does not fit the disk's locators (a base of 241 characters, so a link name of 255: 257
+    UTF-16 characters with ``./``) is a blocker of the delete, found before anything is
+    touched."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     path = tmp_path / "a" / "xvda.vhd"
@@ -177,9 +178,9 @@ def test_a_merge_name_that_does_not_fit_the_locators_is_a_blocker(
     disk = Disk(vdev="xvda", path=str(path), driver="vhd", options={"engine": engine})
     ctx = ctx_for(disk)
     snaps = []
-    for name, target in (("s1", "b" * 236 + ".vhd"), ("s2", "s2.vhd")):
+    for name, target in (("s1", "b" * 237 + ".vhd"), ("s2", "s2.vhd")):
         put(path, 0, name.encode() * 256)
-        request = SnapshotRequest(disk=disk, name=name, target=str(tmp_path / "b" / target))
+        request = SnapshotRequest(disk=disk, name=name, target=str(tmp_path / "a" / target))
         assert plugins.storage("vhd").disk_snapshot_create_check(request=request, ctx=ctx) == []
         snap = plugins.storage("vhd").disk_snapshot_create(request=request, ctx=ctx)
         assert isinstance(snap, DiskSnapshot)
@@ -189,8 +190,8 @@ def test_a_merge_name_that_does_not_fit_the_locators_is_a_blocker(
     before = digest(tmp_path / "b") | digest(tmp_path / "a")
     blockers = plugins.storage("vhd").disk_snapshot_delete_check(**hook_kw(disk, s1, [s2]))
     assert blockers, "the delete would fail half way"
-    assert all("needs 522 bytes" in b and "room for 512" in b for b in blockers), blockers
-    with pytest.raises(BackendError, match="needs 522 bytes"):
+    assert all("needs 514 bytes" in b and "room for 512" in b for b in blockers), blockers
+    with pytest.raises(BackendError, match="needs 514 bytes"):
         plugins.storage("vhd").disk_snapshot_delete(**hook_kw(disk, s1, [s2]))
     assert digest(tmp_path / "b") | digest(tmp_path / "a") == before, "nothing was touched"
     assert get(path) == current
@@ -656,3 +657,72 @@ def plugins_list(disk: Disk, snaps: Sequence[DiskSnapshot]) -> set[str]:
         disk=disk, known=list(snaps), ctx=ctx_for(disk)
     )
     return {s.name for s in listed}
+
+
+# -- a disk named through a symlink ----------------------------------------------------------------
+
+
+def test_a_disk_named_through_a_symlink_keeps_it_through_every_operation(
+    engine: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``links/vda.vhd -> ../images/real.vhd``: create, revert, a delete that keeps a base for
+    two children, a delete that merges into the disk; the symlink stays and names the current
+    image, every parent locator resolves from the file it is in, the data reads back, and
+    ``snapcore check`` is clean after each step (a kept base is no unrecorded snapshot)."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "links").mkdir()
+    real = tmp_path / "images" / "real.vhd"
+    ops.create_dynamic(str(real), 4 * MiB)
+    link = tmp_path / "links" / "vda.vhd"
+    link.symlink_to("../images/real.vhd")
+    domain = tmp_path / "vm1.toml"
+    domain.write_text(f'name = "vm1"\n[[disk]]\nvdev = "xvda"\npath = "{link}"\n')
+    state = ["--state-dir", str(tmp_path / "state")]
+
+    def ok(*args: str) -> None:
+        assert cli.main([*state, *args, str(domain)]) == 0, capsys.readouterr().err
+        assert link.is_symlink(), f"after {args[0]}"
+        assert os.readlink(link) == "../images/real.vhd"
+        assert ops.check(str(real), parents=True) == []
+        assert cli.main([*state, "check", str(domain)]) == 0, capsys.readouterr().out
+
+    put(link, 0, b"A" * 512)
+    ok("snapshot-create", "-n", "s1")
+    put(link, 0, b"B" * 512)
+    ok("snapshot-create", "-n", "s2")
+    put(link, 0, b"C" * 512)
+    ok("snapshot-revert", "-n", "s1")
+    assert get(link, 0, 512) == b"A" * 512
+    ok("snapshot-delete", "-n", "s1")  # its base has two children: kept as base-<uuid>
+    assert get(link, 0, 512) == b"A" * 512
+    ok("snapshot-revert", "-n", "s2")
+    assert get(link, 0, 512) == b"B" * 512
+    ok("snapshot-delete", "-n", "s2")
+    assert get(link, 0, 512) == b"B" * 512
+    assert sorted(p.name for p in (tmp_path / "links").iterdir()) == ["vda.vhd"]
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["real.vhd"]
+
+
+def test_a_target_outside_the_image_directory_is_refused_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A base in another directory would carry the disk's parent locators, relative to the
+    disk's directory, and its chain would break at the next snapshot (as it did before):
+    exit 2, nothing touched."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "c").mkdir(parents=True)
+    path = tmp_path / "a" / "vda.vhd"
+    ops.create_dynamic(str(path), 4 * MiB)
+    domain = tmp_path / "vm1.toml"
+    domain.write_text(f'name = "vm1"\n[[disk]]\nvdev = "xvda"\npath = "{path}"\n')
+    config = tmp_path / "s1.cfg"
+    config.write_text(f'name = "s1"\ndisk = ["xvda={tmp_path}/b/c/s1.vhd"]\n')
+    before = digest(tmp_path / "a")
+    code = cli.main(
+        ["--state-dir", str(tmp_path / "state"), "snapshot-create", str(config), str(domain)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"the snapshot target {tmp_path}/b/c/s1.vhd is not in {tmp_path}/a" in err
+    assert digest(tmp_path / "a") == before
+    assert list((tmp_path / "b" / "c").iterdir()) == []
