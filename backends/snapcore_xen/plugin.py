@@ -29,6 +29,7 @@ from snapcore.context import HookContext
 from snapcore.errors import BackendError, CommandError, ConfigError, DomainStateError
 from snapcore.hookspecs import hookimpl
 from snapcore.model import Disk, DomainState, HypervisorInfo, MemoryImage
+from snapcore_xen.settings import XenSettings
 from snapcore_xen.xl import PROGRAM, Xl
 
 #: The hook API this plugin was written for.
@@ -114,13 +115,19 @@ def domain_preflight(ctx: HookContext) -> list[str]:
 
 @hookimpl
 def domain_start(paused: bool, ctx: HookContext) -> bool:
-    """A Xen domain is started by ``xl create`` from its xl configuration file, which the domain
-    file does not name yet (a ``[xen]`` table is proposed for it)."""
-    del paused
-    raise ConfigError(
-        f"domain {ctx.domain.name!r}: start it with 'xl create' and its xl configuration file; "
-        "the domain file cannot name that file yet"
-    )
+    """``xl create [-p] CONFIG``, CONFIG being the domain file's ``[xen] config``: the xl
+    configuration file of the domain, which must name it as the domain file does."""
+    settings = XenSettings.of(ctx.domain)
+    if settings.config is None:
+        raise ConfigError(
+            f"domain {ctx.domain.name!r}: the domain file names no xl configuration file "
+            "([xen] config) to start it from"
+        )
+    if not os.path.isfile(settings.config):
+        raise ConfigError(f"domain {ctx.domain.name!r}: no xl configuration file {settings.config}")
+    with _translate(ctx):
+        Xl(ctx.run).create(settings.config, paused=paused)
+    return True
 
 
 @hookimpl

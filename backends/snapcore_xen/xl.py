@@ -12,6 +12,7 @@ domain is named by its xl name, which the plugin validates before it gets here.
   libxl's ``libxl_domain_config``: ``c_info`` (``name``, ``uuid``), ``b_info``, ``disks`` (each
   with ``pdev_path``, ``vdev``, ``backend``, ``format``, ``readwrite``, ``is_cdrom``). It carries
   no run state, which is why the state comes from the table.
+* ``xl create [-p] CONFIG`` starts a domain from its xl configuration file (paused).
 * ``xl pause``/``unpause``/``destroy NAME``; ``xl save [-c|-p] NAME FILE`` suspends the domain,
   writes its memory and configuration to FILE and then destroys it, leaves it running (``-c``)
   or leaves it paused (``-p``); ``xl restore [-p] FILE`` starts it again from FILE (paused).
@@ -173,6 +174,14 @@ class Xl:
             if entry.name == name or len(entries) == 1:
                 return entry
         return None
+
+    def create(self, config: str, *, paused: bool) -> None:
+        """``xl create [-p] CONFIG``: start a domain from its xl configuration file (paused).
+        xl returns once the domain is built and its devices are up."""
+        argv = [self.program, "create"]
+        if paused:
+            argv.append("-p")
+        self.run([*argv, config], timeout=SAVE_TIMEOUT)
 
     def pause(self, name: str) -> None:
         self.run([self.program, "pause", name])

@@ -468,3 +468,41 @@ def test_standin_messages_of_the_real_xl(host: XenHost, tmp_path: Path) -> None:
         " Savefile contains xl domain config in JSON format",
         "Parsing config from <saved>",
     ]
+
+
+def test_domain_start_runs_xl_create_with_the_xen_table(tmp_path: Path) -> None:
+    """``[xen] config`` names the xl configuration file: domain-start is ``xl create [-p]``."""
+    from snapcore.testing import RecordingRunner
+
+    cfg = tmp_path / "vm1.cfg"
+    cfg.write_text('name = "vm1"\n')
+    runner = RecordingRunner()
+    runner.on(["xl", "create", "-p", str(cfg)])
+    runner.on(["xl", "create", str(cfg)])
+    domain = Domain(
+        name="vm1",
+        disks=(Disk(vdev="xvda", path="/x"),),
+        hypervisor="xen",
+        hypervisor_table={"config": str(cfg)},
+    )
+    ctx = HookContext(domain=domain, run=runner)
+    assert snapcore_xen.plugin.domain_start(paused=True, ctx=ctx) is True
+    assert snapcore_xen.plugin.domain_start(paused=False, ctx=ctx) is True
+    assert runner.argvs == [
+        ("xl", "create", "-p", str(cfg)),
+        ("xl", "create", str(cfg)),
+    ]
+    bare = HookContext(domain=Domain(name="vm1", disks=domain.disks, hypervisor="xen"), run=runner)
+    with pytest.raises(ConfigError, match=r"names no xl configuration file \(\[xen\] config\)"):
+        snapcore_xen.plugin.domain_start(paused=False, ctx=bare)
+    for table, message in [
+        ({"config": "vm1.cfg"}, "must be an absolute path"),
+        ({"cfg": str(cfg)}, "unknown key 'cfg' in"),
+        ({"config": str(tmp_path / "none.cfg")}, "no xl configuration file"),
+    ]:
+        odd = HookContext(
+            domain=Domain(name="vm1", disks=domain.disks, hypervisor="xen", hypervisor_table=table),
+            run=runner,
+        )
+        with pytest.raises(ConfigError, match=message):
+            snapcore_xen.plugin.domain_start(paused=False, ctx=odd)
