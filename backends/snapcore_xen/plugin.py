@@ -114,6 +114,16 @@ def domain_preflight(ctx: HookContext) -> list[str]:
 
 
 @hookimpl
+def domain_config_check(ctx: HookContext) -> list[str]:
+    """Check the ``[xen]`` table (``config``: the xl configuration file's absolute path)."""
+    try:
+        XenSettings.of(ctx.domain)
+    except ConfigError as exc:
+        return [exc.message]
+    return []
+
+
+@hookimpl
 def domain_start(paused: bool, ctx: HookContext) -> bool:
     """``xl create [-p] CONFIG``, CONFIG being the domain file's ``[xen] config``: the xl
     configuration file of the domain, which must name it as the domain file does."""

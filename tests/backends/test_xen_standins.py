@@ -506,3 +506,12 @@ def test_domain_start_runs_xl_create_with_the_xen_table(tmp_path: Path) -> None:
         )
         with pytest.raises(ConfigError, match=message):
             snapcore_xen.plugin.domain_start(paused=False, ctx=odd)
+
+
+def test_xen_table_is_checked_when_the_domain_is_opened(
+    host: XenHost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host.domain.write_text(host.domain.read_text() + '[xen]\nconfig = "vm1.cfg"\n')
+    assert host.cli("snapshot-create", "-D", "-n", "s1", str(host.domain)) == 2
+    assert "'config' in [xen] must be an absolute path" in capsys.readouterr().err
+    assert host.standins.calls() == []
