@@ -17,6 +17,9 @@
 #   scripts/xen-guest.sh --prepare          only fetch, check and unpack the packages
 #   scripts/xen-guest.sh --exec 'COMMAND'   boot and run COMMAND in dom0 (sh -c) instead
 #
+# SNAPCORE_XEN_FULL=1 adds the slow tests (a minute of libxl's suspend timeout);
+# SNAPCORE_XEN_GUEST_TIMEOUT bounds the whole guest run (900 s).
+#
 # Exits 0 only when dom0 ran at least one test and none failed. Prints the boot time (QEMU
 # start to dom0 ready, with xenstored and xenconsoled running) and the suite's time.
 set -euo pipefail
@@ -360,7 +363,7 @@ xenstored --pid-file=/run/xenstored.pid
 xen-init-dom0 >/out/xen-init-dom0.log 2>&1 || say "xen-init-dom0 failed"
 xenconsoled --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console
 say "ready: $(xl info | grep -E '^xen_version') $(xl info | grep -E '^virt_caps' | tr -s ' ')"
-. /xen-guest.env; export REPO
+. /xen-guest.env; export REPO SNAPCORE_XEN_FULL
 eval "set -- $PYTEST_ARGS"
 cd "$REPO"
 start=$(cut -d' ' -f1 /proc/uptime)
@@ -368,7 +371,7 @@ if [ -n "$EXEC" ]; then
     { sh -c "$EXEC"; echo $? >/out/rc; } 2>&1 | tee /out/exec.log
 else
     { env SNAPCORE_XEN_GUEST=1 SNAPCORE_XEN_RESULTS=/out PYTHONDONTWRITEBYTECODE=1 \
-        "$REPO/.venv/bin/python" -m pytest tests/xen -m xen -v -p no:cacheprovider \
+        "$REPO/.venv/bin/python" -m pytest tests/xen -m xen -v --durations=0 -p no:cacheprovider \
         --junitxml=/out/junit.xml "$@"; echo $? >/out/rc; } 2>&1 | tee /out/pytest.log
 fi
 end=$(cut -d' ' -f1 /proc/uptime)
@@ -395,6 +398,7 @@ build_run() {
         printf 'REPO=%q\n' "$REPO"
         printf 'EXEC=%q\n' "$EXEC"
         printf 'PYTEST_ARGS=%q\n' "$PYTEST_ARGS"
+        printf 'SNAPCORE_XEN_FULL=%q\n' "${SNAPCORE_XEN_FULL:-}"
     } >"$STAGE/xen-guest.env"
     (cd "$STAGE" && find . ! -name . | busybox cpio -o -H newc 2>/dev/null) >"$RUN/run.cpio"
 }
@@ -468,7 +472,8 @@ main() {
     ready=""
     set +e
     timeout -k 5 "$GUEST_TIMEOUT" qemu-system-x86_64 -accel tcg -M pc -cpu qemu64,+svm -smp 2 -m 3072 \
-        -nographic -no-reboot -monitor none -serial stdio -nic none \
+        -display none -vga none -no-reboot -monitor none -parallel none -nic none \
+        -serial file:/dev/stdout \
         -kernel "$CACHE/xen.elf" \
         -append "console=com1 com1=115200,8n1 dom0_mem=1536M,max:1536M dom0_max_vcpus=2 noreboot" \
         -initrd "$KROOT/boot/vmlinuz-$KVER console=hvc0 earlyprintk=xen loglevel=4 rdinit=/init,$RUN/dom0.cpio" \

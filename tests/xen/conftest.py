@@ -133,7 +133,7 @@ class XenDomain:
         )
         self.domain = tmp / f"{name}.toml"
         self.domain.write_text(
-            f'name = "{name}"\nhypervisor = "xen"\n'
+            f'name = "{name}"\nhypervisor = "xen"\n[xen]\nconfig = "{self.cfg}"\n'
             + "".join(
                 f'[[disk]]\nvdev = "xvd{chr(ord("a") + i)}"\npath = "{img}"\ndriver = "qcow2"\n'
                 for i, img in enumerate(self.disks)
@@ -142,13 +142,14 @@ class XenDomain:
         self.console = CONSOLE_LOGS / f"guest-{name}.log"
 
     def create(self, *, wait: bool = True) -> None:
-        """``xl create``, then wait for the guest's first heartbeat.
+        """``snapcore domain-start`` (``xl create`` of the ``[xen] config`` file), then wait for
+        the guest's first heartbeat.
 
-        Tried twice: libxl gives the qdisk QEMU 10 s per QMP command while it starts, which a
-        loaded machine under TCG can miss ("Post DM startup configs failed, rc=-9")."""
-        proc = xl("create", str(self.cfg), check=False)
-        if proc.returncode != 0:
-            measure(f"- `xl create` failed once (retried): {proc.stderr.strip().splitlines()[-1:]}")
+        Tried twice, the second time with ``xl create``: libxl gives the qdisk QEMU 10 s per
+        QMP command while it starts, which a loaded machine under TCG can miss ("Post DM
+        startup configs failed, rc=-9")."""
+        if self.cli("domain-start", str(self.domain)) != 0:
+            measure("- `snapcore domain-start` (xl create) failed once; retried with xl create")
             self.destroy()
             xl("create", str(self.cfg))
         if wait:

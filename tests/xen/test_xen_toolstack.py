@@ -9,12 +9,15 @@ restore``: a new domid and a new QMP socket).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +27,16 @@ from snapcore.model import Disk, Domain, DomainState
 from snapcore.process import default_runner
 from snapcore_qemu.qmp import QMPSession
 from snapcore_xen.xl import Xl
-from tests.xen.conftest import XenDomain, measure, reads, run, write, xl, xl_flags
+from tests.xen.conftest import (
+    XenDomain,
+    measure,
+    qemu_img_info,
+    reads,
+    run,
+    write,
+    xl,
+    xl_flags,
+)
 
 pytestmark = pytest.mark.xen
 
@@ -96,11 +108,11 @@ def test_offline_checkpoint_of_a_stopped_domain(
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XenDomain]:
-    dom = XenDomain(tmp_path_factory.mktemp("running"), "xrun", disks=2)
+    dom = XenDomain(tmp_path_factory.mktemp("running"), "xrun", disks=2, memory=96)
     start = time.monotonic()
     dom.create()
     measure(
-        "- `xl create` of a PV domU (128 MiB, 2 qcow2 disks on qdisk) to its first heartbeat: "
+        "- `xl create` of a PV domU (96 MiB, 2 qcow2 disks on qdisk) to its first heartbeat: "
         f"{time.monotonic() - start:.1f} s"
     )
     yield dom
@@ -214,6 +226,48 @@ def test_disk_only_checkpoint_of_a_running_domain(
     running.wait_heartbeat(running.heartbeat() + 1)
 
 
+def test_failed_second_disk_is_undone_and_the_guest_resumed(
+    running: XenDomain, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The qdisk QEMU refuses the second disk's snapshot (its action in the QMP transaction
+    names a node that does not exist): the first disk's snapshot is undone with it, the
+    checkpoint fails (exit 1), the guest is unpaused and runs on."""
+    real = QMPSession.execute
+
+    def execute(
+        self: QMPSession,
+        command: str,
+        arguments: Mapping[str, object] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        if command == "transaction" and arguments is not None:
+            actions = copy.deepcopy(arguments["actions"])
+            assert isinstance(actions, list)
+            for action in actions:
+                data = action.get("data", {})
+                for key in ("device", "node"):
+                    if "xvdb" in str(data.get(key, "")):
+                        data[key] = "no-such-node"
+            arguments = {**arguments, "actions": actions}
+        return real(self, command, arguments, timeout=timeout)
+
+    monkeypatch.setattr(QMPSession, "execute", execute)
+    rc = running.cli("snapshot-create", "-D", "-n", "f1", str(running.domain))
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "failed and was undone" in err
+    monkeypatch.undo()
+    for img in running.disks:
+        tags = [s["name"] for s in qemu_img_info(img).get("snapshots", [])]
+        assert "f1" not in tags, (img, tags)
+    assert not [p for p in running.disks[0].parent.iterdir() if "f1" in p.name]
+    assert "p" not in (xl_flags(running.name) or "p")
+    running.wait_heartbeat(running.heartbeat() + 2)
+    assert running.cli("snapshot-list", "--json", str(running.domain)) == 0
+    assert "f1" not in capsys.readouterr().out
+
+
 def test_checkpoint_with_memory_and_revert(
     running: XenDomain, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -227,10 +281,10 @@ def test_checkpoint_with_memory_and_revert(
     wall = time.monotonic() - start
     assert rc == 0, capsys.readouterr().err
     at = running.heartbeat()
-    measure(f"- checkpoint with memory (xl save -p, 128 MiB, 2 qcow2 disks): {wall:.1f} s")
+    measure(f"- checkpoint with memory (xl save -p, 96 MiB, 2 qcow2 disks): {wall:.1f} s")
     assert "p" not in (xl_flags(running.name) or "p"), "the domain runs after the checkpoint"
-    later = running.wait_heartbeat(at + 10)
-    assert min(disk_beat(img, tmp_path) for img in running.disks) >= at + 5
+    later = running.wait_heartbeat(at + 8)
+    assert min(disk_beat(img, tmp_path) for img in running.disks) >= at + 4
     domid = running.domid()
     seen = len(running.heartbeats())
     start = time.monotonic()
@@ -244,10 +298,16 @@ def test_checkpoint_with_memory_and_revert(
         beats = disk_beat(running.disks[0], tmp_path), disk_beat(running.disks[1], tmp_path)
     finally:
         xl("unpause", running.name)
-    assert max(beats) < at + 5 < later, (beats, at, later)
-    running.wait_heartbeat(1, after=seen)
+    assert max(beats) < at + 4 < later, (beats, at, later)
+    # the old guest may have counted on while the revert began: wait for the restored guest's
+    # first count, which is the checkpoint's (at most at + 1), then for it to count on
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and min(running.heartbeats()[seen:] or [later]) > at + 1:
+        time.sleep(0.5)
     restored = running.heartbeats()[seen:]
-    assert min(restored) <= at + 1 < later, (restored, at, later)
+    assert min(restored or [later]) <= at + 1 < later, (restored, at, later)
+    first = restored.index(min(restored))
+    running.wait_heartbeat(min(restored) + 2, after=seen + first)
     assert "p" not in (xl_flags(running.name) or "p")
     # the restored domain has a new qdisk QEMU: a disk-only checkpoint finds its socket
     rc = running.cli("snapshot-create", "-D", "-n", "after", str(running.domain))
@@ -257,6 +317,28 @@ def test_checkpoint_with_memory_and_revert(
     listing = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
     assert listing["m1"]["memory"] is True
     assert listing["after"]["current"] is True
+
+
+@pytest.mark.skipif(
+    os.environ.get("SNAPCORE_XEN_FULL") != "1",
+    reason="a minute of libxl's timeout: SNAPCORE_XEN_FULL=1 scripts/xen-guest.sh runs it",
+)
+def test_a_paused_pv_domain_cannot_be_saved(running: XenDomain, tmp_path: Path) -> None:
+    """Why the xen plugin saves memory first (``memory_first``): libxl asks a PV guest to
+    suspend itself, which a paused guest cannot do, so ``xl save`` of a paused PV domain fails
+    after libxl's 60 s timeout (as the stand-in says) and leaves no usable image; the domain
+    is still there."""
+    xl("pause", running.name)
+    image = tmp_path / "paused.save"
+    start = time.monotonic()
+    proc = xl("save", "-p", running.name, str(image), check=False)
+    took = time.monotonic() - start
+    xl("unpause", running.name, check=False)
+    measure(f"- `xl save -p` of a paused PV domain: exit {proc.returncode} after {took:.1f} s")
+    assert proc.returncode == 1, proc.stderr
+    assert "guest didn't acknowledge suspend, cancelling request" in proc.stderr
+    assert "Failed to save domain, resuming domain" in proc.stderr
+    assert xl_flags(running.name) is not None
 
 
 def test_xl_is_the_real_one() -> None:
