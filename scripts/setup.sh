@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # qemu: images and domains; libvhdi-utils, fuse3: independent VHD readers; lvm2, thin tools,
-# udev, kmod, busybox-static: LVM inside the virtme-ng guest; fio: its write benchmark.
+# udev, kmod, busybox-static: LVM inside the virtme-ng guest; fio: its write benchmark;
+# binutils: strip, which keeps the Xen guest's dom0 initramfs small (scripts/xen-guest.sh).
 APT_PACKAGES=(qemu-utils qemu-system-x86 python3-venv python3-pip hyperfine libvhdi-utils fuse3
-    lvm2 thin-provisioning-tools udev kmod busybox-static fio strace)
+    lvm2 thin-provisioning-tools udev kmod busybox-static fio strace binutils)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -15,3 +15,4 @@ echo "test: pytest"
 .venv/bin/pytest "$@"
 echo "test: lvm (real device-mapper in a virtme-ng guest)"
 scripts/lvm-guest.sh
+scripts/xen-guest.sh
