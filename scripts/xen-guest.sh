@@ -351,7 +351,10 @@ write_init() {
 export PATH=/usr/lib/xen-4.17/bin:/usr/bin:/usr/sbin HOME=/root LC_ALL=C.UTF-8
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /run; mount -t tmpfs -o size=1g tmpfs /tmp; ln -sfn /run /var/run
+. /xen-guest.env; export REPO SNAPCORE_XEN_FULL
+# /tmp is a tmpfs of its own, unless the repository's copy is under it (a checkout in /tmp)
+mount -t tmpfs tmpfs /run; ln -sfn /run /var/run
+case $REPO/ in /tmp/*) ;; *) mount -t tmpfs -o size=1g tmpfs /tmp ;; esac
 say() { echo "xen-guest-dom0: [$(cut -d' ' -f1 /proc/uptime)s] $*"; }
 say "dom0 userspace up, kernel $(uname -r)"
 mkdir -p /run/xen /run/xenstored /var/lib/xen /var/log/xen/console /var/lib/xenstored /out
@@ -363,7 +366,6 @@ xenstored --pid-file=/run/xenstored.pid
 xen-init-dom0 >/out/xen-init-dom0.log 2>&1 || say "xen-init-dom0 failed"
 xenconsoled --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console
 say "ready: $(xl info | grep -E '^xen_version') $(xl info | grep -E '^virt_caps' | tr -s ' ')"
-. /xen-guest.env; export REPO SNAPCORE_XEN_FULL
 eval "set -- $PYTEST_ARGS"
 cd "$REPO"
 start=$(cut -d' ' -f1 /proc/uptime)
