@@ -18,7 +18,7 @@
 #   scripts/xen-guest.sh --exec 'COMMAND'   boot and run COMMAND in dom0 (sh -c) instead
 #
 # SNAPCORE_XEN_FULL=1 adds the slow tests (a minute of libxl's suspend timeout);
-# SNAPCORE_XEN_GUEST_TIMEOUT bounds the whole guest run (900 s).
+# SNAPCORE_XEN_GUEST_TIMEOUT bounds the whole guest run (1200 s).
 #
 # Exits 0 only when dom0 ran at least one test and none failed. Prints the boot time (QEMU
 # start to dom0 ready, with xenstored and xenconsoled running) and the suite's time.
@@ -32,7 +32,7 @@ XROOT=$CACHE/xenroot
 KROOT=$CACHE/kroot
 RUN=$CACHE/run
 OUT=$CACHE/out
-GUEST_TIMEOUT=${SNAPCORE_XEN_GUEST_TIMEOUT:-900}
+GUEST_TIMEOUT=${SNAPCORE_XEN_GUEST_TIMEOUT:-1200}
 KVER=6.1.0-57-amd64
 XEN_VERSION=4.17.7+13-g2445b30a44-0+deb12u1
 # The pinned packages: the hypervisor, xl and libxl with the libraries they load, the qdisk
