@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 
 # qemu: images and domains; libvhdi-utils, fuse3: independent VHD readers; lvm2, thin tools,
 # udev, kmod, busybox-static: LVM inside the virtme-ng guest; fio: its write benchmark;
-# binutils: strip, which keeps the Xen guest's dom0 initramfs small (scripts/xen-guest.sh).
+# binutils: strip, which keeps the Xen guest's dom0 initramfs small (scripts/xen-guest.sh);
+# systemd: systemd-analyze, which checks the units of `snapcore policy install`.
 APT_PACKAGES=(qemu-utils qemu-system-x86 python3-venv python3-pip hyperfine libvhdi-utils fuse3
-    lvm2 thin-provisioning-tools udev kmod busybox-static fio strace binutils)
+    lvm2 thin-provisioning-tools udev kmod busybox-static fio strace binutils systemd)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
