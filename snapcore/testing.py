@@ -1182,6 +1182,25 @@ class BackendConformance:
         assert blockers == [], f"disk_snapshot_delete_check blocks {snap.name!r}: {blockers!r}"
         backend.disk_snapshot_delete(snapshot=snap, disk=disk, others=others, ctx=ctx)
 
+    def _assert_create_undone(
+        self,
+        plugins: Plugins,
+        ctx: HookContext,
+        disk: Disk,
+        request: SnapshotRequest,
+        created: DiskSnapshot | None,
+        roots: Sequence[Path],
+        files_before: set[str],
+        when: str,
+    ) -> None:
+        """After a create that failed (or was killed) and its undo: the disk holds its data
+        from before, the snapshot is not listed, and no file was left under *roots*."""
+        self._expect(disk, "before", when)
+        listed = self._list(plugins, ctx, *([created] if created else []))
+        assert request.name not in [s.name for s in listed], f"{when}: it is listed"
+        left = sorted(set(tree_state(*roots)) - files_before)
+        assert not left, f"{when}: files are left behind: {left}"
+
     # -- the tests ------------------------------------------------------------------------------
 
     def test_backend_info(self, plugins: Plugins) -> None:
@@ -1584,11 +1603,9 @@ class BackendConformance:
                 return
             when = f"after {injector.fired} failed in disk_snapshot_create and the abort"
             backend.disk_snapshot_abort(request=request, created=created, ctx=ctx)
-            self._expect(disk, "before", when)
-            listed = self._list(plugins, ctx, *([created] if created else []))
-            assert request.name not in [s.name for s in listed], f"{when}: it is listed"
-            left = sorted(set(tree_state(*roots)) - files_before)
-            assert not left, f"{when}: files are left behind: {left}"
+            self._assert_create_undone(
+                plugins, ctx, disk, request, created, roots, files_before, when
+            )
         pytest.fail(f"disk_snapshot_create took more than {self.max_fault_steps} steps")
 
     @pytest.mark.parametrize("fault", ["command", "file"])
@@ -1676,11 +1693,7 @@ class BackendConformance:
             when = f"after a kill {outcome.killed} in disk_snapshot_create and the recovery"
             backend.disk_snapshot_abort(request=request, created=None, prepared=None, ctx=ctx)
             self._recovered(plugins, ctx, [], when)
-            self._expect(disk, "before", when)
-            listed = self._list(plugins, ctx)
-            assert request.name not in [s.name for s in listed], f"{when}: it is listed"
-            left = sorted(set(tree_state(*roots)) - files_before)
-            assert not left, f"{when}: files are left behind: {left}"
+            self._assert_create_undone(plugins, ctx, disk, request, None, roots, files_before, when)
         pytest.fail(f"disk_snapshot_create took more than {self.max_fault_steps} steps")
 
     @pytest.mark.parametrize("fault", ["command", "file"])
