@@ -36,23 +36,13 @@ from snapcore.model import (
 from snapcore.plugins import Plugins, load_plugins
 from snapcore.process import default_runner
 from snapcore_vhd import ops
-from snapcore_vhd.chain import Chain
 from snapcore_vhd.engine import VhdUtilEngine
 from snapcore_vhd.format import Header
+from tests.backends.test_vhd_backend import get, put
 from tests.standins import HERE, StandIns
 
 MiB = 1024 * 1024
 ENGINES = ["native", "vhd-util"]
-
-
-def put(path: Path | str, offset: int, data: bytes) -> None:
-    with Chain(str(path), writable=True) as chain:
-        chain.write(offset, data)
-
-
-def get(path: Path | str, offset: int = 0, length: int | None = None) -> bytes:
-    with Chain(str(path)) as chain:
-        return chain.read(offset, chain.size if length is None else length)
 
 
 def digest(folder: Path) -> dict[str, str]:
