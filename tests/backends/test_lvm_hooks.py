@@ -520,14 +520,25 @@ def _revert_classic_commands(uuid: str) -> list[list[str]]:
     ]
 
 
+def _c1_uuid() -> str:
+    """The UUID of snapshot LV vg0/web+c1 in the recorded report lvs_vg0."""
+    return next(lv.uuid for lv in parse_report(recorded("lvs_vg0")[0]) if lv.name == "web+c1")
+
+
+def _answer_classic_revert(answers: Lvs) -> list[list[str]]:
+    """Answer the report and the commands of a classic revert of vg0/web to c1 that merges;
+    return the commands that change something, in order."""
+    answers.vg("lvs_vg0")
+    steps = _revert_classic_commands(_c1_uuid())
+    for argv in steps:
+        answers.ok(*argv, name="lvconvert_done" if argv[0] == "lvconvert" else None)
+    return steps
+
+
 def test_revert_classic_merges_then_makes_the_snapshot_again(
     plugins: Plugins, ctx: MakeCtx, runner: RecordingRunner, answers: Lvs
 ) -> None:
-    answers.vg("lvs_vg0")
-    uuid = next(lv.uuid for lv in parse_report(recorded("lvs_vg0")[0]) if lv.name == "web+c1")
-    steps = _revert_classic_commands(uuid)
-    for argv in steps:
-        answers.ok(*argv, name="lvconvert_done" if argv[0] == "lvconvert" else None)
+    steps = _answer_classic_revert(answers)
     answers.lv("lvs_web", "vg0/web")
     c1 = snap(WEB, "c1", "web", "classic")
     plugins.storage("lvm").disk_snapshot_revert(snapshot=c1, others=[], ctx=ctx())
@@ -540,11 +551,7 @@ def test_revert_classic_that_fails_after_the_merge_makes_the_snapshot_again(
 ) -> None:
     """The merge consumed the snapshot LV, then the look at the origin failed: the revert
     fails, but the checkpoint keeps its snapshot (made again from the reverted origin)."""
-    answers.vg("lvs_vg0")
-    uuid = next(lv.uuid for lv in parse_report(recorded("lvs_vg0")[0]) if lv.name == "web+c1")
-    steps = _revert_classic_commands(uuid)
-    for argv in steps:
-        answers.ok(*argv, name="lvconvert_done" if argv[0] == "lvconvert" else None)
+    steps = _answer_classic_revert(answers)
     runner.fail(lvs_argv("vg0/web", hidden=False), stderr="  injected", times=1)
     answers.lv("lvs_no_lv", "vg0/web+c1", hidden=True)
     answers.lv("lvs_web", "vg0/web")
@@ -558,7 +565,7 @@ def test_revert_classic_that_fails_before_the_merge_makes_nothing_again(
     plugins: Plugins, ctx: MakeCtx, runner: RecordingRunner, answers: Lvs
 ) -> None:
     answers.vg("lvs_vg0")
-    uuid = next(lv.uuid for lv in parse_report(recorded("lvs_vg0")[0]) if lv.name == "web+c1")
+    uuid = _c1_uuid()
     tag, merge = _revert_classic_commands(uuid)[:2]
     answers.ok(*tag)
     runner.fail(merge, stderr="  injected")
@@ -573,7 +580,7 @@ def test_revert_classic_put_off_is_reported_not_taken_as_done(
     plugins: Plugins, ctx: MakeCtx, runner: RecordingRunner, answers: Lvs
 ) -> None:
     answers.vg("lvs_vg0")
-    uuid = next(lv.uuid for lv in parse_report(recorded("lvs_vg0")[0]) if lv.name == "web+c1")
+    uuid = _c1_uuid()
     tag, merge = _revert_classic_commands(uuid)[:2]
     answers.ok(*tag)
     answers.ok(*merge, name="lvconvert_deferred")
