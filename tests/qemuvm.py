@@ -19,7 +19,10 @@ from pathlib import Path
 
 from snapcore_qemu.qmp import QMPSession
 
-QEMU = "qemu-system-x86_64"
+#: The QEMU the live tests run: the system's (``qemu-system-x86_64`` on PATH) unless
+#: ``SNAPCORE_TEST_QEMU`` names another binary, such as the QEMU 10 that ``scripts/qemu10.sh``
+#: unpacks (``scripts/test.sh`` runs the live tests once with each).
+QEMU = os.environ.get("SNAPCORE_TEST_QEMU") or "qemu-system-x86_64"
 
 
 def domain_argv(
