@@ -194,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
         "create, revert, list and delete snapshots, and check the data at each step.",
     )
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    p.add_argument(
+        "--qemu",
+        metavar="BINARY",
+        default="qemu-system-x86_64",
+        help="the QEMU that runs the running-domain part (default: qemu-system-x86_64 on PATH)",
+    )
     return parser
 
 
@@ -721,7 +727,7 @@ def cmd_demo(args: argparse.Namespace, host: Host) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    run_demo(say, keep=args.keep)
+    run_demo(say, keep=args.keep, qemu=args.qemu)
     return 0
 
 

@@ -33,8 +33,11 @@ class DemoError(SnapcoreError):
     """The demo found data that did not come back as it should (a bug: please report it)."""
 
 
-def run_demo(say: Callable[[str], None], *, keep: bool = False) -> None:  # noqa: PLR0915 (one linear story)
-    """Run the demo, reporting each step through *say*.
+def run_demo(  # noqa: PLR0915 (one linear story)
+    say: Callable[[str], None], *, keep: bool = False, qemu: str = "qemu-system-x86_64"
+) -> None:
+    """Run the demo, reporting each step through *say*; the running-domain part runs on the
+    QEMU binary *qemu* (skipped, with a line saying so, when it is not found).
 
     :raises SnapcoreError: a tool is missing or an operation failed (with its message).
     :raises DemoError: data read back did not match.
@@ -130,10 +133,10 @@ def run_demo(say: Callable[[str], None], *, keep: bool = False) -> None:  # noqa
         say("reverted to 'first' once more (data checked) and deleted it")
         if dom.list():
             raise DemoError("snapshots are left after deleting them all")
-        if shutil.which("qemu-system-x86_64"):
-            _running_demo(say, scratch, host, disks)
+        if shutil.which(qemu):
+            _running_demo(say, scratch, host, disks, qemu)
         else:
-            say("qemu-system-x86_64 is not installed: skipped the running-domain part")
+            say(f"{qemu} is not installed: skipped the running-domain part")
         say(f"done in {time.monotonic() - started:.1f} s: every check passed")
     finally:
         if keep:
@@ -185,13 +188,13 @@ def _hmp(path: Path, line: str) -> str:
 
 
 def _running_demo(
-    say: Callable[[str], None], scratch: Path, host: Host, disks: dict[str, Path]
+    say: Callable[[str], None], scratch: Path, host: Host, disks: dict[str, Path], qemu: str
 ) -> None:
     """Start the scratch domain in QEMU (TCG, no guest OS), checkpoint it with its memory
     while it runs, change memory and disks, and revert: both come back."""
     qmp_path = scratch / "demo.qmp"
     qtest_path = scratch / "demo.qtest"
-    argv = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-nodefaults"]
+    argv = [qemu, "-accel", "tcg", "-machine", "q35", "-nodefaults"]
     argv += ["-display", "none", "-m", "128M"]
     for vdev, path in disks.items():
         argv += [
@@ -219,8 +222,10 @@ def _running_demo(
         device = f"/machine/peripheral/{vdev}-dev/virtio-backend"
         return _hmp(qmp_path, f'qemu-io -d {device} "{command}"')
 
+    version = ShRunner()([qemu, "--version"]).stdout.splitlines()[0].strip()
+    version = version.replace("QEMU emulator version ", "QEMU ")
     say("")
-    say("running domain: QEMU (TCG, no guest OS) with the same two disks and 128 MiB of RAM")
+    say(f"running domain: {version} (TCG, no guest OS), the same two disks, 128 MiB of RAM")
     dom.start()
     try:
         mark(0xC0FFEE)

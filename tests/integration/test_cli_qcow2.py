@@ -15,6 +15,7 @@ from snapcore import CreateOptions, Host
 from snapcore.errors import CommandError, OperationFailedError
 from snapcore.model import SnapshotKind
 from snapcore.process import CommandRunner, Result, ShRunner
+from tests.qemuvm import QEMU
 
 pytestmark = pytest.mark.integration
 
@@ -264,11 +265,20 @@ def test_qemu_img_error_names_disk_in_one_line(env: Env) -> None:
     assert "qemu-img" in lines[0]
 
 
+@pytest.mark.live
 def test_demo_runs(tmp_path: Path) -> None:
+    """The demo, its running-domain part on the QEMU the live tests run (SNAPCORE_TEST_QEMU)."""
     proc = subprocess.run(
-        [*SNAPCORE, "demo"], capture_output=True, text=True, check=False, timeout=120
+        [*SNAPCORE, "demo", "--qemu", QEMU],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
+    version = subprocess.run([QEMU, "--version"], capture_output=True, text=True, check=True)
+    number = version.stdout.split()[3]  # "QEMU emulator version 10.0.2 (Debian ...)"
+    assert f"running domain: QEMU {number} " in proc.stdout
     assert "every check passed" in proc.stdout
 
 

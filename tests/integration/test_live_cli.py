@@ -16,7 +16,7 @@ import pytest
 
 from tests.qemuvm import QemuVM
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.live]
 
 
 class Live:
