@@ -15,6 +15,7 @@ it is ignored.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -105,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--name", help="snapshot name (default: the time in epoch seconds)")
     p.add_argument(
         "-D", "--disk-only", action="store_true", help="do not save the memory of a running domain"
+    )
+    p.add_argument(
+        "--expiry",
+        metavar="WHEN",
+        help="when run-policy may delete it: a duration from now (30d, 12h, 1w 2d) or an ISO time",
     )
     _add_plan_options(p)
     p.add_argument("domain", metavar="DOMAIN")
@@ -438,6 +444,11 @@ def cmd_create(args: argparse.Namespace, host: Host) -> int:
 
     file_options = load_snapshot_config(args.configfile) if args.configfile else None
     options = merge_create_options(file_options, name=args.name, disk_only=args.disk_only)
+    if args.expiry is not None:
+        from snapcore.policy import parse_when
+
+        expiry = parse_when(args.expiry, _now())
+        options = dataclasses.replace(options, expiry=int(expiry.timestamp()))
     dom = _open(host, args)
     if args.dry_run:
         plan = dom.plan_create(options)
@@ -450,7 +461,8 @@ def cmd_create(args: argparse.Namespace, host: Host) -> int:
     else:
         disks = ", ".join(f"{d.vdev} {d.kind.value}" for d in cp.disks)
         memory = f", memory in {cp.memory.path}" if cp.memory else ""
-        print(f"created snapshot {cp.name} of domain {dom.domain.name} ({disks}{memory})")
+        expires = f", expires {_fmt_epoch_utc(cp.expiry)}" if cp.expiry is not None else ""
+        print(f"created snapshot {cp.name} of domain {dom.domain.name} ({disks}{memory}{expires})")
     return 0
 
 

@@ -189,6 +189,23 @@ def test_snapshot_set_refuses_bad_times_and_takes_expiry_away(world: PolicyWorld
     assert proc.stderr == "snapcore: error: domain 'web1' has no snapshot 'nosuch'\n"
 
 
+def test_snapshot_create_with_an_expiry_is_pruned_by_run_policy(world: PolicyWorld) -> None:
+    world.set_policy('schedule = "@daily"\n')
+    proc = world.at(T0, "snapshot-create", "-n", "manual", "--expiry", "2h", str(world.domain))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith(", expires 2026-12-03 12:00:20 +0000)")
+    assert world.checkpoints()["manual"]["expiry"] == int((T0 + timedelta(hours=2)).timestamp())
+    bad = world.at(T0, "snapshot-create", "-n", "other", "--expiry", "3x", str(world.domain))
+    assert bad.returncode == 2
+    assert bad.stderr.startswith('snapcore: error: --expiry "3x": unknown unit "x"')
+    assert sorted(world.checkpoints()) == ["manual"]
+    world.policy_json(T0)  # the day's slot: auto-20261203-0000
+    assert "manual" in world.checkpoints()
+    run = world.policy_json(T0 + minutes(121))
+    assert [(a["action"], a["name"]) for a in run["actions"]] == [("prune", "manual")]
+    assert sorted(world.checkpoints()) == ["auto-20261203-0000"]
+
+
 def test_dry_run_shows_the_plan_and_changes_nothing(world: PolicyWorld) -> None:
     world.set_policy('schedule = "@hourly"\nkeep = {last = 1}\n')
     world.policy_json(T0)
