@@ -16,6 +16,7 @@ if typing.TYPE_CHECKING:
     from snapcore.errors import (
         CommandError,
         ConfigError,
+        DeleteFailedError,
         OperationFailedError,
         PartialCheckpointError,
         SnapcoreError,
@@ -60,6 +61,7 @@ _LAZY: dict[str, str] = {
     "Host": "snapcore.api",
     "HypervisorInfo": "snapcore.model",
     "MemoryImage": "snapcore.model",
+    "DeleteFailedError": "snapcore.errors",
     "OperationFailedError": "snapcore.errors",
     "PartialCheckpointError": "snapcore.errors",
     "Plan": "snapcore.model",
@@ -80,6 +82,7 @@ __all__ = [
     "CommandError",
     "ConfigError",
     "CreateOptions",
+    "DeleteFailedError",
     "Disk",
     "DiskChoice",
     "DiskSnapshot",

@@ -351,7 +351,7 @@ def _print_views(views: Sequence[CheckpointView], long: bool) -> None:
                 cp.state.value,
                 "yes" if cp.memory else "no",
                 cp.parent or "-",
-                cp.description,
+                f"[delete unfinished] {cp.description}".rstrip() if cp.deleting else cp.description,
             ]
         )
     _print_table(rows)
@@ -373,6 +373,8 @@ def _print_views(views: Sequence[CheckpointView], long: bool) -> None:
             print(f"  scheduled for: {_fmt_epoch_utc(cp.policy_slot)}")
         if cp.expiry is not None:
             print(f"  expires: {_fmt_epoch_utc(cp.expiry)}")
+        if cp.deleting:
+            print("  delete unfinished: a delete of it failed; run snapshot-delete again to finish")
 
 
 def _print_plan(plan: Plan) -> None:

@@ -45,6 +45,7 @@ from snapcore.errors import (
     ConfigError,
     CreateBlockedError,
     DeleteBlockedError,
+    DeleteFailedError,
     DomainStateError,
     HookTimeoutError,
     NoBackendError,
@@ -924,6 +925,11 @@ class Coordinator:
             )
         blockers.extend(self._preflight_domain(ctx))
         skipped: list[str] = []
+        if operation is Operation.REVERT and checkpoint.deleting:
+            blockers.append(
+                "a delete of it failed part-way, so its disks may be partly merged already: "
+                f"run 'snapcore snapshot-delete -n {name} DOMAIN' again to finish it"
+            )
         if operation is Operation.REVERT:
             recorded = {s.vdev for s in checkpoint.disks}
             skipped = [f"{v}: not in the snapshot, left as it is" for v in sorted(vdevs - recorded)]
@@ -1039,20 +1045,28 @@ class Coordinator:
         otherwise raise, the same way for both.
 
         Nothing is undone: both steps are idempotent and are finished by running them again.
-        No disk changed: the journal is closed and :class:`OperationFailedError` (exit 1)
-        raised. Some disks changed: :class:`PartialCheckpointError` (exit 3) names the disks
-        done and not done; a revert keeps the journal (the next command or ``snapcore recover``
-        finishes it: the disks must not stay mixed), a delete closes it (its record is kept and
-        running the delete again finishes it, without blocking every other command meanwhile).
-        A hook that was abandoned past its time limit may still change its disk until this
-        process ends, so the journal is then kept in either case.
+        A failed revert that changed no disk: the journal is closed and
+        :class:`OperationFailedError` (exit 1) raised. A failed delete that finished no disk:
+        the record is marked ``deleting`` (a disk's failed delete may have merged part of it
+        already, so it must not be reverted to any more), the journal closed and
+        :class:`DeleteFailedError` (exit 1) raised. Some disks changed:
+        :class:`PartialCheckpointError` (exit 3) names the disks done and not done; a revert
+        keeps the journal (the next command or ``snapcore recover`` finishes it: the disks must
+        not stay mixed), a delete marks the record ``deleting`` and closes it (running the
+        delete again finishes it, without blocking every other command meanwhile). A hook that
+        was abandoned past its time limit may still change its disk until this process ends,
+        so the journal is then kept in either case.
         """
         if not failed:
             return
         exc = _first_error(list(failed))
         abandoned = any(isinstance(e, HookTimeoutError) and e.abandoned for _, e in failed)
+        if operation is Operation.DELETE and not checkpoint.deleting:
+            self.store.save(dataclasses.replace(checkpoint, deleting=True))
         if not done and not abandoned:
             self.journal.end()
+            if operation is Operation.DELETE:
+                raise DeleteFailedError(checkpoint.name, exc) from exc
             raise OperationFailedError(operation.value, checkpoint.name, exc) from exc
         if operation is Operation.DELETE and not abandoned:
             self.journal.end()

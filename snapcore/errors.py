@@ -30,6 +30,8 @@ enter snapcore, with ``raise ... from exc``. The CLI maps each branch to an exit
     │   ├── HookFailedError                a fatal pre- hook failed; nothing touched
     │   │                                  (.hook, .phase, .reason)                exit 2
     │   ├── OperationFailedError           failed and fully undone (.cause)       exit 1
+    │   ├── DeleteFailedError              a delete failed on every disk; its data
+    │   │                                  may be partly merged (.cause)           exit 1
     │   └── PartialCheckpointError         undo failed too (.leftovers)           exit 3
     └── StoreError                                                                exit 1
         ├── StoreLockedError               busy: another command holds the lock   exit 4
@@ -408,6 +410,28 @@ class OperationFailedError(CheckpointError):
         self.name = name
         self.cause = cause
         super().__init__(f"{operation} of snapshot {name!r} failed and was undone: {cause}")
+
+
+@final
+class DeleteFailedError(CheckpointError):
+    """A delete failed before any disk's delete finished. A disk delete that fails may already
+    have merged part of the snapshot into the layers that depend on it (never losing their
+    data), so the checkpoint is marked as an unfinished delete: it can no longer be reverted to,
+    and running the delete again finishes it. The current data and every other checkpoint are
+    as they were."""
+
+    exit_code = 1
+
+    def __init__(self, name: str, cause: BaseException):
+        self.operation = "delete"
+        self.name = name
+        self.cause = cause
+        super().__init__(
+            f"delete of snapshot {name!r} failed: {cause}; its disks may be partly merged "
+            "already, so it can no longer be reverted to: run 'snapcore snapshot-delete -n "
+            f"{name} DOMAIN' again to finish (the current data and every other snapshot are "
+            "unchanged)"
+        )
 
 
 @final

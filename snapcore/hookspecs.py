@@ -275,6 +275,12 @@ def disk_snapshot_delete(
     idempotent: a delete interrupted by a crash is run again by recovery, and deleting a
     snapshot that is already gone succeeds.
 
+    Failure guarantee: when it raises, the disk's current data and every snapshot in *others*
+    still read back as before; *snapshot* itself may be partly merged already. snapcore then
+    keeps the checkpoint's record marked ``deleting``, refuses to revert to it, and calls this
+    hook again when the user deletes it again (the conformance suite's
+    ``test_failed_delete_keeps_every_other_layer`` checks exactly this).
+
     :param disk: as for :func:`disk_snapshot_delete_check`.
     :param others: every other snapshot snapcore knows of the same disk, oldest first.
 

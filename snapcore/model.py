@@ -331,6 +331,8 @@ class Checkpoint:
     :ivar policy_slot: the schedule slot it was made for (epoch seconds), ``None`` if it was
         made by hand; the newest one is the record of the last slot the policy did.
     :ivar expiry: when the policy may prune it (epoch seconds), ``None`` for none.
+    :ivar deleting: a delete of it failed part-way: its disks may be partly merged into the
+        layers that depend on it, so it cannot be reverted to; only deleting it again is allowed.
     """
 
     name: str
@@ -343,6 +345,7 @@ class Checkpoint:
     parent: str | None = None
     policy_slot: int | None = None
     expiry: int | None = None
+    deleting: bool = False
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -371,6 +374,7 @@ class Checkpoint:
             # absent from records written before they existed: read as None
             **({"policy_slot": self.policy_slot} if self.policy_slot is not None else {}),
             **({"expiry": self.expiry} if self.expiry is not None else {}),
+            **({"deleting": True} if self.deleting else {}),
         }
 
     @classmethod
@@ -388,6 +392,7 @@ class Checkpoint:
             memory=MemoryImage.from_json(memory) if memory else None,
             parent=data.get("parent"),
             disks=tuple(DiskSnapshot.from_json(d) for d in data["disks"]),
+            deleting=data.get("deleting") is True,
         )
 
 
@@ -617,6 +622,7 @@ class CheckpointView:
             "current": self.current,
             "expiry": cp.expiry,
             "policy_slot": cp.policy_slot,
+            "deleting": cp.deleting,
             "children": list(self.children),
             "disks": [
                 {
