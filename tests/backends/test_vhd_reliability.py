@@ -716,3 +716,64 @@ def test_a_target_outside_the_image_directory_is_refused_up_front(
     assert f"the snapshot target {tmp_path}/b/c/s1.vhd is not in {tmp_path}/a" in err
     assert digest(tmp_path / "a") == before
     assert list((tmp_path / "b" / "c").iterdir()) == []
+
+
+# -- a delete that fails after the merge began: no revert to the half-merged checkpoint ---------
+
+
+def test_a_middle_delete_failing_after_the_coalesce_blocks_a_revert_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``vhd-util coalesce`` has written s2's data into s1 when the relink (``modify``) fails:
+    s1's own view is no longer what it was. The CLI says the delete failed (exit 1, not
+    "undone"), lists s1 as an unfinished delete, refuses a revert to it (exit 2, nothing
+    touched), reverts to the others as before, and the delete run again finishes it."""
+    standins = StandIns.install(monkeypatch, tmp_path)
+    disk_path = tmp_path / "xvda.vhd"
+    ops.create_dynamic(str(disk_path), 4 * MiB)
+    domain = tmp_path / "vm1.toml"
+    domain.write_text(
+        f'name = "vm1"\n[[disk]]\nvdev = "xvda"\npath = "{disk_path}"\ndriver = "vhd"\n'
+        '[disk.options]\nengine = "vhd-util"\n'
+    )
+    state = ["--state-dir", str(tmp_path / "state")]
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = cli.main([*state, *args, str(domain)])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    for gen, name in enumerate(["s1", "s2", "s3"], 1):
+        put(disk_path, 0, bytes([gen]) * 4096)
+        assert run("snapshot-create", "-n", name)[0] == 0
+    put(disk_path, 0, b"\x09" * 4096)
+    monkeypatch.setenv("SNAPCORE_STANDIN_FAIL", "vhd-util modify")
+    code, _, err = run("snapshot-delete", "-n", "s2")
+    assert code == 1, err
+    assert "delete of snapshot 's2' failed" in err
+    assert "undone" not in err
+    assert "snapshot-delete -n s2" in err
+    assert [c[1] for c in standins.calls() if c[1] in ("coalesce", "modify")][:2] == [
+        "coalesce",
+        "modify",
+    ]  # the merge ran before the failing relink
+    monkeypatch.delenv("SNAPCORE_STANDIN_FAIL")
+    assert get(disk_path, 0, 4096) == b"\x09" * 4096  # the current data is intact
+    code, out, _ = run("snapshot-list")
+    assert "[delete unfinished]" in out
+    before = digest(tmp_path)
+    code, _, err = run("snapshot-revert", "-n", "s2")
+    assert code == 2
+    assert "a delete of it failed part-way" in err
+    assert digest(tmp_path) == before
+    for name, gen in (("s1", 1), ("s3", 3)):  # the other checkpoints read as they did
+        assert run("snapshot-revert", "-n", name)[0] == 0
+        assert get(disk_path, 0, 4096) == bytes([gen]) * 4096
+    code, _, err = run("snapshot-delete", "-n", "s2")
+    assert code == 0, err
+    code, out, _ = run("snapshot-list")
+    assert "s2" not in out
+    assert "delete unfinished" not in out
+    for name, gen in (("s1", 1), ("s3", 3)):
+        assert run("snapshot-revert", "-n", name)[0] == 0
+        assert get(disk_path, 0, 4096) == bytes([gen]) * 4096
