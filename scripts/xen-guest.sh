@@ -237,6 +237,13 @@ modprobe xen-blkfront 2>/dev/null
 i=0
 while [ $i -lt 20 ] && [ ! -b /dev/xvda ]; do sleep 0.2; i=$((i + 1)); done
 echo "[domU] up $(cut -d' ' -f1 /proc/uptime)s disks: $(ls /sys/block | tr '\n' ' ')"
+# what the disks hold in their second sector when the guest starts (the count an earlier run
+# wrote, or zeros): the tests compare it with what dom0 wrote before the domain started
+for d in /dev/xvd?; do
+    [ -b "$d" ] || continue
+    s=$(dd if="$d" bs=512 skip=1 count=1 2>/dev/null | head -c 13 | tr -d '\000')
+    echo "[domU] found $d: ${s:-zeros}"
+done
 i=0
 while true; do
     i=$((i + 1))
@@ -393,7 +400,7 @@ build_run() {
     STAGE=$RUN/stage
     rm -rf "$STAGE"
     mkdir -p "$STAGE$REPO"
-    (cd "$REPO" && tar cf - --exclude=__pycache__ --exclude='*.pyc' pyproject.toml snapcore backends tests) |
+    (cd "$REPO" && tar cf - --exclude=__pycache__ --exclude='*.pyc' pyproject.toml snapcore backends tests benchmarks/xen_checkpoint.py) |
         (cd "$STAGE$REPO" && tar xf -)
     "$VENV/bin/python" -m compileall -q -j 2 -s "$STAGE" -p / "$STAGE$REPO/snapcore" "$STAGE$REPO/backends" >/dev/null || true
     {

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ GUEST_FILES = Path("/opt/xen-guest")
 CONSOLE_LOGS = Path("/var/log/xen/console")
 RESULTS = Path(os.environ.get("SNAPCORE_XEN_RESULTS", "/tmp"))
 HEARTBEAT = re.compile(rb"\[domU\] heartbeat (\d+)")
+FOUND = re.compile(r"\[domU\] found /dev/(xvd\w): ([^\r\n]+)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -106,22 +108,79 @@ def measure(line: str) -> None:
         f.write(line + "\n")
 
 
+class PausePoller:
+    """Watch a domain's state from outside: ``xl list NAME`` in a loop on a thread, each
+    answer timed at the middle of its call. Xen's pause is not an event a tool can wait for
+    (the qdisk QEMU of a PV guest never stops, so it sends no STOP/RESUME), so the pause is
+    bracketed by the samples: at least from the first to the last sample that saw ``p``, at
+    most from the last running sample before them to the first one after."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.samples: list[tuple[float, bool]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            before = time.monotonic()
+            flags = xl_flags(self.name)
+            self.samples.append(((before + time.monotonic()) / 2, "p" in (flags or "")))
+
+    def __enter__(self) -> PausePoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def interval(self) -> float:
+        """The mean time between two samples."""
+        times = [t for t, _ in self.samples]
+        return (times[-1] - times[0]) / max(len(times) - 1, 1)
+
+    def window(self) -> tuple[float, float] | None:
+        """(at least, at most) seconds the domain was seen paused, or ``None`` if no sample
+        saw it paused."""
+        paused = [i for i, (_, p) in enumerate(self.samples) if p]
+        if not paused:
+            return None
+        first, last = paused[0], paused[-1]
+        at_least = self.samples[last][0] - self.samples[first][0]
+        before = self.samples[first - 1][0] if first > 0 else self.samples[first][0]
+        after = self.samples[last + 1][0] if last + 1 < len(self.samples) else self.samples[last][0]
+        return at_least, after - before
+
+
 # -- test domains -------------------------------------------------------------------------------
 
 
 class XenDomain:
-    """A PV test domain: its xl configuration, qcow2 disks and domain file (not started)."""
+    """A PV test domain: its xl configuration, disks and domain file (not started).
 
-    def __init__(self, tmp: Path, name: str, disks: int = 1, memory: int = 128):
+    *disks* qcow2 disks come first (``xvda``...), then *vhd* dynamic VHD disks made by
+    ``qemu-img create -f vpc``; libxl serves both through the qdisk QEMU (``format=vhd`` is
+    QEMU's ``vpc`` driver), and the domain file gives the VHD disks to the vhd driver with its
+    native engine (no vhd-util in dom0)."""
+
+    def __init__(self, tmp: Path, name: str, disks: int = 1, memory: int = 128, vhd: int = 0):
         self.tmp = tmp
         self.name = name
         self.state = tmp / "state"
-        self.disks = [tmp / f"{name}-xvd{chr(ord('a') + i)}.qcow2" for i in range(disks)]
+        vdevs = [f"xvd{chr(ord('a') + i)}" for i in range(disks + vhd)]
+        self.disks = [tmp / f"{name}-{v}.qcow2" for v in vdevs[:disks]]
+        self.vhds = [tmp / f"{name}-{v}.vhd" for v in vdevs[disks:]]
         for img in self.disks:
             run("qemu-img", "create", "-q", "-f", "qcow2", str(img), "16M")
+        for img in self.vhds:
+            run("qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=dynamic", str(img), "16M")
+        formats = ["qcow2"] * disks + ["vhd"] * vhd
+        images = [*self.disks, *self.vhds]
         specs = ", ".join(
-            f'"format=qcow2,vdev=xvd{chr(ord("a") + i)},access=rw,backendtype=qdisk,target={img}"'
-            for i, img in enumerate(self.disks)
+            f'"format={fmt},vdev={vdev},access=rw,backendtype=qdisk,target={img}"'
+            for fmt, vdev, img in zip(formats, vdevs, images, strict=True)
         )
         self.cfg = tmp / f"{name}.cfg"
         self.cfg.write_text(
@@ -135,8 +194,9 @@ class XenDomain:
         self.domain.write_text(
             f'name = "{name}"\nhypervisor = "xen"\n[xen]\nconfig = "{self.cfg}"\n'
             + "".join(
-                f'[[disk]]\nvdev = "xvd{chr(ord("a") + i)}"\npath = "{img}"\ndriver = "qcow2"\n'
-                for i, img in enumerate(self.disks)
+                f'[[disk]]\nvdev = "{vdev}"\npath = "{img}"\ndriver = "{fmt}"\n'
+                + ('[disk.options]\nengine = "native"\n' if fmt == "vhd" else "")
+                for fmt, vdev, img in zip(formats, vdevs, images, strict=True)
             )
         )
         self.console = CONSOLE_LOGS / f"guest-{name}.log"
@@ -170,6 +230,15 @@ class XenDomain:
             return []
         return [int(m) for m in HEARTBEAT.findall(data)]
 
+    def found(self) -> dict[str, str]:
+        """What each disk held in its second sector when the guest last started, as the guest
+        read it (``[domU] found /dev/xvdb: beat 00000012`` or ``zeros``), by device name."""
+        try:
+            data = self.console.read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            return {}
+        return dict(FOUND.findall(data))
+
     def heartbeat(self) -> int:
         beats = self.heartbeats()
         return beats[-1] if beats else 0
@@ -195,8 +264,8 @@ def make_domain(tmp_path: Path) -> Iterator[Any]:
     made: list[XenDomain] = []
     counter = iter(range(1, 100))
 
-    def make(disks: int = 1, memory: int = 128) -> XenDomain:
-        dom = XenDomain(tmp_path, f"t{os.getpid() % 1000}x{next(counter)}", disks, memory)
+    def make(disks: int = 1, memory: int = 128, vhd: int = 0) -> XenDomain:
+        dom = XenDomain(tmp_path, f"t{os.getpid() % 1000}x{next(counter)}", disks, memory, vhd)
         made.append(dom)
         return dom
 

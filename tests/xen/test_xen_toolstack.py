@@ -28,6 +28,7 @@ from snapcore.process import default_runner
 from snapcore_qemu.qmp import QMPSession
 from snapcore_xen.xl import Xl
 from tests.xen.conftest import (
+    PausePoller,
     XenDomain,
     measure,
     qemu_img_info,
@@ -212,15 +213,33 @@ def test_disk_only_checkpoint_of_a_running_domain(
     """Both qcow2 disks are snapshotted through the qdisk QEMU's QMP inside one ``xl pause``;
     the guest runs on afterwards and the checkpoint is deleted live."""
     caplog.set_level(logging.DEBUG, logger="snapcore.process")
-    start = time.monotonic()
-    rc = running.cli("snapshot-create", "-D", "-n", "d1", str(running.domain))
-    wall = time.monotonic() - start
+    with PausePoller(running.name) as poller:
+        time.sleep(1)
+        start = time.monotonic()
+        rc = running.cli("snapshot-create", "-D", "-n", "d1", str(running.domain))
+        wall = time.monotonic() - start
+        time.sleep(1)
     assert rc == 0, capsys.readouterr().err
     window = _pause_window(caplog.records, running.name)
+    seen = poller.window()
     measure(
         f"- disk-only checkpoint of the running domain (2 qcow2 disks over qdisk QMP): {wall:.1f} s"
         + (f", guest paused {window:.2f} s (xl pause to xl unpause)" if window else "")
+        + (
+            f"; seen paused by `xl list` polled every {poller.interval:.2f} s: "
+            f"{seen[0]:.2f} to {seen[1]:.2f} s"
+            if seen
+            else f"; `xl list` polled every {poller.interval:.2f} s never saw it paused"
+        )
     )
+    # the guest was paused, and only around the switch: never before or after the command
+    assert window is not None
+    if poller.interval < window / 2:
+        assert seen is not None, (poller.samples, window)
+    if seen is not None:
+        assert seen[0] <= window + 2 * poller.interval, (seen, window)
+    assert not poller.samples[0][1]
+    assert not poller.samples[-1][1]
     assert xl_flags(running.name) is not None
     assert "p" not in (xl_flags(running.name) or "p")
     beat = running.heartbeat()
