@@ -13,6 +13,8 @@ QEMU 7.2 facts this relies on (checked on Debian 12's QEMU):
   no shell runs and snapcore never holds the image in memory.
 * A QEMU started with ``-incoming defer -S`` loads an image through ``migrate-incoming`` and
   stays paused until ``cont``.
+* Where QEMU offers the ``mapped-ram`` capability (9.0 and newer), a paused save and the
+  restore of such an image use it, with multifd channels (:mod:`snapcore_qemu.migration`).
 """
 
 from __future__ import annotations
@@ -27,9 +29,22 @@ from pathlib import Path
 from typing import Any, Final
 
 from snapcore.context import HookContext
-from snapcore.errors import BackendError, ConfigError, DomainUnreachableError
+from snapcore.errors import (
+    BackendError,
+    ConfigError,
+    DomainStateError,
+    DomainUnreachableError,
+)
 from snapcore.model import DomainState, MemoryImage, ProgressEvent
 from snapcore_qemu import NAME
+from snapcore_qemu.migration import (
+    FORMATS,
+    MAPPED_RAM,
+    STREAM,
+    Method,
+    Migration,
+    default_channels,
+)
 from snapcore_qemu.qmp import SERVICE, QMPCommandError, QMPSession
 from snapcore_qemu.settings import QemuSettings
 
@@ -43,7 +58,8 @@ MIGRATION_POLL: Final = 0.1
 MIGRATION_ENDS: Final = frozenset({"completed", "failed", "cancelled"})
 #: Bandwidth for memory saves (bytes/s): high enough never to be the limit.
 SAVE_BANDWIDTH: Final = 64 << 30
-MEMORY_FORMAT: Final = "qemu-migration"
+#: Seconds to keep trying to turn the capabilities off after a migration ended.
+RESET_TIMEOUT: Final = 5.0
 #: The name under which the memory image's descriptor is passed to QEMU (``getfd``).
 MEMORY_FD: Final = "snapcore-memory"
 #: Room kept for device state on top of the guest's RAM in a memory image.
@@ -291,10 +307,6 @@ class QemuDomain:
 
     # -- memory -------------------------------------------------------------------------------
 
-    def background_supported(self) -> bool:
-        caps = self.qmp.execute("query-migrate-capabilities")
-        return any(c.get("capability") == "background-snapshot" for c in caps)
-
     def check_space(self, path: str) -> None:
         """Refuse a memory image that might not fit where it is to go.
 
@@ -317,35 +329,87 @@ class QemuDomain:
                 f"{ram >> 20} MiB of RAM may need up to {need >> 20} MiB"
             )
 
+    @property
+    def channels(self) -> int:
+        """The multifd channels of a mapped-ram save or restore (``[qemu] memory_channels``)."""
+        return self.settings.memory_channels or default_channels()
+
     def memory_plan(self, path: str, state: DomainState) -> str:
+        """Say how :meth:`save_memory` will save the memory of a domain in *state*, and why.
+
+        :raises ConfigError: (exit 2) *path*'s filesystem has less room than the guest's RAM.
+        """
         self.check_space(path)
-        if state is DomainState.RUNNING and self.background_supported():
-            return "live (background snapshot): the guest runs again while memory is written"
-        return "paused save: the guest stays stopped until memory is written"
+        self._check_not_postmigrate()
+        method = Migration(self.qmp).choose_save(
+            background=state is DomainState.RUNNING, channels=self.channels
+        )
+        if method.background:
+            return (
+                f"live (background snapshot, {method.describe()}): the guest runs again while "
+                f"memory is written; {method.reason}"
+            )
+        why = method.reason
+        if state is DomainState.RUNNING:
+            why += "; QEMU cannot do a background snapshot here (userfaultfd write-protection)"
+        return (
+            f"paused save ({method.describe()}): the guest stays stopped until memory is "
+            f"written; {why}"
+        )
+
+    def _check_not_postmigrate(self) -> None:
+        """Refuse a memory save of a guest that the previous one left stopped.
+
+        A save of a paused domain leaves QEMU in state ``postmigrate``, its disks handed over
+        (inactive) until the guest runs again; QEMU 7.2 and 10.0 both refuse another
+        migration then ("Can't migrate the vm that was paused due to previous migration").
+
+        :raises DomainStateError: (exit 2) QEMU is in ``postmigrate``.
+        """
+        status = self.qmp.execute("query-status")
+        if status.get("status") == "postmigrate":
+            raise DomainStateError(
+                self.domain.name,
+                "stopped by its previous memory save (QEMU's postmigrate state)",
+                "resumed first: QEMU refuses another migration until the guest has run",
+                "a checkpoint with memory",
+            )
 
     def prepare_memory(self, path: str, *, live: bool) -> None:
         """Do, before the guest is paused, all a memory save can do in advance: check the
-        space, choose and set the migration capabilities (QEMU 7.2 takes up to 60 ms to set
-        background-snapshot), raise the bandwidth, create *path* and pass it to QEMU.
+        space, choose the method, set the capabilities of a stream save (QEMU 7.2 takes up to
+        60 ms to set background-snapshot), raise the bandwidth, create *path* and pass a
+        stream save's descriptor to QEMU.
+
+        A mapped-ram save (a paused save, where QEMU offers it) gets its capabilities and its
+        descriptor in :meth:`save_memory`, which resets them when it ends: capabilities left
+        on by a checkpoint abandoned in between would change what QEMU does next (10.2 refuses
+        ``savevm`` with mapped-ram or multifd on), and a passed descriptor would keep the
+        removed image's space.
 
         Failure guarantee: *path* does not exist afterwards.
         """
         qmp = self.qmp
         self.check_space(path)
-        background = False
-        if live and self.background_supported():
+        self._check_not_postmigrate()
+        migration = Migration(qmp)
+        method = migration.choose_save(background=live, channels=self.channels)
+        if method.background:
             try:
-                self._set_background(True)
-                background = True
+                migration.set(method)
             except BackendError as exc:
                 log.warning("background snapshot unavailable (%s); saving memory paused", exc)
-        if not background:
+                method = migration.choose_save(background=False, channels=self.channels)
+        if method.mapped_ram:
             with contextlib.suppress(BackendError):
-                self._set_background(False)
+                migration.reset()  # whatever an earlier save left on
+        elif not method.background:
+            migration.set(method)
         qmp.execute("migrate-set-parameters", {"max-bandwidth": SAVE_BANDWIDTH})
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            qmp.send_fd(fd, MEMORY_FD)
+            if not method.mapped_ram:
+                qmp.send_fd(fd, MEMORY_FD)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -357,46 +421,78 @@ class QemuDomain:
         """Write the guest's memory as it is now to *path*.
 
         With *live*, a background snapshot: the guest is let run while pages are written; if
-        the host cannot do it, a paused save instead, with a warning. Without, a plain
-        migration of the stopped guest, which stays stopped. When :meth:`prepare_memory` ran
-        for *path* (the coordinator calls it before pausing), only the migration itself runs
-        here, which keeps the guest's pause short.
+        the host cannot do it, a paused save instead, with a warning. Without, a migration of
+        the stopped guest, which stays stopped, in QEMU's mapped-ram format with multifd
+        channels where QEMU offers it. When :meth:`prepare_memory` ran for *path* (the
+        coordinator calls it before pausing), only what it could not do beforehand runs here,
+        which keeps the guest's pause short.
 
-        Failure guarantee: *path* does not exist afterwards.
+        Failure guarantee: *path* does not exist afterwards, and no capability this save set
+        is left on (unless QEMU stopped answering).
 
         :raises BackendError: QEMU reported the migration failed.
         """
         qmp = self.qmp
         if not (os.path.exists(path) and os.path.getsize(path) == 0):
             self.prepare_memory(path, live=live)
+        migration = Migration(qmp)
+        if migration.state.get("background-snapshot"):  # prepared for a background snapshot
+            method = Method(
+                format=MAPPED_RAM if migration.state.get("mapped-ram") else STREAM,
+                background=True,
+            )
+        else:
+            method = migration.choose_save(background=False, channels=self.channels)
+        fdset: int | None = None
         try:
-            info = self._migrate("migrate", f"fd:{MEMORY_FD}", "save memory")
+            if method.mapped_ram:
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    fdset = qmp.add_fd(fd, opaque=f"{MEMORY_FD}:{path}")
+                finally:
+                    os.close(fd)
+                migration.set(method)
+                uri = f"file:/dev/fdset/{fdset}"
+            else:
+                uri = f"fd:{MEMORY_FD}"
+            info = self._migrate("migrate", uri, "save memory")
         except BaseException:
             with contextlib.suppress(Exception):
                 qmp.execute("migrate_cancel")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             raise
+        finally:
+            self._clean_up(migration, fdset)
         log.info(
-            "memory of %s saved: %s bytes, guest downtime %s ms",
+            "memory of %s saved (%s): %s bytes, guest downtime %s ms",
             self.domain.name,
+            method.describe(),
             os.path.getsize(path),
             info.get("downtime"),
         )
-        return MemoryImage(path=path, size=os.path.getsize(path), format=MEMORY_FORMAT)
+        return MemoryImage(path=path, size=os.path.getsize(path), format=method.format)
 
-    def _set_background(self, on: bool) -> None:
-        """Set ``background-snapshot`` (and ``events``, so that the end of a migration wakes
-        :meth:`_migrate` at once instead of at its next look)."""
-        self.qmp.execute(
-            "migrate-set-capabilities",
-            {
-                "capabilities": [
-                    {"capability": "background-snapshot", "state": on},
-                    {"capability": "events", "state": True},
-                ]
-            },
-        )
+    def _clean_up(self, migration: Migration, fdset: int | None) -> None:
+        """After a migration: turn its capabilities off and drop its fd set. QEMU may still
+        be ending the migration for a moment after it reported its end, and refuses new
+        capabilities until then: tried again for up to :data:`RESET_TIMEOUT` seconds."""
+        deadline = time.monotonic() + RESET_TIMEOUT
+        while True:
+            try:
+                migration.reset()
+                break
+            except QMPCommandError as exc:
+                if time.monotonic() > deadline:
+                    log.warning("cannot turn QEMU's migration capabilities off: %s", exc)
+                    break
+                time.sleep(MIGRATION_POLL)
+            except DomainUnreachableError as exc:
+                log.warning("cannot turn QEMU's migration capabilities off: %s", exc)
+                break
+        if fdset is not None:
+            with contextlib.suppress(BackendError, DomainUnreachableError):
+                self.qmp.execute("remove-fd", {"fdset-id": fdset})
 
     def _migrate(self, command: str, uri: str, step: str) -> dict[str, Any]:
         """Run migration *command* (``migrate``, ``migrate-incoming``) to or from *uri* and
@@ -437,21 +533,37 @@ class QemuDomain:
     def restore_memory(self, image: MemoryImage, state: DomainState) -> None:
         """Start QEMU from *image* (disks already reverted) and leave it *state*.
 
+        An image in QEMU's mapped-ram format is read with the same capability, through
+        multifd channels where QEMU offers them; a QEMU without mapped-ram refuses it.
+
         Failure guarantee: on failure the QEMU started for the restore is stopped again.
+
+        :raises BackendError: the image's format is not one this QEMU reads (nothing is
+            started for an unknown format), or the restore failed.
         """
-        if image.format not in ("", MEMORY_FORMAT):
-            raise BackendError(f"memory image {image.path} is {image.format!r}, not QEMU's")
+        if image.format not in FORMATS:
+            raise BackendError(
+                f"memory image {image.path} is in format {image.format!r}, not one of QEMU's",
+                driver=NAME,
+            )
         fd = os.open(image.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             self.start(paused=True, incoming=True)
+            fdset: int | None = None
             try:
-                self.qmp.send_fd(fd, MEMORY_FD)
-                with contextlib.suppress(QMPCommandError):  # only wakes the wait earlier
-                    self.qmp.execute(
-                        "migrate-set-capabilities",
-                        {"capabilities": [{"capability": "events", "state": True}]},
-                    )
-                self._migrate("migrate-incoming", f"fd:{MEMORY_FD}", "restore memory")
+                migration = Migration(self.qmp)
+                method = migration.choose_restore(image.format, image.path, channels=self.channels)
+                if method.mapped_ram:
+                    fdset = self.qmp.add_fd(fd, opaque=f"{MEMORY_FD}:{image.path}")
+                    migration.set(method)
+                    uri = f"file:/dev/fdset/{fdset}"
+                else:
+                    self.qmp.send_fd(fd, MEMORY_FD)
+                    with contextlib.suppress(QMPCommandError):  # only wakes the wait earlier
+                        migration.set(method)
+                    uri = f"fd:{MEMORY_FD}"
+                self._migrate("migrate-incoming", uri, "restore memory")
+                self._clean_up(migration, fdset)
                 if state is DomainState.RUNNING:
                     self.qmp.execute("cont")
             except BaseException:

@@ -14,7 +14,9 @@ from snapcore.errors import ConfigError
 from snapcore.model import Domain
 
 #: The keys a ``[qemu]`` table may have.
-KEYS: Final = ("qmp", "argv", "guest_agent", "timeout")
+KEYS: Final = ("qmp", "argv", "guest_agent", "timeout", "memory_channels")
+#: The most multifd channels ``memory_channels`` may ask for.
+MAX_CHANNELS: Final = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,12 +27,15 @@ class QemuSettings:
     :ivar argv: how to start QEMU (``snapcore domain-start``, revert with memory).
     :ivar guest_agent: the guest agent's socket, for ``guest-fsfreeze`` (absolute path).
     :ivar timeout: seconds to wait for the monitor to answer one command.
+    :ivar memory_channels: multifd channels for memory images in QEMU's mapped-ram format
+        (``None``: one per CPU, at most 4; 1: a single channel, without multifd).
     """
 
     qmp: str | None = None
     argv: tuple[str, ...] = ()
     guest_agent: str | None = None
     timeout: float = 30.0
+    memory_channels: int | None = None
 
     @classmethod
     def from_table(cls, table: Mapping[str, object]) -> QemuSettings:
@@ -48,6 +53,15 @@ class QemuSettings:
         timeout = table.get("timeout", 30)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise ConfigError(f"'timeout'{where} must be a positive number of seconds")
+        channels = table.get("memory_channels")
+        if channels is not None and (
+            isinstance(channels, bool)
+            or not isinstance(channels, int)
+            or not 1 <= channels <= MAX_CHANNELS
+        ):
+            raise ConfigError(
+                f"'memory_channels'{where} must be a whole number from 1 to {MAX_CHANNELS}"
+            )
         paths: dict[str, str | None] = {}
         for key in ("qmp", "guest_agent"):
             value = table.get(key)
@@ -61,6 +75,7 @@ class QemuSettings:
             argv=tuple(argv),
             guest_agent=paths["guest_agent"],
             timeout=float(timeout),
+            memory_channels=channels,
         )
 
     @classmethod
