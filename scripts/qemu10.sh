@@ -25,6 +25,14 @@ PINS=(
     "qemu-system-data=$QEMU_VERSION"
     "qemu-utils=$QEMU_VERSION"
     "seabios=1.16.3-2~bpo12+1"
+    # QEMU's optional modules: without them, QEMU 10 looks for a module it lacks in the system's
+    # module directory, finds QEMU 7.2's, refuses it ("Only modules from the same build can be
+    # loaded") and aborts on an assertion: `-device help` and libvirt's capability probe, which
+    # list every device type, die. Their libraries need not be installed: a module that cannot
+    # be opened is left out quietly.
+    "qemu-system-modules-opengl=$QEMU_VERSION"
+    "qemu-system-modules-spice=$QEMU_VERSION"
+    "qemu-system-gui=$QEMU_VERSION"
 )
 # What qemu-system-x86 10.0 and qemu-utils load that a bookworm machine with QEMU 7.2 may lack
 # (their Depends, all satisfied by bookworm's own versions).
@@ -36,7 +44,7 @@ BACKPORTS=/etc/apt/sources.list.d/snapcore-bookworm-backports.sources
 
 log() { echo "qemu10: $*" >&2; }
 
-stamp="$CACHE/.unpacked-$QEMU_VERSION"
+stamp="$CACHE/.unpacked-$(echo "${PINS[*]}" | sha256sum | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
     if ! apt-cache policy | grep -q "bookworm-backports"; then
         log "adding bookworm-backports to apt's sources ($BACKPORTS)"
@@ -88,6 +96,8 @@ EOF
 fi
 if [ "${1:-}" = "--check" ]; then
     log "$("$BIN/qemu-system-x86_64" --version | head -1)"
+    # every device type listed: every module loads, or QEMU aborts (see the modules above)
+    "$BIN/qemu-system-x86_64" -nodefaults -machine none -device help >/dev/null
     log "$("$BIN/qemu-img" --version | head -1)"
 fi
 echo "$BIN/qemu-system-x86_64"
