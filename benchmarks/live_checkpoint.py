@@ -86,7 +86,9 @@ from snapcore_qemu.qmp import QMPSession
 
 VENV_BIN = Path(sys.executable).parent
 SNAPCORE = str(VENV_BIN / "snapcore")
-QEMU = "qemu-system-x86_64"
+QEMU_SYSTEM = "/usr/bin/qemu-system-x86_64"  # Debian 12's QEMU 7.2
+SETUP_LIBVIRT = Path(__file__).resolve().parent / "setup-libvirt11.sh"
+LIBVIRT_WANTED = "11.3.0"
 VIRSH = ["virsh", "-c", "qemu:///system"]
 TIME = "/usr/bin/time"
 SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
@@ -99,6 +101,7 @@ DISK_SIZE = "1G"
 DISK_DATA = "64M"  # written into each disk before the domains start
 DOMAIN_PREFIX = "snapcore-bench-"
 
+SCRATCH = Path("/tmp/lvbench")  # each pass's scratch directory is made (and removed) in it
 CMD_TIMEOUT = 300.0  # any one snapshot, revert or setup command
 APT_TIMEOUT = 1200.0
 DAEMON_TIMEOUT = 30.0
@@ -107,11 +110,15 @@ EVENT_SETTLE = 0.2  # seconds without a new event after the command before event
 EVENT_LIMIT = 15.0  # at most this long waiting for the guest to be resumed
 
 MIB = 1 << 20
+GIB = 1 << 30
+
+SAVE_CHANNELS = 4  # virsh save --parallel-channels
+DD_MIB = 1024  # dd's sequential write, with fsync, in every run
 
 # --hugepages
 HUGEPAGE_KIB = 2048
-HUGEPAGE_DOMAINS = 4  # snapcore's and libvirt's three, all running at once
-HUGEPAGE_HEADROOM = 256  # pages: a revert's restarted QEMU, should the old one linger
+HUGEPAGE_DOMAINS = 5  # snapcore's and libvirt's four, all running at once (one QEMU at a time)
+HUGEPAGE_HEADROOM = 512  # pages: a revert's or restore's new QEMU, should the old one linger
 NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
 HUGETLBFS_DIR = Path("/dev/hugepages")
 HUGETLBFS_MISSING = "hugetlbfs filesystem is not mounted"  # libvirt's error
@@ -246,6 +253,22 @@ def median(values: Sequence[float | None]) -> float | None:
     return statistics.median(got) if got else None
 
 
+@dataclass
+class Emulator:
+    """The QEMU of the current pass: both sides run this binary (snapcore's ``argv``, libvirt's
+    ``<emulator>``)."""
+
+    label: str = "7.2"
+    binary: str = QEMU_SYSTEM
+
+    def version(self) -> str:
+        out = run([self.binary, "--version"], check=False).stdout.splitlines()
+        return out[0] if out else "?"
+
+
+EMU = Emulator()
+
+
 # ------------------------------------------------------------------------------------------
 # host setup: libvirt packages and daemons
 # ------------------------------------------------------------------------------------------
@@ -260,14 +283,16 @@ class LibvirtHost:
         self.started: list[tuple[str, int]] = []
         self.installed: list[str] = []
 
-    def setup(self) -> None:
-        missing = [
-            tool
-            for tool in ("virsh", "libvirtd", "virtlogd")
-            if shutil.which(tool, path=SBIN_PATH) is None
-        ]
-        if missing:
-            self._install(missing)
+    def setup(self) -> str:
+        """Install libvirt 11.3 (``setup-libvirt11.sh``, a no-op once done), start the daemons
+        that are not running; return the QEMU 10 binary to use with it."""
+        print(f"  bash {SETUP_LIBVIRT}")
+        proc = run(["bash", str(SETUP_LIBVIRT)], timeout=APT_TIMEOUT, check=False)
+        for line in proc.stderr.strip().splitlines()[-6:]:
+            print(f"    {line}")
+        if proc.returncode != 0:
+            raise RuntimeError(f"{SETUP_LIBVIRT} exited {proc.returncode}")
+        qemu10 = proc.stdout.strip().splitlines()[-1]
         for daemon in self.DAEMONS:
             if daemon_running(daemon):
                 print(f"  {daemon}: already running (left running at the end)")
@@ -276,6 +301,13 @@ class LibvirtHost:
             self.started.append((daemon, pid))
             print(f"  {daemon}: started ({exe} -d, pid {pid}; stopped at the end)")
         self._wait_libvirtd()
+        version = self.version()
+        if version != LIBVIRT_WANTED:
+            raise RuntimeError(
+                f"the running libvirtd is {version}, not {LIBVIRT_WANTED}: a daemon started "
+                "before the upgrade? stop it and run again"
+            )
+        return qemu10
 
     @staticmethod
     def _start(daemon: str) -> tuple[str, int]:
@@ -308,25 +340,6 @@ class LibvirtHost:
         self._wait_libvirtd()
         return f"restarted libvirtd (pid {old} -> {pid}, {exe} -d)"
 
-    def _install(self, missing: list[str]) -> None:
-        argv = ["apt-get", "install", "-y", "libvirt-daemon-system", "libvirt-clients"]
-        print(f"  missing {', '.join(missing)}: {' '.join(argv)}")
-        before = set(_installed_packages())
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        proc = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=APT_TIMEOUT,
-            env=env,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"apt-get install failed: {proc.stderr.strip()[-2000:]}")
-        self.installed = sorted(set(_installed_packages()) - before)
-        print(f"  installed {len(self.installed)} packages: {' '.join(self.installed)}")
-
     def teardown(self) -> None:
         for daemon, pid in reversed(self.started):
             terminate(pid)
@@ -350,11 +363,6 @@ def _read_pidfile(pidfile: Path) -> int:
         if time.monotonic() > deadline:
             raise RuntimeError(f"no pid in {pidfile} after {DAEMON_TIMEOUT:g} s")
         time.sleep(0.05)
-
-
-def _installed_packages() -> list[str]:
-    out = run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${Package}\n"], check=False).stdout
-    return [line.split()[-1] for line in out.splitlines() if line.startswith("ii")]
 
 
 # ------------------------------------------------------------------------------------------
@@ -507,7 +515,7 @@ def snapcore_argv(disks: dict[str, Path], random_bin: Path, mon: Path, qtest: Pa
     """The QEMU command line given to snapcore as ``[qemu] argv``: the machine libvirt builds
     for our XML (see ``libvirt_xml``), same CPU, memory, root ports and disk devices."""
     argv = [
-        QEMU, "-accel", "tcg", "-machine", "q35", "-cpu", "qemu64",
+        EMU.binary, "-accel", "tcg", "-machine", "q35", "-cpu", "qemu64",
         "-m", f"{RAM_MIB}M", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
         "-device", "pcie-root-port,port=8,chassis=1,id=pci.1,bus=pcie.0,multifunction=on,addr=0x1",
         "-device", "pcie-root-port,port=9,chassis=2,id=pci.2,bus=pcie.0,addr=0x1.0x1",
@@ -582,7 +590,7 @@ def libvirt_xml(name: str, disks: dict[str, Path], random_bin: Path, mon: Path, 
   <cpu mode='custom' match='exact'><model fallback='forbid'>qemu64</model></cpu>
   <on_poweroff>destroy</on_poweroff>
   <devices>
-    <emulator>/usr/bin/{QEMU}</emulator>{disk_xml}
+    <emulator>{EMU.binary}</emulator>{disk_xml}
     <controller type='usb' model='none'/>
     <memballoon model='none'/>
   </devices>
@@ -778,6 +786,9 @@ class Side:
     rss: list[int] = field(default_factory=list)
     revert_wall: list[float] = field(default_factory=list)
     revert_ok: list[bool] = field(default_factory=list)
+    qemu_total: list[float | None] = field(default_factory=list)  # query-migrate total-time
+    image_alloc: list[int] = field(default_factory=list)  # bytes allocated (sparse images)
+    formats: list[str] = field(default_factory=list)  # per run: how QEMU wrote / read it
     note: str = ""
     commands: list[str] = field(default_factory=list)
     measured: bool = True
@@ -811,6 +822,11 @@ class SnapcoreSide:
             f"{TIME} -f %M {' '.join(self.base)} snapshot-create --json -n cN DOMAIN.toml",
             f"{' '.join(self.base)} snapshot-revert -n cN DOMAIN.toml",
         ]
+        self.paused = Side("snapcore paused ckpt")
+        self.paused.commands = [
+            "(QMP stop) " + f"{' '.join(self.base)} snapshot-create --json -n pN DOMAIN.toml",
+            f"{' '.join(self.base)} snapshot-revert -n pN DOMAIN.toml (comes back paused)",
+        ]
 
     def start(self) -> None:
         run([*self.base, "domain-start", str(self.domain)], timeout=60, env=self.env)
@@ -839,8 +855,10 @@ class SnapcoreSide:
         r.downtime.append(stopped_ms(events))
         r.before_pause.append(first_stop_ms(events, t.started))
         r.qemu_downtime.append(migrate.get("downtime"))
+        r.qemu_total.append(migrate.get("total-time"))
         r.libvirt_downtime.append(None)
         r.image.append(os.path.getsize(out["memory_image"]["path"]))
+        r.formats.append(f"image {out['memory_image'].get('format', '?')}")
         r.rss.append(int(rss_file.read_text().split()[-1]) * 1024)
 
     def revert(self, i: int) -> None:
@@ -851,6 +869,36 @@ class SnapcoreSide:
         ok = self.mon.query_status() == "running" and read_mark(self.qtest) == 0xC0DE0000 + i
         self.result.revert_wall.append(wall)
         self.result.revert_ok.append(ok)
+
+    def paused_save(self, i: int) -> None:
+        """A checkpoint with memory of the domain paused first (snapcore's paused save), then
+        the revert to it (its restore); the domain runs again afterwards (untimed)."""
+        r = self.paused
+        write_mark(self.qtest, 0xBEEF0000 + i)
+        self.mon.execute("stop")
+        t = timed(
+            [*self.base, "snapshot-create", "--json", "-n", f"p{i}", str(self.domain)],
+            env=self.env,
+        )
+        out = json.loads(t.proc.stdout)
+        saved = migration_format(self.mon)
+        write_mark(self.qtest, 0xDEAD0000 + i)
+        image = Path(out["memory_image"]["path"])
+        restore = timed(
+            [*self.base, "snapshot-revert", "-n", f"p{i}", str(self.domain)], env=self.env
+        )
+        self.mon.connect()
+        status = self.mon.query_status()
+        ok = status != "running" and read_mark(self.qtest) == 0xBEEF0000 + i
+        restored = migration_format(self.mon)
+        self.mon.execute("cont")
+        r.create_wall.append(t.seconds)
+        r.revert_wall.append(restore.seconds)
+        r.revert_ok.append(ok)
+        r.image.append(image.stat().st_size)
+        r.image_alloc.append(image.stat().st_blocks * 512)
+        fmt = (out.get("memory_image") or {}).get("format", "?")
+        r.formats.append(f"image {fmt}, QEMU after the save {saved}, after the restore {restored}")
 
     def guarded(self, step: str, action: Callable[[], None]) -> None:
         """Run *action*; if it fails, report snapcore as not measured and carry on with
@@ -887,12 +935,13 @@ class LibvirtSide:
         "internal": "libvirt (internal)",
         "external": "libvirt (external)",
         "live": "libvirt (ext --live)",
+        "save": "virsh save sparse",
     }
 
     def __init__(self, work: Path, random_bin: Path, mode: str):
         self.work = work
         self.mode = mode
-        self.tag = {"internal": "lvi", "external": "lve", "live": "lvl"}[mode]
+        self.tag = {"internal": "lvi", "external": "lve", "live": "lvl", "save": "lvs"}[mode]
         self.name = DOMAIN_PREFIX + mode
         self.disks = make_disks(work, self.tag)
         self.mon = BenchMonitor(work / f"{self.tag}-mon.sock", self.tag)
@@ -907,6 +956,13 @@ class LibvirtSide:
             self.result.commands = [
                 f"virsh snapshot-create-as --domain {self.name} intN",
                 f"virsh snapshot-revert {self.name} intN",
+            ]
+        elif mode == "save":
+            self.sparse = True
+            self.result.commands = [
+                f"(virsh suspend) virsh save {self.name} FILE --image-format sparse"
+                f" --parallel-channels {SAVE_CHANNELS}",
+                f"virsh restore FILE --parallel-channels {SAVE_CHANNELS} (comes back paused)",
             ]
         else:
             self.result.commands = [
@@ -968,6 +1024,43 @@ class LibvirtSide:
             r.image.append(os.path.getsize(self.work / f"{self.tag}-ext{i}.mem"))
         r.libvirt_downtime.append(float(found.group(1)) if found else None)
 
+    def save_restore(self, i: int) -> None:
+        """``virsh save`` of the domain paused first, in the sparse (mapped-ram) format with
+        parallel channels, then ``virsh restore`` of it; the domain runs again afterwards
+        (untimed). Where libvirt or QEMU refuses the sparse format (QEMU 7.2 has no mapped-ram),
+        libvirt's default format, once said in the notes."""
+        r = self.result
+        write_mark(self.qtest, 0xBEEF0000 + i)
+        self.virsh("suspend", self.name)
+        image = self.work / f"{self.tag}-save{i}.img"
+        extra = ["--image-format", "sparse", "--parallel-channels", str(SAVE_CHANNELS)]
+        self.mon.close()
+        try:
+            t = timed([*VIRSH, "save", self.name, str(image), *(extra if self.sparse else [])])
+        except RuntimeError as exc:
+            if not self.sparse:
+                raise
+            self.sparse = False
+            r.label = "virsh save (raw)"
+            why = str(exc).strip().splitlines()[-1]
+            r.note = f"sparse refused, libvirt's default format measured instead ({why})"
+            print(f"  {r.note}", flush=True)
+            image.unlink(missing_ok=True)
+            t = timed([*VIRSH, "save", self.name, str(image)])
+        size, alloc = image.stat().st_size, image.stat().st_blocks * 512
+        restore = timed([*VIRSH, "restore", str(image), *(extra[2:] if self.sparse else [])])
+        self.mon.connect()
+        ok = self.mon.query_status() != "running" and read_mark(self.qtest) == 0xBEEF0000 + i
+        restored = migration_format(self.mon)
+        self.virsh("resume", self.name)
+        image.unlink()
+        r.create_wall.append(t.seconds)
+        r.revert_wall.append(restore.seconds)
+        r.revert_ok.append(ok)
+        r.image.append(size)
+        r.image_alloc.append(alloc)
+        r.formats.append(f"restore {restored}")
+
     def _vmstate_size(self, name: str) -> int:
         info = json.loads(
             run(["qemu-img", "info", "-U", "--output=json", str(self.disks["vda"])]).stdout
@@ -978,18 +1071,12 @@ class LibvirtSide:
         raise RuntimeError(f"internal snapshot {name} not found in {self.disks['vda']}")
 
     def revert(self, i: int) -> None:
-        wall = timed([*VIRSH, "snapshot-revert", self.name, f"int{i}"]).seconds
+        snap = f"int{i}" if self.mode == "internal" else f"ext{i}"
+        wall = timed([*VIRSH, "snapshot-revert", self.name, snap]).seconds
         self.mon.connect()
         ok = self.mon.query_status() == "running" and read_mark(self.qtest) == 0xC0DE0000 + i
         self.result.revert_wall.append(wall)
         self.result.revert_ok.append(ok)
-
-    def try_revert_external(self) -> None:
-        proc = self.virsh("snapshot-revert", self.name, "ext0", check=False)
-        message = (proc.stderr or proc.stdout).strip().splitlines()
-        self.result.note = f"virsh snapshot-revert {self.name} ext0: " + (
-            "reverted" if proc.returncode == 0 else message[-1] if message else "failed"
-        )
 
     def cleanup(self) -> None:
         self.mon.close()
@@ -997,6 +1084,45 @@ class LibvirtSide:
             remove_libvirt_domain(self.name)
             log = Path(f"/var/log/libvirt/qemu/{self.name}.log")
             log.unlink(missing_ok=True)
+
+
+def migration_format(mon: BenchMonitor) -> str:
+    """How the QEMU behind *mon* is set to migrate: mapped-ram and multifd (with its channels)
+    or the plain stream, read from ``query-migrate-capabilities``/``-parameters``."""
+    try:
+        caps = {c["capability"]: c["state"] for c in mon.execute("query-migrate-capabilities")}
+        params = mon.execute("query-migrate-parameters")
+    except Exception as exc:
+        return f"? ({exc})"
+    got = []
+    if caps.get("mapped-ram"):
+        got.append("mapped-ram")
+    if caps.get("multifd"):
+        got.append(f"multifd x{params.get('multifd-channels', '?')}")
+    if params.get("direct-io"):
+        got.append("direct-io")
+    return "+".join(got) if got else "stream"
+
+
+class DdSide:
+    """``dd`` writing DD_MIB MiB of zeros to a new file in the scratch directory, with fsync."""
+
+    def __init__(self, work: Path):
+        self.path = work / "dd.bin"
+        self.argv = [
+            "dd", "if=/dev/zero", f"of={self.path}", "bs=1M", f"count={DD_MIB}",
+            "conv=fsync", "status=none",
+        ]  # fmt: skip
+        self.seconds: list[float] = []
+
+    def measure(self) -> None:
+        self.seconds.append(timed(self.argv).seconds)
+        self.path.unlink()
+
+    def speed(self) -> float | None:
+        """Bytes per second, from the median time."""
+        m = median(self.seconds)
+        return None if m is None else DD_MIB * MIB / m
 
 
 def remove_libvirt_domain(name: str) -> None:
@@ -1040,11 +1166,13 @@ class Medians:
     image: float | None
     revert: float | None  # ms
     rss: float | None
+    qemu_total: float | None  # ms, QEMU's own time for the memory save
+    image_alloc: float | None
 
     @classmethod
     def of(cls, side: Side) -> Medians:
         if not side.measured:
-            return cls(None, None, None, None, None, None, None, None)
+            return cls(None, None, None, None, None, None, None, None, None, None)
 
         def ms(values: Sequence[float]) -> float | None:
             m = median(values)
@@ -1059,10 +1187,41 @@ class Medians:
             image=median(side.image),
             revert=ms(side.revert_wall),
             rss=median(side.rss),
+            qemu_total=median(side.qemu_total),
+            image_alloc=median(side.image_alloc),
         )
 
 
+@dataclass
+class PassResult:
+    """What one pass (one QEMU) measured, for the targets and the summary at the end."""
+
+    qemu: str  # "7.2" or "10"
+    version: str
+    ours: Medians
+    internal: Medians
+    external: Medians
+    live: Medians
+    paused: Medians
+    save: Medians
+    save_label: str
+    save_formats: list[str]
+    paused_formats: list[str]
+    dd_speed: float | None  # bytes/s
+    ram_used: int
+    verdicts: list[str] = field(default_factory=list)
+
+
+def print_table(header: list[str], rows: list[tuple[str, list[str], str]], last: str) -> None:
+    widths = [33] + [max(20, len(h) + 2) for h in header[1:]]
+    print("".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + last)
+    print("-" * (sum(widths) + 24))
+    for name, row, rat in rows:
+        print("".join(c.ljust(w) for c, w in zip([name, *row], widths, strict=True)) + rat)
+
+
 def report(sides: list[Side], ram_used: int, startup: float | None, runs: int) -> None:
+    """The checkpoints of the running domains (snapcore, libvirt's three kinds)."""
     sc, lvi, lve = sides[0], sides[1], sides[2]
     m = {side.label: Medians.of(side) for side in sides}
     ours, internal, external = m[sc.label], m[lvi.label], m[lve.label]
@@ -1087,6 +1246,7 @@ def report(sides: list[Side], ram_used: int, startup: float | None, runs: int) -
             ratio(ours.wall, external.wall, "ext"),
         ),
         ("  from start to the pause", cells(lambda x: fmt_ms(x.before_pause)), ""),
+        ("  QEMU's memory save (total-time)", cells(lambda x: fmt_ms(x.qemu_total)), ""),
         (
             "  snapcore --version",
             [fmt_ms(None if startup is None else startup * 1000), *dash],
@@ -1105,30 +1265,64 @@ def report(sides: list[Side], ram_used: int, startup: float | None, runs: int) -
         (
             "revert with memory, wall",
             [fmt_ms(m[s.label].revert) if s.revert_wall else "n/a" for s in sides],
-            ratio(ours.revert, internal.revert, "int"),
+            ratio(ours.revert, external.revert, "ext")
+            + f" ({ratio(ours.revert, internal.revert, 'int')})",
         ),
         ("peak RSS of snapcore", [fmt_mib(ours.rss), *dash], ""),
     ]
-    widths = [31] + [max(20, len(side.label) + 2) for side in sides]
-    header = ["metric", *(side.label for side in sides)]
     backed = f", on {HUGEPAGE_KIB // 1024} MiB hugepages" if HUGEPAGES.enabled else ""
     print(
-        f"\nCheckpoint with memory of a running domain, {runs} runs each, medians "
-        f"(guest RAM in use {ram_used / MIB:.1f} MiB of {RAM_MIB} MiB{backed}):\n"
+        f"\n[QEMU {EMU.label}] Checkpoint with memory of a running domain, {runs} runs each, "
+        f"medians (guest RAM in use {ram_used / MIB:.1f} MiB of {RAM_MIB} MiB{backed}):\n"
     )
-    print("".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + "snapcore/ref")
-    print("-" * (sum(widths) + 24))
-    for name, row, rat in rows:
-        print("".join(c.ljust(w) for c, w in zip([name, *row], widths, strict=True)) + rat)
+    print_table(["metric", *(side.label for side in sides)], rows, "snapcore/ref")
     print_runs(sides)
-    print_targets(
-        ours=ours,
-        internal=internal,
-        external=external,
-        best_nonlive=best_nonlive,
-        ram_used=ram_used,
-        measured=sc.measured,
+
+
+def report_saves(paused: Side, save: Side, dd: DdSide, runs: int) -> None:
+    """The paused saves and their restores, and dd, side by side."""
+    ours, theirs = Medians.of(paused), Medians.of(save)
+    speed = dd.speed()
+
+    def rate(m: Medians) -> str:
+        if m.wall is None:
+            return "-"
+        return f"{RAM_MIB / (m.wall / 1000):.0f} MiB/s"
+
+    dd_ms = median(dd.seconds)
+    rows: list[tuple[str, list[str], str]] = [
+        (
+            "save wall time",
+            [
+                fmt_ms(ours.wall),
+                fmt_ms(theirs.wall),
+                fmt_ms(None if dd_ms is None else dd_ms * 1e3),
+            ],
+            ratio(ours.wall, theirs.wall, "virsh save"),
+        ),
+        (
+            f"  speed ({RAM_MIB} MiB RAM / time)",
+            [rate(ours), rate(theirs), "-" if speed is None else f"{speed / MIB:.0f} MiB/s"],
+            "-"
+            if ours.wall is None or speed is None
+            else f"{RAM_MIB * MIB / (ours.wall / 1000) / speed:.2f}x dd",
+        ),
+        ("  image, apparent size", [fmt_mib(ours.image), fmt_mib(theirs.image), "-"], ""),
+        ("  image, allocated", [fmt_mib(ours.image_alloc), fmt_mib(theirs.image_alloc), "-"], ""),
+        (
+            "restore wall time",
+            [fmt_ms(ours.revert), fmt_ms(theirs.revert), "-"],
+            ratio(ours.revert, theirs.revert, "virsh restore"),
+        ),
+    ]
+    print(
+        f"\n[QEMU {EMU.label}] Save of the paused domain and its restore, {runs} runs each, "
+        "medians (snapcore: a checkpoint with memory of the paused domain, disks included; "
+        f"dd: {DD_MIB} MiB, conv=fsync):\n"
     )
+    print_table(["metric", paused.label, save.label, "dd"], rows, "snapcore/ref")
+    print_runs([paused, save])
+    print(f"  dd: {[round(s * 1000) for s in dd.seconds]} ms")
 
 
 def print_runs(sides: list[Side]) -> None:
@@ -1139,65 +1333,104 @@ def print_runs(sides: list[Side]) -> None:
     for side in sides:
         if side.measured:
             print(
-                f"  {side.label}: downtime {lst(side.downtime)}"
-                f" to-pause {lst(side.before_pause)}"
-                f" wall {lst(side.create_wall, 1000)} image {lst(side.image, 1 / MIB)}"
+                f"  {side.label}: "
+                + (f"downtime {lst(side.downtime)} " if side.downtime else "")
+                + (f"to-pause {lst(side.before_pause)} " if side.before_pause else "")
+                + f"wall {lst(side.create_wall, 1000)} image {lst(side.image, 1 / MIB)}"
+                + (f" qemu-total {lst(side.qemu_total)}" if side.qemu_total else "")
                 + (f" revert {lst(side.revert_wall, 1000)}" if side.revert_wall else "")
                 + (f" rss {lst(side.rss, 1 / MIB)}" if side.rss else "")
             )
         if side.revert_ok:
             print(
-                f"    reverts that brought back their checkpoint's RAM marker: "
+                f"    reverts/restores that brought back their RAM marker: "
                 f"{sum(side.revert_ok)}/{len(side.revert_ok)}"
             )
+        if side.formats:
+            print(f"    memory images: {'; '.join(sorted(set(side.formats)))}")
         if side.note:
             print(f"    {side.label}: {side.note}")
 
 
-def print_targets(
-    *,
-    ours: Medians,
-    internal: Medians,
-    external: Medians,
-    best_nonlive: float | None,
-    ram_used: int,
-    measured: bool,
-) -> None:
-    print(
-        f"\nTargets (issue 3; guest RAM on {HUGEPAGE_KIB // 1024} MiB hugepages, --hugepages):"
-        if HUGEPAGES.enabled
-        else "\nTargets (issue 3):"
-    )
-    d, w, img, rss = ours.downtime, ours.wall, ours.image, ours.rss
-    if not measured or d is None or w is None or img is None or rss is None:
-        print("  not measured: snapcore did not checkpoint the running domain (see above)")
-        return
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
 
-    def verdict(ok: bool) -> str:
-        return "PASS" if ok else "FAIL"
 
-    print(f"  {verdict(d < 50)}  guest downtime {fmt_ms(d)} < 50 ms")
-    if best_nonlive is not None:
-        times = best_nonlive / max(d, 1e-6)
-        print(
-            f"  {verdict(times >= 10)}  downtime {times:.0f}x below libvirt's best non-live "
-            f"({fmt_ms(best_nonlive)}); needs >= 10x"
+def targets(res: PassResult) -> None:
+    """Issue 11's targets for this pass (the last three are on QEMU 10; on 7.2 they are
+    printed for reference), and issue 3's image and RSS figures."""
+    ours, ext = res.ours, res.external
+    on10 = res.qemu == "10"
+    tag = "" if on10 else " (for reference: the target is on QEMU 10)"
+    pages = f"{HUGEPAGE_KIB // 1024} MiB hugepages" if HUGEPAGES.enabled else "4 KiB pages"
+    out: list[str] = []
+    nonlive = [v for v in (res.internal.downtime, ext.downtime) if v is not None]
+    best = min(nonlive) if nonlive else None
+    d = ours.downtime
+    if d is None:
+        out.append("not measured  guest pause: snapcore did not checkpoint the running domain")
+    else:
+        times = None if best is None else best / max(d, 1e-6)
+        ok = d < 50 and times is not None and times >= 10
+        out.append(
+            f"{verdict(ok)}  guest pause {fmt_ms(d)} < 50 ms and "
+            + ("?" if times is None else f"{times:.1f}x")
+            + f" below libvirt {LIBVIRT_WANTED}'s best non-live ({fmt_ms(best)}); needs >= 10x"
         )
-    if external.wall is not None:
-        print(
-            f"  {verdict(w <= external.wall)}  wall time {fmt_ms(w)} <= libvirt external "
-            f"non-live {fmt_ms(external.wall)}"
+        if d >= 50 and ours.qemu_total is not None and d >= 0.8 * ours.qemu_total:
+            out.append(
+                f"      the guest stayed stopped through QEMU's whole background snapshot "
+                f"(total-time {fmt_ms(ours.qemu_total)}, QEMU's own downtime "
+                f"{fmt_ms(ours.qemu_downtime)}): since 9.0 QEMU resumes, after a background "
+                "snapshot's setup, only vCPUs that ran when it began (vm_resume(vm_old_state)), "
+                "and snapcore stops them before it starts the save"
+            )
+    if ours.revert is not None and ext.revert is not None:
+        out.append(
+            f"{verdict(ours.revert <= ext.revert)}  revert with memory {fmt_ms(ours.revert)} "
+            f"<= libvirt external revert {fmt_ms(ext.revert)}{tag}"
         )
-    print(
-        f"  {verdict(img <= 1.05 * ram_used)}  memory image {img / ram_used:.4f}x "
-        "the RAM in use <= 1.05x"
+    else:
+        out.append("not measured  revert with memory against libvirt's external revert")
+    p, s = res.paused, res.save
+    mapped = all("mapped-ram" in f.split(",")[0] for f in res.paused_formats) and bool(
+        res.paused_formats
     )
-    print(f"  {verdict(rss < 100 * MIB)}  peak RSS {fmt_mib(rss)} < 100 MiB")
-    if ours.revert is not None and internal.revert is not None:
-        print(
-            f"  (no target)  revert {fmt_ms(ours.revert)} against libvirt internal "
-            f"{fmt_ms(internal.revert)}"
+    how = (
+        "mapped-ram" if mapped else "NOT mapped-ram: " + "; ".join(sorted(set(res.paused_formats)))
+    )
+    if p.wall is not None and res.dd_speed is not None:
+        speed = RAM_MIB * MIB / (p.wall / 1000)
+        ok = speed >= 0.8 * res.dd_speed and s.wall is not None and p.wall <= s.wall
+        out.append(
+            f"{verdict(ok and mapped)}  paused save of {RAM_MIB} MiB RAM "
+            f"({how}): "
+            f"{fmt_ms(p.wall)}, {speed / MIB:.0f} MiB/s = {speed / res.dd_speed:.2f}x dd's "
+            f"{res.dd_speed / MIB:.0f} MiB/s (needs >= 0.8x) and <= {res.save_label} "
+            f"{fmt_ms(s.wall)}{tag}"
         )
+    if ours.wall is not None and ext.wall is not None:
+        line = (
+            f"{verdict(ours.wall <= ext.wall)}  checkpoint wall time on {pages} {fmt_ms(ours.wall)}"
+            f" <= libvirt external non-live {fmt_ms(ext.wall)}{tag}"
+        )
+        if ours.wall > ext.wall and ours.qemu_total is not None:
+            line += (
+                f"; QEMU's background snapshot alone took {fmt_ms(ours.qemu_total)} "
+                f"(query-migrate total-time), snapcore's start to the pause "
+                f"{fmt_ms(ours.before_pause)}"
+            )
+        out.append(line)
+    if ours.image is not None and ours.rss is not None:
+        out.append(
+            f"(issue 3) {verdict(ours.image <= 1.05 * res.ram_used)} image "
+            f"{ours.image / res.ram_used:.4f}x the RAM in use <= 1.05x; "
+            f"{verdict(ours.rss < 100 * MIB)} peak RSS {fmt_mib(ours.rss)} < 100 MiB"
+        )
+    res.verdicts = out
+    print(f"\n[QEMU {res.qemu}] Targets (issue 11; {pages}):")
+    for line in out:
+        print(f"  {line}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -1231,17 +1464,20 @@ def machine_load() -> str:
     return load
 
 
-def describe_machine() -> None:
+def describe_machine(qemus: dict[str, str]) -> None:
     cpu = "?"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    qemu = run([QEMU, "--version"], check=False).stdout.splitlines()[0]
     snapcore = run([SNAPCORE, "--version"], check=False).stdout.strip()
+    commit = run(["git", "-C", str(Path(__file__).resolve().parent), "log", "-1", "--format=%h"],
+                 check=False).stdout.strip()  # fmt: skip
     print(f"machine: {os.cpu_count()} CPUs ({cpu}), kernel {platform.release()}, {machine_load()}")
-    print(f"         {qemu}; libvirt {LibvirtHost.version()}; {snapcore}; guests under TCG")
+    print(f"         libvirt {LibvirtHost.version()}; {snapcore} (tree at {commit or '?'}); TCG")
+    for label, binary in qemus.items():
+        print(f"         QEMU {label}: {Emulator(label, binary).version()} ({binary})")
 
 
 def write_random(path: Path) -> None:
@@ -1250,18 +1486,21 @@ def write_random(path: Path) -> None:
             fh.write(os.urandom(MIB))
 
 
-def measure(work: Path, runs: int, snapcore_ok: bool, why: str) -> None:
-    """Build the four domains in *work*, run the benchmark, print the report, clean up."""
+def measure(work: Path, runs: int, snapcore_ok: bool, why: str) -> PassResult:
+    """Build the five domains in *work* on the current QEMU, run the benchmark, print the
+    report, clean up."""
     random_bin = work / "random.bin"
     write_random(random_bin)
     sc: SnapcoreSide | None = None
     libvirt: list[LibvirtSide] = []
     try:
         sc = SnapcoreSide(work, random_bin)
-        sc.result.measured = snapcore_ok
+        sc.result.measured = sc.paused.measured = snapcore_ok
         if not snapcore_ok:
             sc.result.note = why
-        libvirt = [LibvirtSide(work, random_bin, mode) for mode in ("internal", "external", "live")]
+        libvirt = [
+            LibvirtSide(work, random_bin, mode) for mode in ("internal", "external", "live", "save")
+        ]
         if sc.result.measured:
             sc.guarded("domain-start", sc.start)
         for side in libvirt:
@@ -1283,16 +1522,37 @@ def measure(work: Path, runs: int, snapcore_ok: bool, why: str) -> None:
         print(f"guest RAM in use: {ram_used / MIB:.1f} MiB in non-zero pages of {RAM_MIB} MiB")
         time.sleep(2)  # let the firmware settle (it finds no boot disk and waits)
         startup = sc.startup() if sc.result.measured else None
-        alternate(sc, libvirt, runs)
+        dd = DdSide(work)
+        alternate(sc, libvirt, dd, runs)
         if HUGEPAGES.enabled:
             recheck_hugepages([*([sc] if sc.result.measured else []), libvirt[0]])
-        results = [sc.result, *(side.result for side in libvirt)]
+        results = [sc.result, *(side.result for side in libvirt[:3])]
         report(results, ram_used, startup, runs)
+        report_saves(sc.paused, libvirt[3].result, dd, runs)
+        m = [Medians.of(r) for r in results]
+        res = PassResult(
+            qemu=EMU.label,
+            version=EMU.version(),
+            ours=m[0],
+            internal=m[1],
+            external=m[2],
+            live=m[3],
+            paused=Medians.of(sc.paused),
+            save=Medians.of(libvirt[3].result),
+            save_label=libvirt[3].result.label,
+            save_formats=libvirt[3].result.formats,
+            paused_formats=sc.paused.formats,
+            dd_speed=dd.speed(),
+            ram_used=ram_used,
+        )
+        targets(res)
         print("\nCommands measured:")
-        for result in results:
+        for result in [*results, sc.paused, libvirt[3].result]:
             for command in result.commands:
                 print(f"  {command}")
-        print(f"\nat the end: {machine_load()}")
+        print(f"  {' '.join(dd.argv)}")
+        print(f"\nat the end of the QEMU {EMU.label} pass: {machine_load()}")
+        return res
     finally:
         for side in libvirt:
             with contextlib.suppress(Exception):
@@ -1312,25 +1572,43 @@ def recheck_hugepages(sides: Sequence[SnapcoreSide | LibvirtSide]) -> None:
             print(f"  hugepages after the reverts: {exc}")
 
 
-def alternate(sc: SnapcoreSide, libvirt: list[LibvirtSide], runs: int) -> None:
-    """The checkpoints, then the reverts, of the four sides in turn, *runs* times."""
+def alternate(sc: SnapcoreSide, libvirt: list[LibvirtSide], dd: DdSide, runs: int) -> None:
+    """In turn, *runs* times: the checkpoints of the running domains (snapcore, libvirt's
+    three), then the paused saves and restores (snapcore's, virsh save's) and dd, then the
+    reverts (snapcore, libvirt internal, libvirt external). The running checkpoints come first,
+    all in the QEMU processes they started in, as in issue 3's runs: a restore restarts QEMU,
+    and a fresh QEMU's first background snapshot pauses the guest for less."""
+    measured = sc.result.measured
     for i in range(runs):
         print(f"run {i + 1}/{runs}: checkpoints", flush=True)
-        if sc.result.measured:
+        if measured:
             sc.guarded("snapshot-create", functools.partial(sc.create, i))
-        for side in libvirt:
+        for side in libvirt[:3]:
             side.create(i)
+    for i in range(runs):
+        print(f"run {i + 1}/{runs}: paused saves and restores, dd", flush=True)
+        if measured:
+            sc.guarded("paused save", functools.partial(sc.paused_save, i))
+        libvirt[3].save_restore(i)
+        dd.measure()
     for i in range(runs):
         print(f"run {i + 1}/{runs}: reverts", flush=True)
         if sc.result.measured:
             sc.guarded("snapshot-revert", functools.partial(sc.revert, i))
         libvirt[0].revert(i)
-    libvirt[1].try_revert_external()
+        libvirt[1].revert(i)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--qemu",
+        choices=("7.2", "10", "both"),
+        default="both",
+        help="QEMU 7.2 (the system's), QEMU 10.0 (bookworm-backports, unpacked by "
+        "scripts/qemu10.sh), or both, one after the other (default)",
+    )
     parser.add_argument(
         "--keep-cache",
         action="store_true",
@@ -1353,12 +1631,12 @@ def main() -> int:
         print(f"{TIME} is needed (Debian package 'time')", file=sys.stderr)
         return 2
     if not HUGEPAGES.enabled:
-        return benchmark(args.runs)
+        return benchmark(args.runs, args.qemu)
     # the reserved pages go back also when the run is killed with SIGTERM
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         print(f"hugepages: {HUGEPAGES.reserve()}")
-        return benchmark(args.runs)
+        return benchmark(args.runs, args.qemu)
     except HugepagesError as exc:  # the pages not granted, or libvirt cannot use them
         print(f"--hugepages: {exc}", file=sys.stderr)
         return 2
@@ -1366,14 +1644,18 @@ def main() -> int:
         HUGEPAGES.restore()
 
 
-def benchmark(runs: int) -> int:
+def benchmark(runs: int, which: str) -> int:
     snapcore_ok, why = snapcore_live_status()
     print("setting up libvirt:")
     host = LibvirtHost()
     HUGEPAGES.host = host
+    results: list[PassResult] = []
     try:
-        host.setup()
-        describe_machine()
+        qemu10 = host.setup()
+        qemus = {"7.2": QEMU_SYSTEM, "10": qemu10}
+        if which != "both":
+            qemus = {which: qemus[which]}
+        describe_machine(qemus)
         print(f"snapcore: {why}")
         if HUGEPAGES.enabled:
             print(
@@ -1381,22 +1663,32 @@ def benchmark(runs: int) -> int:
                 f"pages in every domain: snapcore's QEMU {' '.join(hugepage_args())}; "
                 f"libvirt {LIBVIRT_MEMORY_BACKING}"
             )
-        work = Path(tempfile.mkdtemp(prefix="snapcore-live-bench-", dir="/tmp"))
-        CACHE.scratch = work
-        print(
-            "page cache: "
-            + (
-                "kept (--keep-cache)"
-                if CACHE.keep
-                else "scratch files dropped before each timed command"
+        SCRATCH.mkdir(parents=True, exist_ok=True)
+        for label, binary in qemus.items():
+            EMU.label, EMU.binary = label, binary
+            print(f"\n=== QEMU {label}: {EMU.version()} ({binary}); {machine_load()}", flush=True)
+            work = Path(tempfile.mkdtemp(prefix="live-", dir=SCRATCH))
+            CACHE.scratch = work
+            print(
+                "page cache: "
+                + (
+                    "kept (--keep-cache)"
+                    if CACHE.keep
+                    else "scratch files dropped before each timed command"
+                )
             )
-        )
-        try:
-            measure(work, runs, snapcore_ok, why)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+            try:
+                results.append(measure(work, runs, snapcore_ok, why))
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
     finally:
         host.teardown()
+    if len(results) > 1:
+        print(f"\nSummary: issue 11's targets, {runs} runs, medians")
+        for res in results:
+            print(f"  QEMU {res.qemu} ({res.version}):")
+            for line in res.verdicts:
+                print(f"    {line}")
     return 0
 
 
