@@ -8,11 +8,15 @@ What qdisk does with a VHD, as checked here (docs/xen.md, "What works with VHD")
   snapcore's read them back;
 - a differencing VHD (any disk snapcore has snapshotted: the disk's path is then an empty leaf
   over the snapshot's base) opens, and the domain boots, but QEMU 7.2's ``vpc`` driver ignores
-  the parent: the guest reads zeros wherever the leaf has no data, and the first write to a
-  2 MiB block marks the whole block present in the leaf, hiding the parent's sectors of that
-  block from every VHD reader. Serving a VHD chain needs blktap's tapdisk (not packaged for
-  Debian 12); with qdisk, start a domain on its VHD only when the VHD has no parent (after its
-  checkpoints are deleted, the chain is one dynamic VHD again).
+  the parent: the guest reads zeros wherever the leaf has no data; the first block QEMU
+  allocates in a leaf without blocks lands right after the BAT, over blktap's batmap and the
+  parent locators (snapcore's check: "block 0 (offset 0x4) clobbers headers"); in a leaf that
+  has blocks, a block QEMU writes is marked wholly present, hiding the parent's sectors of that
+  2 MiB block from every VHD reader;
+- a revert to the checkpoint again gives a fresh leaf over the untouched base: the way back.
+  Serving a VHD chain needs blktap's tapdisk (not packaged for Debian 12); with qdisk, start a
+  domain on its VHD only when the VHD has no parent (after its checkpoints are deleted, the
+  chain is one dynamic VHD again).
 """
 
 from __future__ import annotations
@@ -88,8 +92,9 @@ def test_offline_checkpoints_of_a_stopped_domain_with_qcow2_and_vhd(
     its heartbeat reaches the VHD; stopped, snapcore checkpoints it offline twice, reverts to
     the first (the data read back is the first's) and deletes the second; started again on the
     reverted chain it boots, and QEMU's vpc driver shows the documented behaviour with a
-    differencing VHD (the parent ignored); once the last checkpoint is deleted the VHD is a
-    single dynamic VHD that QEMU reads whole again."""
+    differencing VHD (the parent ignored, the leaf's metadata clobbered by its first block, a
+    written block hiding the parent's); a revert brings the checkpoint back, and once the last
+    checkpoint is deleted the VHD is a single dynamic VHD that QEMU reads whole again."""
     dom = make_domain(disks=1, vhd=1)
     qcow, vhd = dom.disks[0], dom.vhds[0]
 
