@@ -39,7 +39,6 @@ from snapcore.model import DomainState, MemoryImage, ProgressEvent
 from snapcore_qemu import NAME
 from snapcore_qemu.migration import (
     FORMATS,
-    MAPPED_RAM,
     STREAM,
     Method,
     Migration,
@@ -437,10 +436,7 @@ class QemuDomain:
             self.prepare_memory(path, live=live)
         migration = Migration(qmp)
         if migration.state.get("background-snapshot"):  # prepared for a background snapshot
-            method = Method(
-                format=MAPPED_RAM if migration.state.get("mapped-ram") else STREAM,
-                background=True,
-            )
+            method = Method(format=STREAM, background=True)
         else:
             method = migration.choose_save(background=False, channels=self.channels)
         fdset: int | None = None

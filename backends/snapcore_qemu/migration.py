@@ -40,10 +40,6 @@ FORMATS: Final = frozenset({"", STREAM, MAPPED_RAM})
 CAPABILITIES: Final = ("background-snapshot", "mapped-ram", "multifd")
 #: The most multifd channels chosen by default (``[qemu] memory_channels`` overrides it).
 MAX_DEFAULT_CHANNELS: Final = 4
-#: ``background-snapshot`` with ``mapped-ram`` (one channel; QEMU refuses it with multifd) is
-#: accepted by QEMU 10.0, but measured no faster than the stream on 4 KiB pages (docs/qemu.md,
-#: "Memory image formats"), so a running guest's checkpoint keeps the stream.
-BACKGROUND_MAPPED_RAM: Final = False
 
 
 def default_channels() -> int:
@@ -122,18 +118,12 @@ class Migration:
         :param channels: multifd channels for a mapped-ram save.
         """
         if background and self.offers("background-snapshot"):
-            if BACKGROUND_MAPPED_RAM and self.mapped_ram:
-                return Method(
-                    format=MAPPED_RAM,
-                    background=True,
-                    reason="QEMU offers mapped-ram (one channel: multifd cannot run in the "
-                    "background)",
-                )
+            # QEMU 10.0 accepts background-snapshot with mapped-ram (one channel), but the
+            # image it writes restores a guest whose RAM is all zeros (docs/qemu.md)
             return Method(
                 format=STREAM,
                 background=True,
-                reason="the background snapshot writes the migration stream"
-                + (" (mapped-ram measured no faster here)" if self.mapped_ram else ""),
+                reason="a background snapshot writes the migration stream",
             )
         if self.mapped_ram:
             multifd = channels > 1 and self.offers("multifd")
