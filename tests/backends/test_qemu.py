@@ -375,6 +375,9 @@ def test_missing_guest_agent_does_not_stop_a_checkpoint(guest: Guest) -> None:
         ('argv = ["qemu", 1]\n', "'argv' in [qemu] must be a list of strings"),
         ("guest_agent = true\n", "'guest_agent' in [qemu] must be a string"),
         ("timeout = 0\n", "'timeout' in [qemu] must be a positive number of seconds"),
+        ("memory_channels = 0\n", "'memory_channels' in [qemu] must be a whole number from 1"),
+        ("memory_channels = 65\n", "'memory_channels' in [qemu] must be a whole number from 1"),
+        ("memory_channels = 2.5\n", "'memory_channels' in [qemu] must be a whole number from 1"),
     ],
 )
 def test_a_bad_qemu_table_refuses_the_domain_naming_the_key(
@@ -404,8 +407,13 @@ def test_the_qemu_table_as_settings(tmp_path: Path) -> None:
         name="d",
         hypervisor="qemu",
         disks=(Disk(vdev="vda", path="/a"),),
-        hypervisor_table={"qmp": "/run/d.qmp", "argv": ["qemu-system-x86_64"], "timeout": 5},
+        hypervisor_table={
+            "qmp": "/run/d.qmp",
+            "argv": ["qemu-system-x86_64"],
+            "timeout": 5,
+            "memory_channels": 3,
+        },
     )
     assert QemuSettings.of(domain) == QemuSettings(
-        qmp="/run/d.qmp", argv=("qemu-system-x86_64",), timeout=5.0
+        qmp="/run/d.qmp", argv=("qemu-system-x86_64",), timeout=5.0, memory_channels=3
     )
