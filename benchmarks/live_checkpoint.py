@@ -789,6 +789,7 @@ class Side:
     qemu_total: list[float | None] = field(default_factory=list)  # query-migrate total-time
     image_alloc: list[int] = field(default_factory=list)  # bytes allocated (sparse images)
     formats: list[str] = field(default_factory=list)  # per run: how QEMU wrote / read it
+    sync_after: list[float] = field(default_factory=list)  # s: the sync right after a save
     note: str = ""
     commands: list[str] = field(default_factory=list)
     measured: bool = True
@@ -880,6 +881,7 @@ class SnapcoreSide:
             [*self.base, "snapshot-create", "--json", "-n", f"p{i}", str(self.domain)],
             env=self.env,
         )
+        r.sync_after.append(sync_seconds())
         out = json.loads(t.proc.stdout)
         saved = migration_format(self.mon)
         write_mark(self.qtest, 0xDEAD0000 + i)
@@ -1047,6 +1049,7 @@ class LibvirtSide:
             print(f"  {r.note}", flush=True)
             image.unlink(missing_ok=True)
             t = timed([*VIRSH, "save", self.name, str(image)])
+        r.sync_after.append(sync_seconds())
         size, alloc = image.stat().st_size, image.stat().st_blocks * 512
         restore = timed([*VIRSH, "restore", str(image), *(extra[2:] if self.sparse else [])])
         self.mon.connect()
@@ -1084,6 +1087,13 @@ class LibvirtSide:
             remove_libvirt_domain(self.name)
             log = Path(f"/var/log/libvirt/qemu/{self.name}.log")
             log.unlink(missing_ok=True)
+
+
+def sync_seconds() -> float:
+    """Time a ``sync`` (what a save left to write back; dd's figure includes its fsync)."""
+    start = time.perf_counter()
+    os.sync()
+    return time.perf_counter() - start
 
 
 def migration_format(mon: BenchMonitor) -> str:
@@ -1168,6 +1178,7 @@ class Medians:
     rss: float | None
     qemu_total: float | None  # ms, QEMU's own time for the memory save
     image_alloc: float | None
+    synced: float | None = None  # ms: a save and the sync after it (median of the sums)
 
     @classmethod
     def of(cls, side: Side) -> Medians:
@@ -1189,6 +1200,9 @@ class Medians:
             rss=median(side.rss),
             qemu_total=median(side.qemu_total),
             image_alloc=median(side.image_alloc),
+            synced=ms([a + b for a, b in zip(side.create_wall, side.sync_after, strict=False)])
+            if side.sync_after
+            else None,
         )
 
 
@@ -1213,7 +1227,7 @@ class PassResult:
 
 
 def print_table(header: list[str], rows: list[tuple[str, list[str], str]], last: str) -> None:
-    widths = [33] + [max(20, len(h) + 2) for h in header[1:]]
+    widths = [42] + [max(20, len(h) + 2) for h in header[1:]]
     print("".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + last)
     print("-" * (sum(widths) + 24))
     for name, row, rat in rows:
@@ -1289,6 +1303,16 @@ def report_saves(paused: Side, save: Side, dd: DdSide, runs: int) -> None:
             return "-"
         return f"{RAM_MIB / (m.wall / 1000):.0f} MiB/s"
 
+    def synced_rate(m: Medians) -> str:
+        if m.synced is None:
+            return "-"
+        return f"{RAM_MIB / (m.synced / 1000):.0f} MiB/s"
+
+    def data_rate(m: Medians) -> str:
+        if m.synced is None or m.image_alloc is None:
+            return "-"
+        return f"{m.image_alloc / MIB / (m.synced / 1000):.0f} MiB/s"
+
     dd_ms = median(dd.seconds)
     rows: list[tuple[str, list[str], str]] = [
         (
@@ -1301,7 +1325,38 @@ def report_saves(paused: Side, save: Side, dd: DdSide, runs: int) -> None:
             ratio(ours.wall, theirs.wall, "virsh save"),
         ),
         (
-            f"  speed ({RAM_MIB} MiB RAM / time)",
+            "save + the sync after it",
+            [
+                fmt_ms(ours.synced),
+                fmt_ms(theirs.synced),
+                fmt_ms(None if dd_ms is None else dd_ms * 1e3),
+            ],
+            ratio(ours.synced, theirs.synced, "virsh save"),
+        ),
+        (
+            f"  speed ({RAM_MIB} MiB RAM / (save + sync))",
+            [
+                synced_rate(ours),
+                synced_rate(theirs),
+                "-" if speed is None else f"{speed / MIB:.0f} MiB/s",
+            ],
+            "-"
+            if ours.synced is None or speed is None
+            else f"{RAM_MIB * MIB / (ours.synced / 1000) / speed:.2f}x dd",
+        ),
+        (
+            "  data written / (save + sync)",
+            [
+                data_rate(ours),
+                data_rate(theirs),
+                "-" if speed is None else f"{speed / MIB:.0f} MiB/s",
+            ],
+            "-"
+            if ours.synced is None or ours.image_alloc is None or speed is None
+            else f"{ours.image_alloc / (ours.synced / 1000) / speed:.2f}x dd",
+        ),
+        (
+            f"  speed ({RAM_MIB} MiB RAM / save time)",
             [rate(ours), rate(theirs), "-" if speed is None else f"{speed / MIB:.0f} MiB/s"],
             "-"
             if ours.wall is None or speed is None
@@ -1338,6 +1393,7 @@ def print_runs(sides: list[Side]) -> None:
                 + (f"to-pause {lst(side.before_pause)} " if side.before_pause else "")
                 + f"wall {lst(side.create_wall, 1000)} image {lst(side.image, 1 / MIB)}"
                 + (f" qemu-total {lst(side.qemu_total)}" if side.qemu_total else "")
+                + (f" sync-after {lst(side.sync_after, 1000)}" if side.sync_after else "")
                 + (f" revert {lst(side.revert_wall, 1000)}" if side.revert_wall else "")
                 + (f" rss {lst(side.rss, 1 / MIB)}" if side.rss else "")
             )
@@ -1399,15 +1455,15 @@ def targets(res: PassResult) -> None:
     how = (
         "mapped-ram" if mapped else "NOT mapped-ram: " + "; ".join(sorted(set(res.paused_formats)))
     )
-    if p.wall is not None and res.dd_speed is not None:
-        speed = RAM_MIB * MIB / (p.wall / 1000)
+    if p.wall is not None and p.synced is not None and res.dd_speed is not None:
+        speed = RAM_MIB * MIB / (p.synced / 1000)
         ok = speed >= 0.8 * res.dd_speed and s.wall is not None and p.wall <= s.wall
         out.append(
-            f"{verdict(ok and mapped)}  paused save of {RAM_MIB} MiB RAM "
-            f"({how}): "
-            f"{fmt_ms(p.wall)}, {speed / MIB:.0f} MiB/s = {speed / res.dd_speed:.2f}x dd's "
-            f"{res.dd_speed / MIB:.0f} MiB/s (needs >= 0.8x) and <= {res.save_label} "
-            f"{fmt_ms(s.wall)}{tag}"
+            f"{verdict(ok and mapped)}  paused save of {RAM_MIB} MiB RAM ({how}): "
+            f"{fmt_ms(p.wall)}, with the sync after it {fmt_ms(p.synced)}: "
+            f"{speed / MIB:.0f} MiB/s = {speed / res.dd_speed:.2f}x dd's "
+            f"{res.dd_speed / MIB:.0f} MiB/s with fsync (needs >= 0.8x); and {fmt_ms(p.wall)} <= "
+            f"{res.save_label} {fmt_ms(s.wall)} (with the sync {fmt_ms(s.synced)}){tag}"
         )
     if ours.wall is not None and ext.wall is not None:
         line = (
