@@ -126,8 +126,10 @@ def domain_config_check(ctx: HookContext) -> list[str]:
 
 @hookimpl
 def domain_start(paused: bool, ctx: HookContext) -> bool:
-    """``xl create [-p] CONFIG``, CONFIG being the domain file's ``[xen] config``: the xl
-    configuration file of the domain, which must name it as the domain file does."""
+    """``xl create -p CONFIG``, CONFIG being the domain file's ``[xen] config``: the xl
+    configuration file of the domain, which must name it as the domain file does; then, unless
+    *paused*, ``xl unpause``. A domain whose VHD chain libxl would give to the qdisk QEMU is
+    destroyed before its guest runs (:func:`_refuse_vhd_chains_on_qdisk`)."""
     settings = XenSettings.of(ctx.domain)
     if settings.config is None:
         raise ConfigError(
@@ -136,9 +138,66 @@ def domain_start(paused: bool, ctx: HookContext) -> bool:
         )
     if not os.path.isfile(settings.config):
         raise ConfigError(f"domain {ctx.domain.name!r}: no xl configuration file {settings.config}")
+    xl = Xl(ctx.run)
     with _translate(ctx):
-        Xl(ctx.run).create(settings.config, paused=paused)
+        xl.create(settings.config, paused=True)
+        _refuse_vhd_chains_on_qdisk(xl, ctx, "start it")
+        if not paused:
+            xl.unpause(ctx.domain.name)
     return True
+
+
+#: VHD footer: the cookie, and the disk type's offset and value for a differencing disk.
+_VHD_COOKIE: Final = b"conectix"
+_VHD_TYPE_OFFSET: Final = 60
+_VHD_DIFFERENCING: Final = 4
+
+
+def _is_differencing_vhd(path: str) -> bool:
+    """Whether *path* is a differencing VHD (a disk with a parent): its footer copy at offset 0
+    (dynamic and differencing disks have one) says disk type 4. Unreadable: ``False`` (libxl
+    has opened it already; the vhd driver's own checks judge it)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    if len(head) < 512 or head[:8] != _VHD_COOKIE:
+        return False
+    return int.from_bytes(head[_VHD_TYPE_OFFSET : _VHD_TYPE_OFFSET + 4], "big") == _VHD_DIFFERENCING
+
+
+def _refuse_vhd_chains_on_qdisk(xl: Xl, ctx: HookContext, doing: str) -> None:
+    """Called with the domain just built paused (``xl create -p``, ``xl restore -p``), before
+    its guest has run: if libxl gives a differencing VHD (the leaf a snapshot or a revert
+    leaves) to the qdisk QEMU, destroy the domain again and refuse. QEMU's vpc driver opens a
+    differencing VHD as a dynamic one: the guest would read zeros where the parent holds its
+    data, and QEMU's first write would overwrite the leaf's batmap and parent locators
+    (seen on Xen 4.17 with QEMU 7.2: docs/xen.md, "What works with VHD").
+
+    Failure guarantee: when it raises, the domain is destroyed and no guest code ran, so no
+    disk was written.
+
+    :raises ConfigError: (exit 2) naming each such disk and the ways out.
+    """
+    config = xl.config(ctx.domain.name)
+    if config is None:
+        return
+    chains = [
+        f"{d.vdev} ({d.pdev_path})"
+        for d in config.disks
+        if d.format == "vhd" and d.backend == "qdisk" and _is_differencing_vhd(d.pdev_path)
+    ]
+    if not chains:
+        return
+    xl.destroy(ctx.domain.name)
+    raise ConfigError(
+        f"domain {ctx.domain.name!r}: refusing to {doing}: disk "
+        + ", ".join(chains)
+        + " is a VHD with a parent (a snapshot's leaf) that libxl gives to the qdisk QEMU, "
+        "whose vpc driver ignores the parent and damages the leaf at its first write; serve "
+        "it with blktap (backendtype=tap) or delete the domain's checkpoints first"
+    )
 
 
 @hookimpl
@@ -208,8 +267,12 @@ def domain_memory_restore(image: MemoryImage, state: DomainState, ctx: HookConte
         raise BackendError(
             f"memory image {image.path} was written as {image.format!r}, not by xl save"
         )
+    xl = Xl(ctx.run)
     with _translate(ctx):
-        Xl(ctx.run).restore(image.path, paused=state is DomainState.PAUSED)
+        xl.restore(image.path, paused=True)
+        _refuse_vhd_chains_on_qdisk(xl, ctx, "restore its memory")
+        if state is not DomainState.PAUSED:
+            xl.unpause(ctx.domain.name)
     return True
 
 

@@ -20,7 +20,7 @@ import snapcore_xen.plugin
 from snapcore import cli
 from snapcore.context import HookContext
 from snapcore.errors import ConfigError, DomainStateError
-from snapcore.model import Disk, Domain, DomainState, SnapshotRequest
+from snapcore.model import Disk, Domain, DomainState, MemoryImage, SnapshotRequest
 from snapcore.plugins import load_plugins
 from snapcore_vhd import ops
 from snapcore_vhd.chain import Chain
@@ -186,7 +186,12 @@ def test_live_checkpoint_with_memory_and_revert(
     destroy = calls.index(("xl", "destroy", "vm1"))
     snapshot = next(i for i, c in enumerate(calls) if c[:2] == ("vhd-util", "snapshot"))
     assert destroy < snapshot
-    assert calls[-1] == ("xl", "restore", image)
+    # restored paused, its disks looked at before the guest runs, then let run as saved
+    assert calls[-3:] == [
+        ("xl", "restore", "-p", image),
+        ("xl", "list", "-l", "vm1"),
+        ("xl", "unpause", "vm1"),
+    ]
     assert get(host.disk, 0, 4096) == b"A" * 4096
     assert host.xl_domains()["vm1"]["paused"] is False
     assert [t["path"] for t in host.standins.tapdisks()] == [str(host.disk)]
@@ -478,7 +483,11 @@ def test_domain_start_runs_xl_create_with_the_xen_table(tmp_path: Path) -> None:
     cfg.write_text('name = "vm1"\n')
     runner = RecordingRunner()
     runner.on(["xl", "create", "-p", str(cfg)])
-    runner.on(["xl", "create", str(cfg)])
+    runner.on(
+        ["xl", "list", "-l", "vm1"],
+        stdout=json.dumps([{"domid": 3, "config": libxl_config("vm1", [])}]),
+    )
+    runner.on(["xl", "unpause", "vm1"])
     domain = Domain(
         name="vm1",
         disks=(Disk(vdev="xvda", path="/x"),),
@@ -490,7 +499,10 @@ def test_domain_start_runs_xl_create_with_the_xen_table(tmp_path: Path) -> None:
     assert snapcore_xen.plugin.domain_start(paused=False, ctx=ctx) is True
     assert runner.argvs == [
         ("xl", "create", "-p", str(cfg)),
-        ("xl", "create", str(cfg)),
+        ("xl", "list", "-l", "vm1"),
+        ("xl", "create", "-p", str(cfg)),
+        ("xl", "list", "-l", "vm1"),
+        ("xl", "unpause", "vm1"),
     ]
     bare = HookContext(domain=Domain(name="vm1", disks=domain.disks, hypervisor="xen"), run=runner)
     with pytest.raises(ConfigError, match=r"names no xl configuration file \(\[xen\] config\)"):
@@ -515,3 +527,72 @@ def test_xen_table_is_checked_when_the_domain_is_opened(
     assert host.cli("snapshot-create", "-D", "-n", "s1", str(host.domain)) == 2
     assert "'config' in [xen] must be an absolute path" in capsys.readouterr().err
     assert host.standins.calls() == []
+
+
+@pytest.mark.parametrize("start", ["domain-start", "memory restore"])
+def test_a_vhd_chain_given_to_qdisk_is_refused_before_the_guest_runs(
+    tmp_path: Path, start: str
+) -> None:
+    """QEMU's vpc driver (qdisk) ignores a VHD's parent and overwrites the leaf's batmap and
+    locators at its first write (seen on real Xen: docs/xen.md). A domain whose libxl
+    configuration gives a differencing VHD to qdisk is built paused, destroyed again before
+    its guest runs, and refused (exit 2) naming the disk; a dynamic VHD on qdisk, or a chain on
+    blktap (backend tap), starts as before. No disk file changes."""
+    from snapcore.testing import RecordingRunner
+
+    cfg = tmp_path / "vm1.cfg"
+    cfg.write_text('name = "vm1"\n')
+    base, leaf, single = tmp_path / "base.vhd", tmp_path / "xvdb.vhd", tmp_path / "xvdc.vhd"
+    ops.create_dynamic(str(base), 8 * MiB)
+    put(base, 0, b"B" * 4096)
+    ops.snapshot(str(leaf), str(base))
+    ops.create_dynamic(str(single), 8 * MiB)
+    before = {p: p.read_bytes() for p in (base, leaf, single)}
+    image = MemoryImage(path=str(tmp_path / "m.save"), format="xl-save")
+    runners: list[RecordingRunner] = []
+
+    def attempt(disks: list[tuple[str, str, str]], backend: str) -> RecordingRunner:
+        config = libxl_config("vm1", disks)
+        for d in config["disks"]:  # type: ignore[attr-defined]
+            d["backend"] = backend
+        runner = RecordingRunner()
+        runners.append(runner)
+        runner.on(["xl", "create", "-p", str(cfg)])
+        runner.on(["xl", "restore", "-p", image.path])
+        runner.on(["xl", "list", "-l", "vm1"], stdout=json.dumps([{"domid": 3, "config": config}]))
+        runner.on(["xl", "destroy", "vm1"])
+        runner.on(["xl", "unpause", "vm1"])
+        domain = Domain(
+            name="vm1", disks=(), hypervisor="xen", hypervisor_table={"config": str(cfg)}
+        )
+        ctx = HookContext(domain=domain, run=runner)
+        if start == "domain-start":
+            snapcore_xen.plugin.domain_start(paused=False, ctx=ctx)
+        else:
+            snapcore_xen.plugin.domain_memory_restore(
+                image=image, state=DomainState.RUNNING, ctx=ctx
+            )
+        return runner
+
+    first = (
+        ("xl", "create", "-p", str(cfg))
+        if start == "domain-start"
+        else ("xl", "restore", "-p", image.path)
+    )
+    with pytest.raises(ConfigError) as err:
+        attempt([(str(single), "xvdc", "vhd"), (str(leaf), "xvdb", "vhd")], "qdisk")
+    assert err.value.exit_code == 2
+    assert f"disk xvdb ({leaf}) is a VHD with a parent" in str(err.value)
+    assert "xvdc" not in str(err.value)
+    assert "backendtype=tap" in str(err.value)
+    assert runners[-1].argvs == [first, ("xl", "list", "-l", "vm1"), ("xl", "destroy", "vm1")]
+    for disks, backend in [
+        ([(str(single), "xvdc", "vhd")], "qdisk"),
+        ([(str(leaf), "xvdb", "vhd")], "tap"),
+    ]:
+        assert attempt(disks, backend).argvs == [
+            first,
+            ("xl", "list", "-l", "vm1"),
+            ("xl", "unpause", "vm1"),
+        ]
+    assert {p: p.read_bytes() for p in (base, leaf, single)} == before

@@ -33,7 +33,7 @@ from snapcore_vhd import ops
 from snapcore_vhd.chain import Chain
 from snapcore_vhd.errors import CorruptVhdError
 from snapcore_xen.xl import Xl
-from tests.xen.conftest import XenDomain, measure, reads, run, write, xl_flags
+from tests.xen.conftest import XenDomain, measure, reads, run, write, xl, xl_flags
 
 pytestmark = pytest.mark.xen
 
@@ -173,12 +173,22 @@ def test_offline_checkpoints_of_a_stopped_domain_with_qcow2_and_vhd(
     vpc_io(vhd, "read -P 0 1M 64k")
     vpc_io(vhd, "read -P 0 4M 64k")
 
-    # 3. started again on the reverted chain: it boots and the guest reads the qcow2 disk as
-    # reverted, but the VHD as the empty leaf alone (the parent's "beat N" is not seen); its
-    # first write puts block 0 where the QEMU vpc driver thinks the data starts, right after
-    # the BAT, over the leaf's batmap and parent locators
+    # 3. snapcore refuses to start it on the reverted chain: xl builds it paused, the plugin
+    # sees a differencing VHD given to qdisk and destroys it before the guest runs (exit 2)
     seen = len(dom.heartbeats())
-    dom.create(wait=False)
+    leaf_bytes = vhd.read_bytes()
+    assert dom.cli("domain-start", str(dom.domain)) == 2
+    err = capsys.readouterr().err
+    assert f"disk xvdb ({vhd}) is a VHD with a parent" in err, err
+    assert xl_flags(dom.name) is None, "the refused domain is destroyed"
+    assert len(dom.heartbeats()) == seen, "the refused guest never ran"
+    assert vhd.read_bytes() == leaf_bytes
+    assert ops.check(str(vhd), parents=True) == []
+    # started by hand with xl, it boots and the guest reads the qcow2 disk as reverted, but the
+    # VHD as the empty leaf alone (the parent's "beat N" is not seen); its first write puts
+    # block 0 where the QEMU vpc driver thinks the data starts, right after the BAT, over the
+    # leaf's batmap and parent locators
+    xl("create", str(dom.cfg))
     dom.wait_heartbeat(2, after=seen)
     found = dom.found()
     assert found["xvda"] == f"beat {qbeat:08d}", found
