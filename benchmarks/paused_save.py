@@ -11,7 +11,11 @@ machine noise hits them alike:
 * ``stream``: the migration stream to a passed descriptor (``getfd``, ``fd:``), as every QEMU;
 * ``mapped-ram-1``: ``mapped-ram``, one channel (``file:/dev/fdset/N``, ``add-fd``);
 * ``mapped-ram-N``: ``mapped-ram`` with ``multifd`` and N channels (``--channels 2,4``;
-  4 by default).
+  4 by default);
+* ``mapped-ram-N-direct-io`` (``--direct-io``): the same, most channels, saved and restored
+  with QEMU's ``direct-io`` parameter (an ``O_DIRECT`` descriptor added to the fd set); with
+  ``--direct-io`` the multifd mapped-ram images are also restored a second time with
+  ``direct-io``, as snapcore restores them.
 
 Each save is timed to QEMU's ``completed`` ("save") and to the image's ``fsync`` ("+fsync",
 the figure to hold against ``dd``); the image's page cache is then dropped
@@ -29,6 +33,7 @@ refuses multifd with background-snapshot), the guest running during the save, 4 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import statistics
@@ -104,12 +109,23 @@ def wait_migration(qmp: QMPSession) -> dict[str, object]:
         time.sleep(0.01)
 
 
-def pass_image(qmp: QMPSession, method: Method, path: Path, flags: int) -> tuple[str, int | None]:
-    """Hand *path* to QEMU as snapcore does; return the URI and the fd set (if any)."""
+def pass_image(
+    qmp: QMPSession, method: Method, path: Path, flags: int, *, direct_io: bool = False
+) -> tuple[str, int | None]:
+    """Hand *path* to QEMU as snapcore does; return the URI and the fd set (if any). With
+    *direct_io*, the set also gets an ``O_DIRECT`` descriptor, which QEMU's ``direct-io``
+    parameter needs for its multifd channels (as libvirt passes them)."""
     fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
     try:
         if method.mapped_ram:
             fdset = qmp.add_fd(fd)
+            if direct_io:
+                direct = os.open(path, (flags & os.O_ACCMODE) | os.O_DIRECT | os.O_CLOEXEC)
+                try:
+                    qmp.add_fd(direct, fdset=fdset)
+                finally:
+                    os.close(direct)
+                qmp.execute("migrate-set-parameters", {"direct-io": True})
             return f"file:/dev/fdset/{fdset}", fdset
         qmp.send_fd(fd, "bench")
         return "fd:bench", None
@@ -125,12 +141,15 @@ def drop_cache(path: Path) -> None:
         os.close(fd)
 
 
-def save(qmp: QMPSession, method: Method, path: Path) -> tuple[float, float, dict[str, object]]:
+def save(
+    qmp: QMPSession, method: Method, path: Path, *, direct_io: bool = False
+) -> tuple[float, float, dict[str, object]]:
     """Save to *path*; return seconds to ``completed``, seconds to the image's fsync, and
     ``query-migrate``'s answer."""
     migration = Migration(qmp)
     qmp.execute("migrate-set-parameters", {"max-bandwidth": BANDWIDTH})
-    uri, fdset = pass_image(qmp, method, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    uri, fdset = pass_image(qmp, method, path, flags, direct_io=direct_io)
     migration.set(method)
     start = time.monotonic()
     qmp.execute("migrate", {"uri": uri})
@@ -148,12 +167,20 @@ def save(qmp: QMPSession, method: Method, path: Path) -> tuple[float, float, dic
     return done, synced, info
 
 
-def restore(binary: str, scratch: Path, random_bin: Path, method: Method, path: Path) -> float:
+def restore(
+    binary: str,
+    scratch: Path,
+    random_bin: Path,
+    method: Method,
+    path: Path,
+    *,
+    direct_io: bool = False,
+) -> float:
     drop_cache(path)
     with qemu(binary, scratch, random_bin, "-incoming", "defer", "-S") as qmp:
         migration = Migration(qmp)
         method = Method(format=method.format, channels=method.channels)  # never background
-        uri, fdset = pass_image(qmp, method, path, os.O_RDONLY)
+        uri, fdset = pass_image(qmp, method, path, os.O_RDONLY, direct_io=direct_io)
         migration.set(method)
         start = time.monotonic()
         qmp.execute("migrate-incoming", {"uri": uri})
@@ -179,7 +206,9 @@ def dd(scratch: Path) -> float:
     return DD_MIB / took
 
 
-def methods(qmp: QMPSession, channels: list[int], background: bool) -> dict[str, Method]:
+def methods(
+    qmp: QMPSession, channels: list[int], background: bool, direct_io: bool
+) -> dict[str, Method]:
     migration = Migration(qmp)
     found = {"stream": Method(format=STREAM, background=background)}
     if migration.mapped_ram:
@@ -187,6 +216,9 @@ def methods(qmp: QMPSession, channels: list[int], background: bool) -> dict[str,
         if not background and migration.offers("multifd"):
             for n in channels:
                 found[f"mapped-ram-{n}"] = Method(format=MAPPED_RAM, channels=n)
+            if direct_io and migration.offers("multifd"):
+                n = max(channels)
+                found[f"mapped-ram-{n}-direct-io"] = Method(format=MAPPED_RAM, channels=n)
     return found
 
 
@@ -210,6 +242,11 @@ def main() -> int:
         help="multifd channel counts to measure, comma-separated (4)",
     )
     parser.add_argument("--background", action="store_true", help="running guest, see above")
+    parser.add_argument(
+        "--direct-io",
+        action="store_true",
+        help="also mapped-ram with the most channels and the direct-io parameter",
+    )
     parser.add_argument("--dir", default="/var/tmp", help="where the images go")
     args = parser.parse_args()
     if shutil.which(args.qemu) is None:
@@ -224,7 +261,7 @@ def main() -> int:
         with qemu(args.qemu, scratch, random_bin) as qmp:
             version = qmp.execute("query-version")["qemu"]
             print(f"QEMU {version['major']}.{version['minor']}.{version['micro']} ({args.qemu})")
-            chosen = methods(qmp, args.channels, args.background)
+            chosen = methods(qmp, args.channels, args.background, args.direct_io)
         for run in range(1, args.runs + 1):
             dd_speeds.append(dd(scratch))
             line = [f"run {run}: dd {dd_speeds[-1]:.0f} MiB/s"]
@@ -233,15 +270,24 @@ def main() -> int:
                 with qemu(args.qemu, scratch, random_bin) as qmp:
                     if not args.background:
                         qmp.execute("stop")
-                    took, synced, info = save(qmp, method, image)
+                    dio = name.endswith("-direct-io")
+                    took, synced, info = save(qmp, method, image, direct_io=dio)
                 size = image.stat().st_blocks * 512
-                back = restore(args.qemu, scratch, random_bin, method, image)
+                back = restore(args.qemu, scratch, random_bin, method, image, direct_io=dio)
+                # snapcore's restore of a multifd mapped-ram image reads it with direct-io
+                back_dio = (
+                    restore(args.qemu, scratch, random_bin, method, image, direct_io=True)
+                    if args.direct_io and method.multifd and not dio
+                    else float("nan")
+                )
                 image.unlink()
-                figures = (took, synced, back, float(str(info.get("downtime", 0))), size / synced)
+                downtime = float(str(info.get("downtime", 0)))
+                figures = (took, synced, back, downtime, size / synced, back_dio)
                 results.setdefault(name, []).append(figures)
                 line.append(
                     f"{name} save {took:.2f} s (+fsync {synced:.2f} s, {size >> 20} MiB on disk, "
-                    f"downtime {figures[3]:.0f} ms) restore {back:.2f} s"
+                    f"downtime {downtime:.0f} ms) restore {back:.2f} s"
+                    + (f" (direct-io {back_dio:.2f} s)" if not math.isnan(back_dio) else "")
                 )
             print("; ".join(line), flush=True)
     finally:
@@ -255,7 +301,9 @@ def main() -> int:
             f"  {name}: save {pick(runs, 0):.2f} s, save+fsync {synced:.2f} s: "
             f"{written:.0f} MiB/s written ({written / dd_median:.2f}x dd), "
             f"{RAM_MIB / synced:.0f} MiB/s of guest RAM ({RAM_MIB / synced / dd_median:.2f}x dd); "
-            f"restore {pick(runs, 2):.2f} s; QEMU downtime {pick(runs, 3):.0f} ms"
+            f"restore {pick(runs, 2):.2f} s"
+            + (f" (with direct-io {pick(runs, 5):.2f} s)" if not math.isnan(runs[0][5]) else "")
+            + f"; QEMU downtime {pick(runs, 3):.0f} ms"
         )
     return 0
 

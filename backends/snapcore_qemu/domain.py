@@ -38,11 +38,12 @@ from snapcore.errors import (
 from snapcore.model import DomainState, MemoryImage, ProgressEvent
 from snapcore_qemu import NAME
 from snapcore_qemu.migration import (
+    DEFAULT_CHANNELS,
     FORMATS,
     STREAM,
     Method,
     Migration,
-    default_channels,
+    open_direct,
 )
 from snapcore_qemu.qmp import SERVICE, QMPCommandError, QMPSession
 from snapcore_qemu.settings import QemuSettings
@@ -331,7 +332,7 @@ class QemuDomain:
     @property
     def channels(self) -> int:
         """The multifd channels of a mapped-ram save or restore (``[qemu] memory_channels``)."""
-        return self.settings.memory_channels or default_channels()
+        return self.settings.memory_channels or DEFAULT_CHANNELS
 
     def memory_plan(self, path: str, state: DomainState) -> str:
         """Say how :meth:`save_memory` will save the memory of a domain in *state*, and why.
@@ -552,6 +553,8 @@ class QemuDomain:
                 if method.mapped_ram:
                     fdset = self.qmp.add_fd(fd, opaque=f"{MEMORY_FD}:{image.path}")
                     migration.set(method)
+                    if method.multifd:
+                        self._direct_io(migration, image.path, fdset)
                     uri = f"file:/dev/fdset/{fdset}"
                 else:
                     self.qmp.send_fd(fd, MEMORY_FD)
@@ -568,6 +571,22 @@ class QemuDomain:
                 raise
         finally:
             os.close(fd)
+
+    def _direct_io(self, migration: Migration, path: str, fdset: int) -> None:
+        """Let the multifd channels of a mapped-ram restore read *path* with ``O_DIRECT``
+        where QEMU (``direct-io``) and the filesystem allow it: measured 3x faster than
+        through the page cache (docs/qemu.md). The main channel keeps the ordinary descriptor
+        of *fdset*; the ``O_DIRECT`` one joins it."""
+        if not migration.offers_direct_io():
+            return
+        direct = open_direct(path)
+        if direct is None:
+            return
+        try:
+            self.qmp.add_fd(direct, fdset=fdset, opaque=f"{MEMORY_FD}:{path}")
+        finally:
+            os.close(direct)
+        migration.set_direct_io(True)
 
 
 def _protocol_filename(spec: object) -> str | None:

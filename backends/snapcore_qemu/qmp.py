@@ -280,10 +280,13 @@ class QMPSession:
         URIs ``fd:NAME`` use. The descriptor is not closed; QEMU gets its own copy."""
         self._pass_fd(fd, "getfd", {"fdname": name})
 
-    def add_fd(self, fd: int, *, opaque: str | None = None) -> int:
-        """Pass *fd* into a new fd set (``add-fd``), as block nodes opened from
-        ``/dev/fdset/N`` use; return N. The descriptor is not closed."""
-        arguments = {"opaque": opaque} if opaque is not None else {}
+    def add_fd(self, fd: int, *, opaque: str | None = None, fdset: int | None = None) -> int:
+        """Pass *fd* into a new fd set (``add-fd``), or into set *fdset*, as block nodes and
+        ``file:`` migrations opened from ``/dev/fdset/N`` use; return N. The descriptor is not
+        closed."""
+        arguments: dict[str, object] = {"opaque": opaque} if opaque is not None else {}
+        if fdset is not None:
+            arguments["fdset-id"] = fdset
         info = self._pass_fd(fd, "add-fd", arguments)
         return int(info["fdset-id"])
 

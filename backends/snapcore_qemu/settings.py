@@ -28,8 +28,8 @@ class QemuSettings:
     :ivar guest_agent: the guest agent's socket, for ``guest-fsfreeze`` (absolute path).
     :ivar timeout: seconds to wait for the monitor to answer one command.
     :ivar memory_channels: multifd channels for memory images in QEMU's mapped-ram format
-        (``None``: one per CPU, 2 to 4; 1: paused saves write the migration stream, which is
-        faster than one mapped-ram channel, and mapped-ram images are read with one channel).
+        (``None``: 4; 1: paused saves write the migration stream, which is faster than one
+        mapped-ram channel, and mapped-ram images are read with one channel).
     """
 
     qmp: str | None = None
