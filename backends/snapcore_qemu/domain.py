@@ -461,6 +461,8 @@ class QemuDomain:
             raise
         finally:
             self._clean_up(migration, fdset)
+        if not method.background:
+            self._activate_disks()
         log.info(
             "memory of %s saved (%s): %s bytes, guest downtime %s ms",
             self.domain.name,
@@ -469,6 +471,21 @@ class QemuDomain:
             info.get("downtime"),
         )
         return MemoryImage(path=path, size=os.path.getsize(path), format=method.format)
+
+    def _activate_disks(self) -> None:
+        """Give the stopped guest's disks back to QEMU after a migration: take their images
+        out of the inactive state a migration leaves them in, without letting the guest run.
+
+        After a save of a stopped guest, and after an incoming migration into a QEMU started
+        with ``-S`` (QEMU 10.0 activates the disks only at ``cont`` then; 7.2 did at the end of
+        the migration), QEMU keeps every block node inactive, and refuses snapshots and block
+        jobs on them ("does not support internal snapshots"). QEMU 10.0's
+        ``blockdev-set-active`` activates them; where QEMU lacks it (7.2), the disks stay as
+        QEMU left them until the guest runs.
+        """
+        commands = {str(c.get("name")) for c in self.qmp.execute("query-commands")}
+        if "blockdev-set-active" in commands:
+            self.qmp.execute("blockdev-set-active", {"active": True})
 
     def _clean_up(self, migration: Migration, fdset: int | None) -> None:
         """After a migration: turn its capabilities off and drop its fd set. QEMU may still
@@ -565,6 +582,8 @@ class QemuDomain:
                 self._clean_up(migration, fdset)
                 if state is DomainState.RUNNING:
                     self.qmp.execute("cont")
+                else:
+                    self._activate_disks()
             except BaseException:
                 with contextlib.suppress(Exception):
                     self.stop()
