@@ -34,7 +34,7 @@ from snapcore_qemu.qmp import SERVICE, QMPCommandError, QMPSession
 from tests.backends.conftest import QemuTools
 from tests.qemuvm import QemuVM
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.live]
 
 INTERNAL = SnapshotKind.INTERNAL
 EXTERNAL = SnapshotKind.EXTERNAL

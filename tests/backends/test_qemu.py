@@ -28,7 +28,7 @@ from snapcore.errors import ConfigError, OperationFailedError
 from tests.fakes import FileBackend
 from tests.qemuvm import QemuVM, write_domain_file
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.live]
 
 MARK = "0x100000"  # a guest-physical address inside RAM
 

@@ -16,7 +16,7 @@ from snapcore.errors import DomainUnreachableError
 from snapcore_qemu.qmp import QMPCommandError, QMPSession
 from tests.qemuvm import QemuVM
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.live]
 
 
 @pytest.fixture
