@@ -296,7 +296,9 @@ class MemoryImage:
 
     :ivar path: the file holding it.
     :ivar size: its size in bytes, if known.
-    :ivar format: how it was written (``qemu-migration``, ``xl-save``), for the restoring plugin.
+    :ivar format: how it was written, for the restoring plugin: ``qemu-migration`` (QEMU's
+        migration stream), ``qemu-mapped-ram`` (QEMU's mapped-ram file: each page at its own
+        offset, restored with the same capability), ``xl-save``.
     """
 
     path: str
