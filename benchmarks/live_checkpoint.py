@@ -55,20 +55,19 @@ directory, as an installed package has it, even where the environment sets
 ``PYTHONDONTWRITEBYTECODE``. Before each timed command it runs ``sync`` and drops the page
 cache of its scratch files (``--keep-cache`` not to; see ``PageCache``).
 
-``--hugepages`` backs the 1 GiB guest RAM of every domain, snapcore's and libvirt's four, with
-2 MiB hugetlb pages, preallocated, the same way on both sides: snapcore's QEMU gets
-``-object memory-backend-memfd,id=ram0,size=1024M,hugetlb=on,hugetlbsize=2M,prealloc=on
--machine memory-backend=ram0``, libvirt's XML ``<memoryBacking>`` with ``<hugepages><page
-size='2048' unit='KiB'/></hugepages>``, ``<source type='memfd'/>`` and ``<allocation
-mode='immediate'/>``, for which libvirt (9.0 and 11.3) generates the same
-memory-backend-memfd (hugetlb, hugetlbsize 2 MiB, prealloc). Each domain's backend is checked over its QMP monitor
-(``query-memdev``, ``qom-get``) after it starts and after the reverts. Why: QEMU 7.2's
-background snapshot removes the write protection and flushes its output once per host page, so
-with 4 KiB pages it makes about 131k small writes for 512 MiB of data (measured: a background
-snapshot to /dev/null 550-590 ms, to a file 1.4 s, against 0.2 s for a paused save); with 2 MiB
-pages a background snapshot to a file took 0.2-0.4 s and stopped the guest for 1-6 ms (measured
-with a standalone QEMU, memory-backend-memfd hugetlb). The option shows what the tools do when
-the page-size cost is out of the way.
+``--hugepages`` backs the 1 GiB guest RAM of every domain, snapcore's and libvirt's four, with 2
+MiB hugetlb pages, preallocated, the same way on both sides: snapcore's QEMU gets ``-object
+memory-backend-memfd,id=ram0,size=1024M,hugetlb=on,hugetlbsize=2M,prealloc=on -machine
+memory-backend=ram0``, libvirt's XML ``<memoryBacking>`` with ``<hugepages><page size='2048'
+unit='KiB'/></hugepages>``, ``<source type='memfd'/>`` and ``<allocation mode='immediate'/>``, for
+which libvirt (9.0 and 11.3) generates the same memory-backend-memfd (hugetlb, hugetlbsize 2 MiB,
+prealloc). Each domain's backend is checked over its QMP monitor (``query-memdev``, ``qom-get``)
+after it starts and after the reverts. Why: QEMU 7.2's background snapshot removes the write
+protection and flushes its output once per host page, so with 4 KiB pages it makes about 131k small
+writes for 512 MiB of data (measured: a background snapshot to /dev/null 550-590 ms, to a file 1.4
+s, against 0.2 s for a paused save); with 2 MiB pages a background snapshot to a file took 0.2-0.4
+s and stopped the guest for 1-6 ms (measured with a standalone QEMU, memory-backend-memfd hugetlb).
+The option shows what the tools do when the page-size cost is out of the way.
 
 With ``--hugepages`` the script reserves the pages itself: it raises
 ``/proc/sys/vm/nr_hugepages`` by 5 domains x 512 pages plus 512 pages of headroom (a revert's
