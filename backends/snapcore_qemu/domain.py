@@ -58,6 +58,10 @@ MIGRATION_POLL: Final = 0.1
 MIGRATION_ENDS: Final = frozenset({"completed", "failed", "cancelled"})
 #: Bandwidth for memory saves (bytes/s): high enough never to be the limit.
 SAVE_BANDWIDTH: Final = 64 << 30
+#: How often, and how long, to look for a background snapshot's first pages (then the guest
+#: is let run: :meth:`QemuDomain._resume_once_tracking`).
+TRACKING_POLL: Final = 0.001
+TRACKING_TIMEOUT: Final = 30.0
 #: Seconds to keep trying to turn the capabilities off after a migration ended.
 RESET_TIMEOUT: Final = 5.0
 #: The name under which the memory image's descriptor is passed to QEMU (``getfd``).
@@ -452,7 +456,7 @@ class QemuDomain:
                 uri = f"file:/dev/fdset/{fdset}"
             else:
                 uri = f"fd:{MEMORY_FD}"
-            info = self._migrate("migrate", uri, "save memory")
+            info = self._migrate("migrate", uri, "save memory", resume=method.background)
         except BaseException:
             with contextlib.suppress(Exception):
                 qmp.execute("migrate_cancel")
@@ -508,18 +512,24 @@ class QemuDomain:
             with contextlib.suppress(BackendError, DomainUnreachableError):
                 self.qmp.execute("remove-fd", {"fdset-id": fdset})
 
-    def _migrate(self, command: str, uri: str, step: str) -> dict[str, Any]:
+    def _migrate(
+        self, command: str, uri: str, step: str, *, resume: bool = False
+    ) -> dict[str, Any]:
         """Run migration *command* (``migrate``, ``migrate-incoming``) to or from *uri* and
         wait until it ends, reporting progress; return ``query-migrate``'s last answer.
 
         A ``MIGRATION`` event (sent when the ``events`` capability is on) ends each wait at
         once; without it, ``query-migrate`` is asked every :data:`MIGRATION_POLL` seconds.
+        With *resume* (a background snapshot of a guest snapcore stopped), the guest is let
+        run as soon as QEMU writes protected pages (:meth:`_resume_once_tracking`).
 
         :raises BackendError: the migration failed or was cancelled.
         """
         qmp = self.qmp
         with qmp.events("MIGRATION") as waiter:
             qmp.execute(command, {"uri": uri})
+            if resume:
+                self._resume_once_tracking()
             while True:
                 info: dict[str, Any] = qmp.execute("query-migrate")
                 status = info.get("status")
@@ -543,6 +553,34 @@ class QemuDomain:
                         MIGRATION_POLL,
                         match=lambda e: e.get("data", {}).get("status") in MIGRATION_ENDS,
                     )
+
+    def _resume_once_tracking(self) -> None:
+        """Let the guest run again once a background snapshot has captured the memory.
+
+        A background snapshot stops the vCPUs, saves the device state, write-protects the
+        RAM (userfaultfd) and then puts the vCPUs back as they were when it stopped them.
+        QEMU 7.2 always started them; QEMU 9.0 and newer restore the previous run state, and
+        snapcore had stopped the guest for its disks, so the guest stayed stopped for the whole
+        save (1.7 s instead of 60 ms for 1 GiB, measured). So: ``query-migrate`` is asked every
+        millisecond until the RAM page counters move (QEMU walks the pages only once they are
+        write-protected and the device state is saved), then ``cont`` if the guest is not
+        running. Decided by what QEMU does, not by its version: on 7.2 the guest already runs.
+
+        Failure guarantee: a migration that ends or fails first is left to the caller's wait,
+        and the guest as it is.
+        """
+        deadline = time.monotonic() + TRACKING_TIMEOUT
+        while time.monotonic() < deadline:
+            info: dict[str, Any] = self.qmp.execute("query-migrate")
+            ram = info.get("ram") or {}
+            if info.get("status") in MIGRATION_ENDS:
+                return
+            if int(ram.get("normal", 0)) + int(ram.get("duplicate", 0)) > 0:
+                if self.qmp.execute("query-status").get("status") != "running":
+                    self.qmp.execute("cont")
+                return
+            time.sleep(TRACKING_POLL)
+        log.warning("the background snapshot did not start writing pages; the guest stays paused")
 
     def restore_memory(self, image: MemoryImage, state: DomainState) -> None:
         """Start QEMU from *image* (disks already reverted) and leave it *state*.

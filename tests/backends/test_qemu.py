@@ -417,3 +417,50 @@ def test_the_qemu_table_as_settings(tmp_path: Path) -> None:
     assert QemuSettings.of(domain) == QemuSettings(
         qmp="/run/d.qmp", argv=("qemu-system-x86_64",), timeout=5.0, memory_channels=3
     )
+
+
+def test_the_guest_runs_again_while_its_background_snapshot_is_written(tmp_path: Path) -> None:
+    """The guest of a checkpoint with memory is stopped only while its disks switch and QEMU
+    captures the memory: it runs again (QEMU's ``RESUME``) before the memory image is complete
+    (``MIGRATION`` ``completed``), on every QEMU. QEMU 9.0 and newer put the vCPUs back as they
+    were when the snapshot began, stopped by snapcore; before the fix the guest stayed stopped
+    for the whole save on QEMU 10. Seen on a second QMP monitor of the domain's own."""
+    from snapcore_qemu.qmp import QMPSession
+    from tests.qemuvm import domain_argv
+
+    disk = tmp_path / "vda.img"
+    disk.write_bytes(b"\0" * (1 << 20))
+    watch = tmp_path / "watch.qmp"
+    argv = domain_argv({"vda": disk}, memory_mib=256)
+    argv += ["-chardev", f"socket,id=watch,path={watch},server=on,wait=off"]
+    argv += ["-mon", "chardev=watch,mode=control"]
+    domain_file = write_domain_file(
+        tmp_path / "bg.toml", "bg", {"vda": disk}, tmp_path / "bg.qmp", argv
+    )
+    host = Host(state_dir=tmp_path / "state")
+    host.register(FileBackend(), "files")
+    dom = host.open_domain(domain_file)
+    dom.start()
+    try:
+        with (
+            QMPSession(str(watch), domain="bg").connect() as watcher,
+            watcher.events("STOP", "RESUME", "MIGRATION") as events,
+        ):
+            dom.create(CreateOptions(name="m"))
+            seen: list[tuple[str, float]] = []
+            while not any(name == "RESUME" for name, _ in seen) or not any(
+                name == "completed" for name, _ in seen
+            ):
+                event = events.get(10)
+                stamp = event["timestamp"]
+                when = stamp["seconds"] + stamp["microseconds"] / 1e6
+                status = event.get("data", {}).get("status")
+                seen.append((status if event["event"] == "MIGRATION" else event["event"], when))
+        assert dom.state() is DomainState.RUNNING
+        names = [name for name, _ in seen]
+        resumed = next(when for name, when in seen if name == "RESUME")
+        completed = next(when for name, when in seen if name == "completed")
+        assert names.index("STOP") < names.index("RESUME"), names
+        assert resumed < completed, f"the guest ran again only when the save ended: {seen}"
+    finally:
+        dom.stop()

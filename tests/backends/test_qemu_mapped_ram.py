@@ -202,8 +202,10 @@ def test_a_failed_save_leaves_no_capability_and_no_image(
 ) -> None:
     real = QemuDomain._migrate
 
-    def fails_after(self: QemuDomain, command: str, uri: str, step: str) -> object:
-        real(self, command, uri, step)
+    def fails_after(
+        self: QemuDomain, command: str, uri: str, step: str, *, resume: bool = False
+    ) -> object:
+        real(self, command, uri, step, resume=resume)
         raise BackendError("injected failure after the migration")
 
     monkeypatch.setattr(QemuDomain, "_migrate", fails_after)
