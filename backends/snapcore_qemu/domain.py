@@ -412,7 +412,12 @@ class QemuDomain:
         qmp.execute("migrate-set-parameters", {"max-bandwidth": SAVE_BANDWIDTH})
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            if not method.mapped_ram:
+            if method.mapped_ram:
+                pass  # its fd set is made by save_memory
+            elif migration.file_transport:
+                self._drop_memory_fdsets()
+                qmp.add_fd(fd, opaque=f"{MEMORY_FD}:{path}")
+            else:
                 qmp.send_fd(fd, MEMORY_FD)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -454,6 +459,9 @@ class QemuDomain:
                     os.close(fd)
                 migration.set(method)
                 uri = f"file:/dev/fdset/{fdset}"
+            elif migration.file_transport:
+                fdset = self._memory_fdset(path)
+                uri = f"file:/dev/fdset/{fdset}"
             else:
                 uri = f"fd:{MEMORY_FD}"
             info = self._migrate("migrate", uri, "save memory", resume=method.background)
@@ -475,6 +483,33 @@ class QemuDomain:
             info.get("downtime"),
         )
         return MemoryImage(path=path, size=os.path.getsize(path), format=method.format)
+
+    def _memory_fdsets(self) -> dict[str, int]:
+        """The fd sets snapcore passed for memory images, by their opaque string."""
+        sets: dict[str, int] = {}
+        for fdset in self.qmp.execute("query-fdsets"):
+            for fd in fdset.get("fds", []):
+                opaque = str(fd.get("opaque", ""))
+                if opaque.startswith(f"{MEMORY_FD}:"):
+                    sets[opaque] = int(fdset["fdset-id"])
+        return sets
+
+    def _drop_memory_fdsets(self) -> None:
+        """Remove the memory image fd sets an abandoned checkpoint left (each would keep its
+        removed image's space), as ``getfd`` under the same name replaced the old one."""
+        for fdset in self._memory_fdsets().values():
+            with contextlib.suppress(QMPCommandError):
+                self.qmp.execute("remove-fd", {"fdset-id": fdset})
+
+    def _memory_fdset(self, path: str) -> int:
+        """The fd set :meth:`prepare_memory` passed for *path*.
+
+        :raises BackendError: there is none (prepared otherwise, or removed meanwhile).
+        """
+        fdset = self._memory_fdsets().get(f"{MEMORY_FD}:{path}")
+        if fdset is None:
+            raise BackendError(f"QEMU holds no descriptor of memory image {path}", driver=NAME)
+        return fdset
 
     def _activate_disks(self) -> None:
         """Give the stopped guest's disks back to QEMU after a migration: take their images
@@ -612,10 +647,14 @@ class QemuDomain:
                         self._direct_io(migration, image.path, fdset)
                     uri = f"file:/dev/fdset/{fdset}"
                 else:
-                    self.qmp.send_fd(fd, MEMORY_FD)
+                    if migration.file_transport:
+                        fdset = self.qmp.add_fd(fd, opaque=f"{MEMORY_FD}:{image.path}")
+                        uri = f"file:/dev/fdset/{fdset}"
+                    else:
+                        self.qmp.send_fd(fd, MEMORY_FD)
+                        uri = f"fd:{MEMORY_FD}"
                     with contextlib.suppress(QMPCommandError):  # only wakes the wait earlier
                         migration.set(method)
-                    uri = f"fd:{MEMORY_FD}"
                 self._migrate("migrate-incoming", uri, "restore memory")
                 self._clean_up(migration, fdset)
                 if state is DomainState.RUNNING:

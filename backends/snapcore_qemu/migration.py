@@ -132,6 +132,14 @@ class Migration:
         """QEMU can write and read mapped-ram images."""
         return self.offers("mapped-ram")
 
+    @property
+    def file_transport(self) -> bool:
+        """QEMU migrates to and from ``file:`` URIs (fd sets: ``file:/dev/fdset/N``), which
+        snapcore then uses for the stream too: QEMU 9.1 and newer deprecate ``fd:`` on a
+        regular file ("fd: migration to a file is deprecated. Use file: instead."). Known by
+        ``mapped-ram``, which QEMU offers only beside that transport (it refuses ``fd:``)."""
+        return self.mapped_ram
+
     def choose_save(self, *, background: bool, channels: int) -> Method:
         """The method of a save: a background snapshot when *background* (and QEMU offers
         it), otherwise a paused save, with mapped-ram and multifd where QEMU offers them and
