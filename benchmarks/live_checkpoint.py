@@ -5,8 +5,8 @@ Run (as root): ``.venv/bin/python benchmarks/live_checkpoint.py [--runs 5] [--qe
 
 For each QEMU (``--qemu``, default both, one after the other): QEMU 7.2, the system's
 (/usr/bin/qemu-system-x86_64), and QEMU 10.0 from bookworm-backports, unpacked by
-scripts/qemu10.sh (with its module packages, by ``setup-libvirt11.sh``: libvirt's capability
-probe needs them; see there). Both sides run the same binary: snapcore's ``[qemu] argv`` and
+scripts/qemu10.sh (with its module packages, which libvirt's capability probe needs; see
+``setup-libvirt11.sh``). Both sides run the same binary: snapcore's ``[qemu] argv`` and
 libvirt's ``<emulator>``. One QEMU domain for snapcore and four for libvirt (internal
 snapshots; external; external ``--live``; ``virsh save``), all the same machine: TCG, q35,
 1 GiB RAM of which 512 MiB hold random data preloaded with ``-device loader``, two qcow2 disks as

@@ -17,19 +17,13 @@
 # 11.3.0-2~bpo12+1 ships the monolithic libvirtd only (no virtqemud), and virtlogd in
 # libvirt-daemon-log.
 #
-# QEMU 10 under libvirt: scripts/qemu10.sh's wrapper unpacks qemu-system-x86 10.0 but not its
-# optional module packages, so QEMU 10 falls back to the system's module directory
-# (/usr/lib/x86_64-linux-gnu/qemu, QEMU 7.2's) for ui-opengl, hw-display-*-gl, spice...: it
-# rejects them ("Only modules from the same build can be loaded") and then aborts on an
-# assertion (util/module.c module_load_dso: QTAILQ_EMPTY(&dso_init_list)). libvirt's
-# capability probe lists every QOM type, which loads every module: the probe fails ("Unable
-# to read from monitor: Connection reset by peer"). So this script unpacks QEMU 10's module
-# packages too (qemu-system-modules-opengl, -modules-spice, qemu-system-gui; their libraries
-# need not be installed: a module that cannot be opened is skipped) into .cache/bench-qemu10/,
-# links them with the modules of .cache/qemu10 into one module directory, and writes
-# .cache/bench-qemu10/bin/qemu-system-x86_64: the same QEMU 10 binary and firmware as
-# scripts/qemu10.sh's wrapper, with QEMU_MODULE_DIR on that directory. The benchmark gives this
-# binary to libvirt (<emulator>) and to snapcore (argv) alike.
+# QEMU 10 under libvirt: libvirt's capability probe lists every QOM type, which loads every
+# module. A QEMU 10 without its optional module packages looks for the missing ones in the
+# system's module directory, finds QEMU 7.2's, refuses them ("Only modules from the same build
+# can be loaded") and aborts (util/module.c), so the probe fails ("Unable to read from
+# monitor: Connection reset by peer"; found with strace -f on libvirtd). scripts/qemu10.sh
+# unpacks those module packages too; this script prints its wrapper, which the benchmark gives
+# to libvirt (<emulator>) and to snapcore (argv) alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIBVIRT_VERSION=11.3.0-2~bpo12+1
@@ -92,30 +86,5 @@ if ! up_to_date; then
     log "installed libvirt $LIBVIRT_VERSION; $(dpkg-query -W -f='${Package} ${Version}' qemu-system-x86)"
 fi
 
-# QEMU 10 for libvirt (see above)
-QEMU_VERSION=$(sed -n 's/^QEMU_VERSION=//p' scripts/qemu10.sh)
-wrapper=$(scripts/qemu10.sh)
-root=$(dirname "$(dirname "$wrapper")")/root
-BENCH=$(pwd)/.cache/bench-qemu10
-stamp="$BENCH/.modules-$QEMU_VERSION"
-if [ ! -e "$stamp" ]; then
-    rm -rf "$BENCH"
-    mkdir -p "$BENCH/debs" "$BENCH/root" "$BENCH/modules" "$BENCH/bin"
-    (cd "$BENCH/debs" && apt-get download -qq "qemu-system-modules-opengl=$QEMU_VERSION" \
-        "qemu-system-modules-spice=$QEMU_VERSION" "qemu-system-gui=$QEMU_VERSION" 2>&1 |
-        grep -v "^W: Download is performed unsandboxed" >&2 || true)
-    for deb in "$BENCH"/debs/*.deb; do dpkg-deb -x "$deb" "$BENCH/root"; done
-    for module in "$root"/usr/lib/x86_64-linux-gnu/qemu/*.so \
-        "$BENCH"/root/usr/lib/x86_64-linux-gnu/qemu/*.so; do
-        ln -sfn "$module" "$BENCH/modules/"
-    done
-    cat >"$BENCH/bin/qemu-system-x86_64" <<EOF
-#!/bin/sh
-# QEMU $QEMU_VERSION (scripts/qemu10.sh's) with all its modules, by benchmarks/setup-libvirt11.sh
-export QEMU_MODULE_DIR=$BENCH/modules
-exec $root/usr/bin/qemu-system-x86_64 -L $root/usr/share/qemu "\$@"
-EOF
-    chmod +x "$BENCH/bin/qemu-system-x86_64"
-    touch "$stamp"
-fi
-echo "$BENCH/bin/qemu-system-x86_64"
+# QEMU 10 for libvirt and snapcore alike: scripts/qemu10.sh's, with every module (see above)
+scripts/qemu10.sh
