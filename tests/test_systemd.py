@@ -106,7 +106,15 @@ def test_units_pass_systemd_analyze_verify(site: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout + proc.stderr == ""  # not even a warning (unknown keys only warn)
+    # not even a warning about our units (unknown keys only warn); systemd-analyze also loads
+    # the host's units and may warn about those (libvirt 11.3's libvirtd.service uses a
+    # service type Debian 12's systemd does not know): those lines are not ours to judge
+    ours = [
+        line
+        for line in (proc.stdout + proc.stderr).splitlines()
+        if not line.startswith(("/lib/systemd/", "/usr/lib/systemd/", "/etc/systemd/"))
+    ]
+    assert ours == []
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
