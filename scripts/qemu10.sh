@@ -97,7 +97,12 @@ fi
 if [ "${1:-}" = "--check" ]; then
     log "$("$BIN/qemu-system-x86_64" --version | head -1)"
     # every device type listed: every module loads, or QEMU aborts (see the modules above)
-    "$BIN/qemu-system-x86_64" -nodefaults -machine none -device help >/dev/null
+    # (a module whose libraries are not installed says so on stderr and is left out: quiet)
+    if ! out=$("$BIN/qemu-system-x86_64" -nodefaults -machine none -device help 2>&1); then
+        log "QEMU 10 cannot list its devices:"
+        echo "$out" | tail -5 >&2
+        exit 1
+    fi
     log "$("$BIN/qemu-img" --version | head -1)"
 fi
 echo "$BIN/qemu-system-x86_64"
