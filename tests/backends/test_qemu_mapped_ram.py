@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,10 +43,11 @@ CAPABILITIES = ("background-snapshot", "mapped-ram", "multifd")
 
 
 @functools.cache
-def capabilities(binary: str) -> frozenset[str]:
-    """The migration capabilities *binary* offers (empty when it cannot be run)."""
+def probe(binary: str, command: str) -> Any:
+    """*command*'s answer from *binary* started with ``-machine none`` (``None`` when it cannot
+    be run or does not answer)."""
     if shutil.which(binary) is None:
-        return frozenset()
+        return None
     with tempfile.TemporaryDirectory(dir="/tmp") as scratch:
         sock = os.path.join(scratch, "probe.qmp")
         argv = [binary, "-machine", "none", "-nodefaults", "-display", "none", "-S",
@@ -55,17 +57,26 @@ def capabilities(binary: str) -> frozenset[str]:
             deadline = time.monotonic() + 30
             while not os.path.exists(sock) and proc.poll() is None:
                 if time.monotonic() > deadline:
-                    return frozenset()
+                    return None
                 time.sleep(0.02)
             time.sleep(0.1)
             with QMPSession(sock) as qmp:
-                caps = qmp.execute("query-migrate-capabilities")
-            return frozenset(str(c["capability"]) for c in caps)
+                return qmp.execute(command)
         except SnapcoreError:
-            return frozenset()
+            return None
         finally:
             proc.kill()
             proc.wait()
+
+
+def capabilities(binary: str) -> frozenset[str]:
+    """The migration capabilities *binary* offers (empty when it cannot be run)."""
+    caps = probe(binary, "query-migrate-capabilities") or []
+    return frozenset(str(c["capability"]) for c in caps)
+
+
+def has_command(binary: str, command: str) -> bool:
+    return command in {c["name"] for c in probe(binary, "query-commands") or []}
 
 
 def mapped_ram(binary: str) -> bool:
@@ -277,24 +288,6 @@ def test_mapped_ram_image_is_refused_clearly_by_a_qemu_without_it(guest: Guest) 
 
 
 # -- qcow2 disks around memory saves of a paused domain ----------------------------------------
-
-
-@functools.cache
-def has_command(binary: str, command: str) -> bool:
-    with tempfile.TemporaryDirectory(dir="/tmp") as scratch:
-        sock = os.path.join(scratch, "probe.qmp")
-        argv = [binary, "-machine", "none", "-nodefaults", "-display", "none", "-S",
-                "-qmp", f"unix:{sock},server=on,wait=off"]  # fmt: skip
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            while not os.path.exists(sock) and proc.poll() is None:
-                time.sleep(0.02)
-            time.sleep(0.1)
-            with QMPSession(sock) as qmp:
-                return command in {c["name"] for c in qmp.execute("query-commands")}
-        finally:
-            proc.kill()
-            proc.wait()
 
 
 def test_qcow2_disks_after_memory_saves_and_restores_of_a_paused_domain(tmp_path: Path) -> None:
